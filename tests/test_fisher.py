@@ -1,0 +1,171 @@
+"""Fisher-vector products and KL against known answers.
+
+Exact checks run in float64 on a small hand-built network feeding SB3's own distribution objects:
+analytic product == autograd (Hessian of KL) product == explicit ``mean_s J_s^T M_s J_s``.
+"""
+
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3.common.distributions import (
+    BernoulliDistribution,
+    CategoricalDistribution,
+    DiagGaussianDistribution,
+    MultiCategoricalDistribution,
+    StateDependentNoiseDistribution,
+)
+
+from sb3_trpo_ext.common.fisher import (
+    action_family,
+    analytic_fisher_product,
+    autograd_fisher_product,
+    flatten,
+    unflatten,
+)
+
+N_STATES, OBS_DIM, HIDDEN = 7, 3, 5
+DTYPE = th.float64
+
+
+def _explicit_fisher_blocks(name, dist_params):
+    """Closed-form Fisher of one state's distribution in its own parameters, as dense matrices."""
+    if name == "gaussian":
+        _, log_std = dist_params
+        return lambda s: th.diag(th.cat([th.exp(-2 * log_std[s]), 2 * th.ones_like(log_std[s])]))
+    if name == "bernoulli":
+        p = th.sigmoid(dist_params[0])
+        return lambda s: th.diag(p[s] * (1 - p[s]))
+
+    def categorical_block(p):
+        return th.diag(p) - th.outer(p, p)
+
+    probs = dist_params[0].exp()
+    if name == "categorical":
+        return lambda s: categorical_block(probs[s])
+    return lambda s: th.block_diag(*[categorical_block(b) for b in th.split(probs[s], SPLIT)])
+
+
+SPLIT = [3, 2, 4]
+
+
+def _make_case(kind):
+    """A tiny tanh network feeding an SB3 distribution; returns (params_to_dist, params, family)."""
+    gen = th.Generator().manual_seed(0)
+    obs = th.randn(N_STATES, OBS_DIM, generator=gen, dtype=DTYPE)
+    out_dim = {"gaussian": 2, "gsde": 2, "categorical": 4, "multicategorical": sum(SPLIT), "bernoulli": 3}[kind]
+    w1 = th.randn(HIDDEN, OBS_DIM, generator=gen, dtype=DTYPE)
+    w2 = th.randn(out_dim, HIDDEN, generator=gen, dtype=DTYPE) * 0.5
+    b2 = th.randn(out_dim, generator=gen, dtype=DTYPE) * 0.1
+    params = [w1, w2, b2]
+    if kind == "gaussian":
+        params.append(th.tensor([-0.3, 0.4], dtype=DTYPE))
+        dist = DiagGaussianDistribution(2)
+    elif kind == "gsde":
+        params.append(th.randn(HIDDEN, 2, generator=gen, dtype=DTYPE) * 0.3)
+        dist = StateDependentNoiseDistribution(2, learn_features=True)
+        dist.latent_sde_dim = HIDDEN
+    else:
+        dist = {
+            "categorical": CategoricalDistribution(out_dim),
+            "multicategorical": MultiCategoricalDistribution(SPLIT),
+            "bernoulli": BernoulliDistribution(out_dim),
+        }[kind]
+
+    def params_to_dist(tensors):
+        hidden = th.tanh(obs @ tensors[0].T)
+        out = hidden @ tensors[1].T + tensors[2]
+        if kind == "gaussian":
+            sb3_dist = dist.proba_distribution(out, tensors[3])
+        elif kind == "gsde":
+            sb3_dist = dist.proba_distribution(out, tensors[3], hidden)
+        else:
+            sb3_dist = dist.proba_distribution(action_logits=out)
+        return family.params(sb3_dist)
+
+    family = action_family(dist)
+    return params_to_dist, params, family
+
+
+KINDS = ["gaussian", "gsde", "categorical", "multicategorical", "bernoulli"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_products_match_explicit_fisher(kind):
+    params_to_dist, params, family = _make_case(kind)
+    dist_params = params_to_dist(tuple(params))
+    # Explicit Jacobian of every state's flattened distribution parameters w.r.t. the flat parameters
+    flat0 = flatten(params)
+
+    def flat_dist(flat):
+        return th.cat([t.reshape(N_STATES, -1) for t in params_to_dist(unflatten(flat, params))], dim=1)
+
+    jac = th.autograd.functional.jacobian(flat_dist, flat0)  # (states, dist dims, params)
+    block = _explicit_fisher_blocks(family.name, dist_params)
+    fisher = sum(jac[s].T @ block(s) @ jac[s] for s in range(N_STATES)) / N_STATES
+
+    damping = 0.05
+    analytic = analytic_fisher_product(params_to_dist, params, family, damping)
+    reference = autograd_fisher_product(params_to_dist, params, family, damping)
+    gen = th.Generator().manual_seed(1)
+    for _ in range(3):
+        v = th.randn(flat0.numel(), generator=gen, dtype=DTYPE)
+        expected = fisher @ v + damping * v
+        th.testing.assert_close(analytic(v), expected, rtol=1e-10, atol=1e-12)
+        th.testing.assert_close(reference(v), expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_fisher_is_symmetric_positive_semidefinite(kind):
+    params_to_dist, params, family = _make_case(kind)
+    product = analytic_fisher_product(params_to_dist, params, family)
+    n = flatten(params).numel()
+    fisher = th.stack([product(e) for e in th.eye(n, dtype=DTYPE)], dim=1)
+    th.testing.assert_close(fisher, fisher.T, rtol=1e-10, atol=1e-12)
+    assert th.linalg.eigvalsh(fisher).min() > -1e-10
+
+
+def _torch_dists(kind, dist_params):
+    d = th.distributions
+    if kind in ("gaussian", "gsde"):
+        mean, log_std = dist_params
+        return [d.Normal(mean, log_std.exp())]
+    if kind == "bernoulli":
+        return [d.Bernoulli(logits=dist_params[0])]
+    if kind == "categorical":
+        return [d.Categorical(logits=dist_params[0])]
+    return [d.Categorical(logits=b) for b in th.split(dist_params[0], SPLIT, dim=-1)]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_kl_is_closed_form_summed_over_dimensions(kind):
+    params_to_dist, params, family = _make_case(kind)
+    old = params_to_dist(tuple(params))
+    gen = th.Generator().manual_seed(2)
+    new = params_to_dist(tuple(p + 0.3 * th.randn(p.shape, generator=gen, dtype=DTYPE) for p in params))
+    expected = 0
+    for p, q in zip(_torch_dists(kind, old), _torch_dists(kind, new), strict=True):
+        kl = th.distributions.kl_divergence(p, q)
+        expected = expected + (kl.sum(dim=-1) if kl.dim() == 2 else kl)
+    ours = family.kl(old, new)
+    assert ours.shape == (N_STATES,)
+    th.testing.assert_close(ours, expected, rtol=1e-10, atol=1e-12)
+    assert th.all(ours > 0)
+    th.testing.assert_close(family.kl(old, old), th.zeros(N_STATES, dtype=DTYPE), rtol=0, atol=1e-12)
+
+
+def test_gaussian_kl_is_action_dim_times_per_dimension_mean():
+    """The true KL sums over dimensions: sb3-contrib's per-dimension mean is action_dim times smaller."""
+    params_to_dist, params, family = _make_case("gaussian")
+    old = params_to_dist(tuple(params))
+    new = (old[0] + 0.1, old[1] - 0.2)
+    per_dim = th.distributions.kl_divergence(th.distributions.Normal(old[0], old[1].exp()),
+                                             th.distributions.Normal(new[0], new[1].exp()))
+    np.testing.assert_allclose(family.kl(old, new).numpy(), (per_dim.mean(dim=-1) * 2).numpy(), rtol=1e-12)
+
+
+def test_unsupported_distribution_names_the_class():
+    class Strange:
+        pass
+
+    with pytest.raises(TypeError, match="Strange"):
+        action_family(Strange())
