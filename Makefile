@@ -1,0 +1,62 @@
+# Developer entry points for sb3-trpo-ext.
+#
+#   make venv       create $(VENV) and install the package (editable) with the test + mujoco extras
+#   make demo       train TRPO on CartPole-v1, evaluate it and save the model under runs/demo/
+#   make test       fast test suite (everything not marked `slow`)
+#   make test-slow  learning tests only (minutes)
+#   make test-all   everything
+#   make lint       ruff check + ruff format --check
+#   make bench      speed benchmark (benchmarks/speed.py)
+#
+# torch is installed first, pinned to $(TORCH): a bare `torch` requirement makes pip fetch the
+# multi-GB CUDA build on Linux. Override with e.g. `make venv TORCH=2.14.1`, or `TORCH=` to skip
+# the pinned install (pip then resolves torch itself).
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= 2.13.0
+EXTRAS ?= test,mujoco
+PYTEST_ARGS ?=
+# -qq: only errors (plain -q still prints every pip warning, e.g. about unreachable extra indexes).
+PIP_FLAGS ?= -qq --disable-pip-version-check
+
+VPY := $(VENV)/bin/python
+PIP := $(VPY) -m pip
+STAMP := $(VENV)/.installed
+LINT_PATHS := $(wildcard sb3_trpo_ext tests benchmarks)
+
+.PHONY: venv demo test test-slow test-all lint bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(VPY) || { echo "Creating virtualenv in $(VENV)"; $(PYTHON) -m venv $(VENV); }
+	$(PIP) install $(PIP_FLAGS) --upgrade pip
+ifneq ($(strip $(TORCH)),)
+	$(PIP) install $(PIP_FLAGS) "torch==$(TORCH)"
+endif
+	$(PIP) install $(PIP_FLAGS) -e ".[$(EXTRAS)]"
+	@touch $@
+
+demo: venv
+	$(VPY) -m sb3_trpo_ext.demo
+
+test: venv
+	$(VPY) -m pytest -m "not slow" -q $(PYTEST_ARGS)
+
+test-slow: venv
+	$(VPY) -m pytest -m slow -q $(PYTEST_ARGS)
+
+test-all: venv
+	$(VPY) -m pytest -q $(PYTEST_ARGS)
+
+lint: venv
+	$(VPY) -m ruff check $(LINT_PATHS)
+	$(VPY) -m ruff format --check $(LINT_PATHS)
+
+bench: venv
+	$(VPY) benchmarks/speed.py
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .hypothesis
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
