@@ -1,0 +1,47 @@
+"""Learning tests: fixed seeds, final model, 20 deterministic evaluation episodes.
+
+CartPole runs in the default test command (about a minute); the rest are marked ``slow``
+(``make test-slow``).
+"""
+
+import pytest
+import torch as th
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.evaluation import evaluate_policy
+
+from sb3_trpo_ext import TRPO
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = th.get_num_threads()
+    th.set_num_threads(1)
+    yield
+    th.set_num_threads(threads)
+
+
+def _score(model, env_id):
+    mean, _ = evaluate_policy(model, make_vec_env(env_id, seed=1000), n_eval_episodes=20, deterministic=True)
+    return mean
+
+
+def test_cartpole_default_hyperparameters_solve_within_100k_steps():
+    model = TRPO("MlpPolicy", "CartPole-v1", seed=0).learn(100_000)
+    assert _score(model, "CartPole-v1") >= 475
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2])
+def test_cartpole_other_seeds(seed):
+    model = TRPO("MlpPolicy", "CartPole-v1", seed=seed).learn(100_000)
+    assert _score(model, "CartPole-v1") >= 475
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_pendulum_zoo_hyperparameters_within_150k_steps(seed):
+    """sb3-contrib's RL Zoo hyperparameters for Pendulum-v1 (1-D action: the true KL equals theirs)."""
+    env = make_vec_env("Pendulum-v1", n_envs=2, seed=seed)
+    model = TRPO("MlpPolicy", env, n_steps=1024, gamma=0.9, n_critic_updates=15, use_sde=True, sde_sample_freq=4,
+                 seed=seed).learn(150_000)
+    assert _score(model, "Pendulum-v1") >= -400
