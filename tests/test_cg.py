@@ -47,8 +47,9 @@ def test_rtol_stops_early_with_residual_below_tolerance():
     for result, rtol in ((loose, 1e-2), (tight, 1e-10)):
         assert result.residual_norm <= rtol * np.linalg.norm(b)
         # the recurrence's residual tracks the true one
-        np.testing.assert_allclose(np.linalg.norm(b - a @ result.x.numpy()), result.residual_norm, rtol=1e-3,
-                                   atol=1e-12)
+        np.testing.assert_allclose(
+            np.linalg.norm(b - a @ result.x.numpy()), result.residual_norm, rtol=1e-3, atol=1e-12
+        )
 
 
 def test_max_iter_reports_iterations_and_residual():

@@ -158,8 +158,9 @@ def test_gaussian_kl_is_action_dim_times_per_dimension_mean():
     params_to_dist, params, family = _make_case("gaussian")
     old = params_to_dist(tuple(params))
     new = (old[0] + 0.1, old[1] - 0.2)
-    per_dim = th.distributions.kl_divergence(th.distributions.Normal(old[0], old[1].exp()),
-                                             th.distributions.Normal(new[0], new[1].exp()))
+    per_dim = th.distributions.kl_divergence(
+        th.distributions.Normal(old[0], old[1].exp()), th.distributions.Normal(new[0], new[1].exp())
+    )
     np.testing.assert_allclose(family.kl(old, new).numpy(), (per_dim.mean(dim=-1) * 2).numpy(), rtol=1e-12)
 
 

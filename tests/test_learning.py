@@ -42,6 +42,7 @@ def test_cartpole_other_seeds(seed):
 def test_pendulum_zoo_hyperparameters_within_150k_steps(seed):
     """sb3-contrib's RL Zoo hyperparameters for Pendulum-v1 (1-D action: the true KL equals theirs)."""
     env = make_vec_env("Pendulum-v1", n_envs=2, seed=seed)
-    model = TRPO("MlpPolicy", env, n_steps=1024, gamma=0.9, n_critic_updates=15, use_sde=True, sde_sample_freq=4,
-                 seed=seed).learn(150_000)
+    model = TRPO(
+        "MlpPolicy", env, n_steps=1024, gamma=0.9, n_critic_updates=15, use_sde=True, sde_sample_freq=4, seed=seed
+    ).learn(150_000)
     assert _score(model, "Pendulum-v1") >= -400

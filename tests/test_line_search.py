@@ -32,9 +32,9 @@ def _random_batch(model, seed, n=64):
         actions = model.policy.get_distribution(obs).get_actions()
         if isinstance(model.action_space, spaces.Discrete):
             actions = actions.float().view(-1, 1)
-        _, log_prob, _ = model.policy.evaluate_actions(obs, actions.long().flatten()
-                                                       if isinstance(model.action_space, spaces.Discrete)
-                                                       else actions)
+        _, log_prob, _ = model.policy.evaluate_actions(
+            obs, actions.long().flatten() if isinstance(model.action_space, spaces.Discrete) else actions
+        )
     advantages = th.randn(n, generator=gen)
     return RolloutBufferSamples(obs, actions, th.zeros(n), log_prob, advantages, th.zeros(n))
 
@@ -61,15 +61,27 @@ def test_accepted_steps_respect_true_kl_and_failed_ones_change_nothing(discrete)
     for seed in range(8):
         # Without damping, CG on the (singular) Fisher gives steps the quadratic model misjudges: rejections.
         target_kl = [0.001, 0.3, 3.0, 30.0][seed % 4]
-        model = TRPO("MlpPolicy", _BoxEnv(discrete=discrete), n_steps=64, batch_size=64, seed=seed,
-                     target_kl=target_kl, cg_damping=[0.1, 0.0][seed % 2], line_search_max_iter=1 + seed % 3, line_search_shrinking_factor=0.3,
-                     policy_kwargs=dict(net_arch=[8], log_std_init=-1.0 + seed % 3))
+        model = TRPO(
+            "MlpPolicy",
+            _BoxEnv(discrete=discrete),
+            n_steps=64,
+            batch_size=64,
+            seed=seed,
+            target_kl=target_kl,
+            cg_damping=[0.1, 0.0][seed % 2],
+            line_search_max_iter=1 + seed % 3,
+            line_search_shrinking_factor=0.3,
+            policy_kwargs=dict(net_arch=[8], log_std_init=-1.0 + seed % 3),
+        )
         batch = _random_batch(model, seed)
         before = [p.detach().clone() for p in model.policy.parameters()]
         with th.no_grad():
             dist = model.policy.get_distribution(batch.observations).distribution
-            old = type(dist)(**{k: getattr(dist, k).clone() for k in ("loc", "scale")}) if not discrete else \
-                th.distributions.Categorical(logits=dist.logits.clone())
+            old = (
+                type(dist)(**{k: getattr(dist, k).clone() for k in ("loc", "scale")})
+                if not discrete
+                else th.distributions.Categorical(logits=dist.logits.clone())
+            )
         _, surrogate_before = _independent_kl_and_surrogate(model, batch, old)
         stats = model._update_actor(batch)
         kl, surrogate_after = _independent_kl_and_surrogate(model, batch, old)
@@ -95,8 +107,18 @@ def test_full_step_lands_near_the_trust_region_boundary():
     """beta = sqrt(2 delta / s^T F s): for a small delta the quadratic model is accurate, so the first
     candidate is accepted with a KL close to (and within) target_kl; light damping keeps CG well posed
     in float32 and makes the step slightly conservative."""
-    model = TRPO("MlpPolicy", _BoxEnv(), n_steps=64, batch_size=64, seed=0, target_kl=1e-4, cg_damping=1e-3,
-                 cg_max_steps=200, cg_rtol=1e-12, policy_kwargs=dict(net_arch=[8]))
+    model = TRPO(
+        "MlpPolicy",
+        _BoxEnv(),
+        n_steps=64,
+        batch_size=64,
+        seed=0,
+        target_kl=1e-4,
+        cg_damping=1e-3,
+        cg_max_steps=200,
+        cg_rtol=1e-12,
+        policy_kwargs=dict(net_arch=[8]),
+    )
     stats = model._update_actor(_random_batch(model, 0))
     assert stats["is_line_search_success"] == 1.0 and stats["line_search_steps"] == 1
     assert 0.85e-4 < stats["kl"] <= 1e-4

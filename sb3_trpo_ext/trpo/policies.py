@@ -101,9 +101,7 @@ class _DistributionHead(nn.Module):
         return self.family.params(self.policy.get_distribution(obs))
 
 
-def params_to_dist_fn(
-    policy: ActorCriticPolicy, actor_names: list[str], obs: PyTorchObs, family: ActionFamily
-):
+def params_to_dist_fn(policy: ActorCriticPolicy, actor_names: list[str], obs: PyTorchObs, family: ActionFamily):
     """Return ``f(actor_tensors) -> distribution parameters at obs``, evaluating ``policy`` with the given
     tensors in place of its actor parameters (``torch.func.functional_call``)."""
     head = _DistributionHead(policy, family)

@@ -216,22 +216,35 @@ class TRPO(OnPolicyAlgorithm):
             is_real(self.line_search_shrinking_factor) and 0 < self.line_search_shrinking_factor < 1,
             "in the open interval (0, 1)",
         )
-        check("line_search_max_iter", is_int(self.line_search_max_iter) and self.line_search_max_iter >= 1,
-              "an integer >= 1")
+        check(
+            "line_search_max_iter",
+            is_int(self.line_search_max_iter) and self.line_search_max_iter >= 1,
+            "an integer >= 1",
+        )
         check("n_critic_updates", is_int(self.n_critic_updates) and self.n_critic_updates >= 1, "an integer >= 1")
-        check("sub_sampling_factor", is_int(self.sub_sampling_factor) and self.sub_sampling_factor >= 1,
-              "an integer >= 1")
+        check(
+            "sub_sampling_factor", is_int(self.sub_sampling_factor) and self.sub_sampling_factor >= 1, "an integer >= 1"
+        )
         check("fisher", self.fisher in FISHER_PRODUCTS, f"one of {sorted(FISHER_PRODUCTS)}")
-        check("learning_rate", callable(self.learning_rate) or (is_real(self.learning_rate)
-              and 0 <= self.learning_rate < math.inf), "a finite number >= 0 or a schedule")
+        check(
+            "learning_rate",
+            callable(self.learning_rate) or (is_real(self.learning_rate) and 0 <= self.learning_rate < math.inf),
+            "a finite number >= 0 or a schedule",
+        )
         n_envs = getattr(self, "n_envs", None)
         if n_envs:
             buffer_size = self.n_steps * n_envs
-            check("batch_size", self.batch_size <= buffer_size,
-                  f"<= n_steps * n_envs = {self.n_steps} * {n_envs} = {buffer_size}")
+            check(
+                "batch_size",
+                self.batch_size <= buffer_size,
+                f"<= n_steps * n_envs = {self.n_steps} * {n_envs} = {buffer_size}",
+            )
             if self.normalize_advantage:
-                check("n_steps", buffer_size > 1,
-                      f"such that n_steps * n_envs > 1 to normalize advantages (n_envs={n_envs})")
+                check(
+                    "n_steps",
+                    buffer_size > 1,
+                    f"such that n_steps * n_envs > 1 to normalize advantages (n_envs={n_envs})",
+                )
 
     def _setup_model(self) -> None:
         self._validate_hyperparameters()
@@ -357,9 +370,7 @@ class TRPO(OnPolicyAlgorithm):
         value_losses = self._update_critic(batch)
 
         self._n_updates += 1
-        explained_var = explained_variance(
-            self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten()
-        )
+        explained_var = explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten())
         for key, value in actor_stats.items():
             self.logger.record(f"train/{key}", value, exclude="tensorboard" if isinstance(value, str) else None)
         self.logger.record("train/value_loss", float(np.mean(value_losses)))
@@ -415,8 +426,10 @@ class TRPO(OnPolicyAlgorithm):
         stats.update(cg_iterations=cg.iterations, cg_residual=cg.residual_norm, cg_stop_reason=cg.reason)
         curvature = th.dot(cg.x, fisher_product(cg.x))
         if not (th.isfinite(cg.x).all() and th.isfinite(curvature) and curvature > 0):
-            warnings.warn(f"TRPO: invalid search direction (s^T F s = {curvature.item()}), the actor update "
-                          "is skipped", stacklevel=2)
+            warnings.warn(
+                f"TRPO: invalid search direction (s^T F s = {curvature.item()}), the actor update is skipped",
+                stacklevel=2,
+            )
             return stats
         full_step = th.sqrt(2 * self.target_kl / curvature) * cg.x
 
@@ -429,8 +442,12 @@ class TRPO(OnPolicyAlgorithm):
                 new_surrogate = (advantages * th.exp(distribution.log_prob(actions) - old_log_prob)).mean()
                 # Accept the first candidate inside the trust region that improves the surrogate.
                 if kl <= self.target_kl and new_surrogate > surrogate:  # False for NaN as well
-                    stats.update(policy_objective=new_surrogate.item(), kl=kl.item(), line_search_steps=step + 1,
-                                 is_line_search_success=1.0)
+                    stats.update(
+                        policy_objective=new_surrogate.item(),
+                        kl=kl.item(),
+                        line_search_steps=step + 1,
+                        is_line_search_success=1.0,
+                    )
                     return stats
             self._set_actor(actor_params, theta_old)  # no acceptable step: keep the old policy
         stats["line_search_steps"] = self.line_search_max_iter
@@ -540,13 +557,16 @@ class TRPO(OnPolicyAlgorithm):
             return state
         all_params = list(self.policy.parameters())
         if len(saved_ids) != len(all_params):
-            warnings.warn("The saved optimizer state does not match the critic's parameters: the critic's "
-                          "optimizer starts fresh", stacklevel=3)
+            warnings.warn(
+                "The saved optimizer state does not match the critic's parameters: the critic's optimizer starts fresh",
+                stacklevel=3,
+            )
             return own
         critic_ids = {id(p) for p in self._critic_params}
         positions = [i for i, p in enumerate(all_params) if id(p) in critic_ids]
-        remapped_state = {new: state["state"][saved_ids[old]] for new, old in enumerate(positions)
-                          if saved_ids[old] in state["state"]}
+        remapped_state = {
+            new: state["state"][saved_ids[old]] for new, old in enumerate(positions) if saved_ids[old] in state["state"]
+        }
         group = {**state["param_groups"][0], "params": list(range(len(positions)))}
         return {"state": remapped_state, "param_groups": [group]}
 
