@@ -49,11 +49,17 @@ def _index_obs(obs: PyTorchObs, index: th.Tensor | slice) -> PyTorchObs:
 
 
 def _stack_obs(observations: list[Any]) -> Any:
-    """Stack per-step ``(n_envs, ...)`` observations into ``(n_steps * n_envs, ...)``."""
+    """Stack per-step ``(n_envs, ...)`` observations (arrays or dicts of arrays) into ``(n_steps * n_envs, ...)``."""
     if isinstance(observations[0], dict):
         return {key: _stack_obs([obs[key] for obs in observations]) for key in observations[0]}
     stacked = np.stack(observations)
     return stacked.reshape(-1, *stacked.shape[2:])
+
+
+def _as_batch_of_one(observation: Any) -> Any:
+    if isinstance(observation, dict):
+        return {key: np.asarray(value)[None] for key, value in observation.items()}
+    return np.asarray(observation)[None]
 
 
 class TRPO(OnPolicyAlgorithm):
@@ -336,22 +342,28 @@ class TRPO(OnPolicyAlgorithm):
 
         with th.no_grad():
             batch_obs = obs_as_tensor(_stack_obs(observations), self.device)
-            values, log_probs, _ = self.policy.evaluate_actions(batch_obs, th.cat(sampled_actions))
+            batch_actions = th.cat(sampled_actions)
+            values, log_probs, _ = self.policy.evaluate_actions(batch_obs, batch_actions)
             values = values.view(n_steps, env.num_envs)
             log_probs = log_probs.view(n_steps, env.num_envs)
             if truncated:  # time-limit truncation: bootstrap with the value of the terminal state
-                terminal_obs = obs_as_tensor(_stack_obs([[obs] for _, _, obs in truncated]), self.device)
+                terminal_obs = obs_as_tensor(
+                    _stack_obs([_as_batch_of_one(obs) for _, _, obs in truncated]), self.device
+                )
                 terminal_values = self.policy.predict_values(terminal_obs).flatten().cpu().numpy()
                 for (step, env_idx, _), value in zip(truncated, terminal_values, strict=True):
                     step_rewards[step][env_idx] += self.gamma * value
             last_values = self.policy.predict_values(obs_as_tensor(new_obs, self.device))  # type: ignore[arg-type]
 
+        buffer_actions = batch_actions.cpu().numpy().reshape(n_steps, env.num_envs, -1)
         for step in range(n_steps):
-            actions = sampled_actions[step].cpu().numpy().reshape((env.num_envs, -1))
-            if not isinstance(self.action_space, spaces.Discrete):
-                actions = actions.reshape((-1, *self.action_space.shape))
             rollout_buffer.add(
-                observations[step], actions, step_rewards[step], episode_starts[step], values[step], log_probs[step]
+                observations[step],
+                buffer_actions[step],
+                step_rewards[step],
+                episode_starts[step],
+                values[step],
+                log_probs[step],
             )
         rollout_buffer.compute_returns_and_advantage(last_values=last_values, dones=dones)
 
