@@ -1,0 +1,246 @@
+"""Speed benchmark: our TRPO (``sb3_trpo_ext``) against sb3-contrib's TRPO.
+
+Both algorithms run in this one process, on one torch thread, with the same hyperparameters
+(sb3-contrib's defaults: ``MlpPolicy``, one environment, ``n_steps=2048``, everything else default)
+and the same seed. For every environment and algorithm it measures
+
+* **end-to-end steps/s** of ``model.learn(timesteps)``, after an untimed warm-up ``learn`` of one rollout;
+* **train()**: the wall time of each ``model.train()`` call (one policy + critic update), median;
+* **collect**: the wall time of each ``model.collect_rollouts(...)`` call (one rollout of ``n_steps``), median.
+
+``train`` and ``collect_rollouts`` are timed by wrapping the bound methods on the model instance, so
+both algorithms run their own, unmodified code. The algorithms alternate across repeats
+(ours, theirs, ours, theirs, ...) so that noise on a shared machine hits both alike; every figure is a
+median over the repeats (over all calls, for train and collect). The summary gives the ratios
+ours/theirs of the train() time (lower is better) and the speedups theirs/ours of the end-to-end and
+collection times (higher is better).
+
+Note: our ``target_kl`` bounds the true KL (summed over action dimensions) while sb3-contrib's bounds the
+per-dimension mean, so with the same value our trust region is tighter on multi-dimensional action
+spaces (Hopper-v5: 3 dimensions). This changes the line search a little, not the amount of work per step.
+
+Run it with ``make bench`` or, from the repository root::
+
+    python benchmarks/speed.py                          # CartPole-v1 and Hopper-v5, 3 repeats
+    python benchmarks/speed.py --envs Hopper-v5 --repeats 5 --json runs/bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from time import perf_counter
+from typing import Any
+
+import gymnasium
+import sb3_contrib
+import stable_baselines3
+import torch as th
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+
+N_STEPS = 2048  # sb3-contrib's default rollout length (one environment)
+ALGORITHMS = ("ours", "sb3-contrib")
+TARGETS = {"train_ratio": 0.6, "train_ratio_stretch": 0.5, "end_to_end_speedup": 1.3}
+
+
+def load_algorithms() -> dict[str, type[OnPolicyAlgorithm]]:
+    """Our TRPO and sb3-contrib's, by name. Falls back to the repository root when the package is not installed."""
+    try:
+        from sb3_trpo_ext import TRPO as OurTRPO
+    except ModuleNotFoundError:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from sb3_trpo_ext import TRPO as OurTRPO
+    from sb3_contrib import TRPO as ContribTRPO
+
+    return {"ours": OurTRPO, "sb3-contrib": ContribTRPO}
+
+
+# ------------------------------------------------------------------------------------------ measuring
+@dataclass
+class Timings:
+    """Raw measurements of one algorithm on one environment."""
+
+    learn_seconds: list[float] = field(default_factory=list)  # one per repeat
+    learn_steps: list[int] = field(default_factory=list)  # environment steps of each timed learn()
+    train_seconds: list[float] = field(default_factory=list)  # one per train() call
+    collect_seconds: list[float] = field(default_factory=list)  # one per collect_rollouts() call
+
+    def steps_per_second(self) -> float:
+        return statistics.median(steps / seconds for steps, seconds in zip(self.learn_steps, self.learn_seconds))
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "steps_per_s": self.steps_per_second(),
+            "learn_s": statistics.median(self.learn_seconds),
+            "train_s": statistics.median(self.train_seconds),
+            "train_min_s": min(self.train_seconds),
+            "train_max_s": max(self.train_seconds),
+            "collect_s": statistics.median(self.collect_seconds),
+            "collect_min_s": min(self.collect_seconds),
+            "collect_max_s": max(self.collect_seconds),
+        }
+
+
+def time_calls(model: OnPolicyAlgorithm, method: str, record: list[float]) -> None:
+    """Replace ``model.<method>`` on the instance by a wrapper that appends each call's wall time to ``record``."""
+    original: Callable[..., Any] = getattr(model, method)
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        start = perf_counter()
+        result = original(*args, **kwargs)
+        record.append(perf_counter() - start)
+        return result
+
+    setattr(model, method, timed)
+
+
+def benchmark_env(
+    env_id: str, algorithms: dict[str, type[OnPolicyAlgorithm]], timesteps: int, repeats: int, seed: int
+) -> dict[str, Timings]:
+    """Build, warm up and time every algorithm on ``env_id``, alternating the algorithms across repeats."""
+    models: dict[str, OnPolicyAlgorithm] = {}
+    timings: dict[str, Timings] = {}
+    for name, algorithm in algorithms.items():
+        model = algorithm("MlpPolicy", env_id, n_steps=N_STEPS, seed=seed, device="cpu", verbose=0)
+        model.learn(N_STEPS)  # warm-up: one rollout and one update, not timed
+        timings[name] = Timings()
+        time_calls(model, "train", timings[name].train_seconds)
+        time_calls(model, "collect_rollouts", timings[name].collect_seconds)
+        models[name] = model
+
+    for repeat in range(repeats):
+        for name, model in models.items():
+            gc.collect()
+            start = perf_counter()
+            model.learn(timesteps, reset_num_timesteps=True)
+            seconds = perf_counter() - start
+            timings[name].learn_seconds.append(seconds)
+            timings[name].learn_steps.append(model.num_timesteps)
+            print(
+                f"  [{env_id} repeat {repeat + 1}/{repeats}] {name:<12} {model.num_timesteps} steps in {seconds:.2f} s",
+                flush=True,
+            )
+    return timings
+
+
+def ratios(ours: dict[str, float], theirs: dict[str, float]) -> dict[str, float]:
+    """train(): ours/theirs time (lower is better); end-to-end and collection: theirs/ours time (speedups)."""
+    return {
+        "train_ratio": ours["train_s"] / theirs["train_s"],
+        "end_to_end_speedup": ours["steps_per_s"] / theirs["steps_per_s"],
+        "collect_speedup": theirs["collect_s"] / ours["collect_s"],
+    }
+
+
+# ----------------------------------------------------------------------------------------- reporting
+def system_info() -> dict[str, Any]:
+    cpu_model = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            cpu_model = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {
+        "python": platform.python_version(),
+        "torch": th.__version__,
+        "stable_baselines3": stable_baselines3.__version__,
+        "sb3_contrib": sb3_contrib.__version__,
+        "gymnasium": gymnasium.__version__,
+        "platform": platform.platform(),
+        "cpu": cpu_model or "unknown",
+        "nproc": os.cpu_count(),
+        "torch_threads": th.get_num_threads(),
+    }
+
+
+def print_header(info: dict[str, Any], args: argparse.Namespace) -> None:
+    print(
+        f"torch {info['torch']} | stable-baselines3 {info['stable_baselines3']} | sb3-contrib {info['sb3_contrib']}"
+        f" | gymnasium {info['gymnasium']} | python {info['python']}"
+    )
+    print(
+        f"CPU: {info['cpu']} ({info['nproc']} logical cores), {info['platform']}, torch threads: {info['torch_threads']}"
+    )
+    print(
+        f"TRPO MlpPolicy, n_steps={N_STEPS}, 1 env, seed={args.seed}; learn({args.timesteps}) x {args.repeats} "
+        "repeats per algorithm, interleaved\n"
+    )
+
+
+def print_table(results: dict[str, dict[str, Any]]) -> None:
+    header = f"{'env':<12} {'algorithm':<12} {'steps/s':>8} {'learn [s]':>10} {'train() [ms]':>24} {'collect [ms]':>24}"
+    print(header)
+    print("-" * len(header))
+    for env_id, result in results.items():
+        for name in ALGORITHMS:
+            s = result[name]
+            train = f"{1e3 * s['train_s']:.0f} [{1e3 * s['train_min_s']:.0f}-{1e3 * s['train_max_s']:.0f}]"
+            collect = f"{1e3 * s['collect_s']:.0f} [{1e3 * s['collect_min_s']:.0f}-{1e3 * s['collect_max_s']:.0f}]"
+            print(f"{env_id:<12} {name:<12} {s['steps_per_s']:>8.0f} {s['learn_s']:>10.2f} {train:>24} {collect:>24}")
+    print("(train and collect: median [min-max] over all calls)\n")
+
+    header = f"{'env':<12} {'train() ours/theirs':>20} {'end-to-end speedup':>19} {'collect speedup':>16}"
+    print(header)
+    print("-" * len(header))
+    for env_id, result in results.items():
+        r = result["ratios"]
+        train_mark = "ok" if r["train_ratio"] <= TARGETS["train_ratio"] else "MISS"
+        if r["train_ratio"] <= TARGETS["train_ratio_stretch"]:
+            train_mark = "ok+"
+        e2e_mark = "ok" if r["end_to_end_speedup"] >= TARGETS["end_to_end_speedup"] else "MISS"
+        print(
+            f"{env_id:<12} {r['train_ratio']:>15.2f} {train_mark:<4} {r['end_to_end_speedup']:>13.2f}x {e2e_mark:<4}"
+            f" {r['collect_speedup']:>15.2f}x"
+        )
+    print(
+        f"targets: train() ours/theirs <= {TARGETS['train_ratio']} (stretch {TARGETS['train_ratio_stretch']}, 'ok+'), "
+        f"end-to-end speedup >= {TARGETS['end_to_end_speedup']}x"
+    )
+
+
+# -------------------------------------------------------------------------------------------- main
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Speed benchmark: our TRPO against sb3-contrib's TRPO.")
+    parser.add_argument("--envs", nargs="+", default=["CartPole-v1", "Hopper-v5"], help="Gymnasium environment ids")
+    parser.add_argument("--timesteps", type=int, default=3 * N_STEPS, help="steps of each timed learn()")
+    parser.add_argument("--repeats", type=int, default=3, help="timed learn() calls per algorithm and environment")
+    parser.add_argument("--seed", type=int, default=0, help="seed of both algorithms")
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    th.set_num_threads(1)
+    algorithms = load_algorithms()
+    info = system_info()
+    print_header(info, args)
+
+    results: dict[str, dict[str, Any]] = {}
+    raw: dict[str, dict[str, Any]] = {}
+    for env_id in args.envs:
+        timings = benchmark_env(env_id, algorithms, args.timesteps, args.repeats, args.seed)
+        summaries = {name: timings[name].summary() for name in ALGORITHMS}
+        results[env_id] = {**summaries, "ratios": ratios(summaries["ours"], summaries["sb3-contrib"])}
+        raw[env_id] = {name: asdict(timings[name]) for name in ALGORITHMS}
+    print()
+    print_table(results)
+
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        config = {"n_steps": N_STEPS, "timesteps": args.timesteps, "repeats": args.repeats, "seed": args.seed}
+        payload = {"system": info, "config": config, "targets": TARGETS, "results": results, "raw": raw}
+        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+        print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
