@@ -9,16 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch as th
 from stable_baselines3.common.policies import (
     ActorCriticCnnPolicy,
     ActorCriticPolicy,
     MultiInputActorCriticPolicy,
 )
-from stable_baselines3.common.type_aliases import PyTorchObs
 from torch import nn
-
-from sb3_trpo_ext.common.fisher import ActionFamily, DistParams
 
 
 class MlpPolicy(ActorCriticPolicy):
@@ -52,7 +48,7 @@ def _module_parameters(*parts: nn.Module | nn.Parameter | None) -> list[nn.Param
     return params
 
 
-def split_actor_critic(policy: ActorCriticPolicy) -> tuple[dict[str, nn.Parameter], list[nn.Parameter]]:
+def split_actor_critic(policy: ActorCriticPolicy) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
     """Split the policy's parameters into the actor's (named) and the critic's.
 
     The split follows the policy's structure: the actor is ``pi_features_extractor``,
@@ -60,8 +56,7 @@ def split_actor_critic(policy: ActorCriticPolicy) -> tuple[dict[str, nn.Paramete
     (unless shared with the actor), ``mlp_extractor.value_net`` and ``value_net``. A features extractor
     shared by both belongs to the actor: it moves only with the trust-region step.
 
-    :return: the actor's parameters keyed by their names in ``policy.named_parameters()``, and the
-        critic's parameters
+    :return: the actor's parameters and the critic's parameters
     :raises ValueError: if the policy does not have that structure, or has parameters in neither part
     """
     mlp_extractor = getattr(policy, "mlp_extractor", None)
@@ -86,28 +81,4 @@ def split_actor_critic(policy: ActorCriticPolicy) -> tuple[dict[str, nn.Paramete
             f"Cannot split the parameters of {type(policy).__name__} into actor and critic: "
             f"unassigned {unassigned}, in both {[names[i] for i in actor_ids & critic_ids]}"
         )
-    return {names[id(p)]: p for p in actor}, critic
-
-
-class _DistributionHead(nn.Module):
-    """``obs -> parameters of the action distribution``: the function whose Jacobian the Fisher uses."""
-
-    def __init__(self, policy: ActorCriticPolicy, family: ActionFamily):
-        super().__init__()
-        self.policy = policy
-        self.family = family
-
-    def forward(self, obs: PyTorchObs) -> DistParams:
-        return self.family.params(self.policy.get_distribution(obs))
-
-
-def params_to_dist_fn(policy: ActorCriticPolicy, actor_names: list[str], obs: PyTorchObs, family: ActionFamily):
-    """Return ``f(actor_tensors) -> distribution parameters at obs``, evaluating ``policy`` with the given
-    tensors in place of its actor parameters (``torch.func.functional_call``)."""
-    head = _DistributionHead(policy, family)
-    prefixed = [f"policy.{name}" for name in actor_names]
-
-    def params_to_dist(actor_tensors: tuple[th.Tensor, ...]) -> DistParams:
-        return th.func.functional_call(head, dict(zip(prefixed, actor_tensors, strict=True)), (obs,))
-
-    return params_to_dist
+    return actor, critic

@@ -6,7 +6,6 @@ import io
 import math
 import pathlib
 import warnings
-from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -25,7 +24,6 @@ from torch import nn
 
 from sb3_trpo_ext.common.cg import CGResult, conjugate_gradient
 from sb3_trpo_ext.common.fisher import (
-    ActionFamily,
     GaussianFamily,
     action_family,
     analytic_fisher_product,
@@ -33,7 +31,7 @@ from sb3_trpo_ext.common.fisher import (
     flatten,
     unflatten,
 )
-from sb3_trpo_ext.trpo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy, params_to_dist_fn, split_actor_critic
+from sb3_trpo_ext.trpo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy, split_actor_critic
 
 SelfTRPO = TypeVar("SelfTRPO", bound="TRPO")
 
@@ -255,20 +253,14 @@ class TRPO(OnPolicyAlgorithm):
     def _setup_model(self) -> None:
         self._validate_hyperparameters()
         super()._setup_model()
-        actor, critic = split_actor_critic(self.policy)
-        self._actor_names = list(actor)
-        self._critic_params = critic
+        self._actor_params, self._critic_params = split_actor_critic(self.policy)
         # The critic gets an optimizer of its own: the actor moves only through the trust-region step.
         self.policy.optimizer = self.policy.optimizer_class(
-            critic, lr=self.lr_schedule(1), **self.policy.optimizer_kwargs
+            self._critic_params, lr=self.lr_schedule(1), **self.policy.optimizer_kwargs
         )
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_actor_names", "_critic_params"]
-
-    def _actor_params(self) -> list[nn.Parameter]:
-        named = dict(self.policy.named_parameters())
-        return [named[name] for name in self._actor_names]
+        return [*super()._excluded_save_params(), "_actor_params", "_critic_params"]
 
     # ------------------------------------------------------------- collection
     def collect_rollouts(
@@ -389,15 +381,6 @@ class TRPO(OnPolicyAlgorithm):
         self.logger.record("train/explained_variance", explained_var)
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
 
-    def _fisher_product(
-        self, obs: PyTorchObs, family: ActionFamily, actor_params: list[nn.Parameter]
-    ) -> Callable[[th.Tensor], th.Tensor]:
-        """``v -> (F + cg_damping I) v`` with ``F`` the Fisher at the current actor, estimated on every
-        ``sub_sampling_factor``-th state (paper, Appendix C)."""
-        fisher_obs = _index_obs(obs, slice(None, None, self.sub_sampling_factor))
-        params_to_dist = params_to_dist_fn(self.policy, self._actor_names, fisher_obs, family)
-        return FISHER_PRODUCTS[self.fisher](params_to_dist, actor_params, family, self.cg_damping)
-
     def _update_actor(self, batch: RolloutBufferSamples) -> dict[str, Any]:
         """Natural-gradient step with backtracking line search (paper Sec. 6 and Appendix C).
 
@@ -408,14 +391,15 @@ class TRPO(OnPolicyAlgorithm):
         advantages = batch.advantages
         if self.normalize_advantage:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-        actor_params = self._actor_params()
+        actor_params = self._actor_params
 
         # Surrogate L(theta) = mean(A * pi_theta / pi_old) and its gradient g at theta_old (Eq. 14)
         distribution = self.policy.get_distribution(obs)
         family = action_family(distribution)
-        dist_old = tuple(t.detach() for t in family.params(distribution))
+        dist_params = family.params(distribution)
+        dist_old = tuple(t.detach() for t in dist_params)
         surrogate = (advantages * th.exp(distribution.log_prob(actions) - old_log_prob)).mean()
-        gradient = flatten(th.autograd.grad(surrogate, actor_params))
+        gradient = flatten(th.autograd.grad(surrogate, actor_params, retain_graph=True))
 
         stats: dict[str, Any] = {
             "policy_objective": surrogate.item(),
@@ -433,7 +417,11 @@ class TRPO(OnPolicyAlgorithm):
 
         # Search direction s ~ F^-1 g by conjugate gradient, then the full step to the trust-region
         # boundary: 1/2 (beta s)^T F (beta s) = target_kl  =>  beta = sqrt(2 target_kl / s^T F s)  (Appendix C)
-        fisher_product = self._fisher_product(obs, family, actor_params)
+        # Fisher of the mean KL at theta_old, on every sub_sampling_factor-th state (Appendix C)
+        if self.sub_sampling_factor > 1:
+            subsample = _index_obs(obs, slice(None, None, self.sub_sampling_factor))
+            dist_params = family.params(self.policy.get_distribution(subsample))
+        fisher_product = FISHER_PRODUCTS[self.fisher](dist_params, actor_params, family, self.cg_damping)
         cg: CGResult = conjugate_gradient(fisher_product, gradient, max_iter=self.cg_max_steps, rtol=self.cg_rtol)
         stats.update(cg_iterations=cg.iterations, cg_residual=cg.residual_norm, cg_stop_reason=cg.reason)
         curvature = th.dot(cg.x, fisher_product(cg.x))
