@@ -148,12 +148,6 @@ class SnapshotPolicyAtRolloutEnd(BaseCallback):
 
 # --------------------------------------------------------------------------------------- 1. smoke tests
 CNN_KWARGS = dict(net_arch=[16], features_extractor_kwargs=dict(features_dim=16))
-CNN_ANALYTIC_BUG = (
-    "fisher='analytic' with a features extractor that has parameters (CnnPolicy): the jvp through "
-    "th.func.functional_call in params_to_dist_fn replaces the parameters of policy.features_extractor (also "
-    "registered as pi_features_extractor) by tensors with requires_grad=False, so the 2nd train() raises "
-    "'RuntimeError: One of the differentiated Tensors does not require grad'"
-)
 SMOKE_CASES = {
     "box": lambda: ("MlpPolicy", "Pendulum-v1", {}),
     "box_sde": lambda: ("MlpPolicy", "Pendulum-v1", dict(use_sde=True)),
@@ -175,15 +169,7 @@ SMOKE_CASES = {
 }
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        pytest.param(case, marks=pytest.mark.xfail(reason=CNN_ANALYTIC_BUG, strict=True, raises=RuntimeError))
-        if case == "cnn"
-        else case
-        for case in SMOKE_CASES
-    ],
-)
+@pytest.mark.parametrize("case", list(SMOKE_CASES))
 def test_learn_smoke(case):
     policy, env, kwargs = SMOKE_CASES[case]()
     kwargs = {"policy_kwargs": SMALL_NET, **kwargs}
@@ -243,15 +229,7 @@ def test_learn_larger_target_kl_takes_larger_steps():
     assert kls[1] > 5 * kls[0]
 
 
-PARAMETER_IDENTITY_BUG = (
-    "th.func.functional_call in params_to_dist_fn (vjp/jvp of the Fisher products) replaces the nn.Parameter "
-    "objects of the aliased features_extractor / pi_features_extractor by plain tensors (requires_grad=False "
-    "after the analytic jvp), so references held outside the module (optimizers, user code) go stale"
-)
-
-
 @pytest.mark.parametrize("fisher", ["analytic", "autograd"])
-@pytest.mark.xfail(reason=PARAMETER_IDENTITY_BUG, strict=True)
 def test_update_keeps_the_policy_parameter_objects(fisher):
     model = TRPO(
         "CnnPolicy",
