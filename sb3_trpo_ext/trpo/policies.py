@@ -7,14 +7,22 @@ never move the actor, whose every change must pass the trust-region check.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import torch as th
+import torch.nn.functional as F
+from gymnasium import spaces
+from stable_baselines3.common.distributions import CategoricalDistribution, DiagGaussianDistribution
 from stable_baselines3.common.policies import (
     ActorCriticCnnPolicy,
     ActorCriticPolicy,
     MultiInputActorCriticPolicy,
 )
+from stable_baselines3.common.preprocessing import is_image_space
+from stable_baselines3.common.torch_layers import FlattenExtractor
 from torch import nn
+from torch.distributions import Categorical, Normal
 
 
 class MlpPolicy(ActorCriticPolicy):
@@ -82,3 +90,45 @@ def split_actor_critic(policy: ActorCriticPolicy) -> tuple[list[nn.Parameter], l
             f"unassigned {unassigned}, in both {[names[i] for i in actor_ids & critic_ids]}"
         )
     return actor, critic
+
+
+_FUNCTIONAL_LAYERS: dict[type[nn.Module], Callable[[nn.Module, th.Tensor], th.Tensor]] = {
+    nn.Linear: lambda layer, x: F.linear(x, layer.weight, layer.bias),
+    nn.Tanh: lambda _, x: th.tanh(x),
+    nn.ReLU: lambda _, x: F.relu(x),
+}
+
+
+def lean_action_sampler(policy: ActorCriticPolicy) -> Callable[[th.Tensor], th.Tensor] | None:
+    """A per-step action sampler for the common case, or None where the policy does not fit it.
+
+    Collection calls the actor once per environment step, where on small networks the cost is call
+    overhead (module dispatch, SB3's preprocessing and distribution wrappers), not arithmetic. For a flat
+    ``Box`` observation, an MLP actor of Linear/Tanh/ReLU layers and a diagonal Gaussian (without gSDE)
+    or categorical action distribution, this runs the same operations as ``policy.get_distribution(obs)
+    .get_actions()`` as a plain function chain: same values, same random-number draws. Forward hooks on
+    those modules are not called.
+    """
+    layers = [*getattr(policy.mlp_extractor, "policy_net", ()), policy.action_net]
+    supported = (
+        isinstance(policy.observation_space, spaces.Box)
+        and not is_image_space(policy.observation_space)
+        and type(policy.pi_features_extractor) is FlattenExtractor
+        and isinstance(policy.mlp_extractor.policy_net, nn.Sequential)
+        and all(type(layer) in _FUNCTIONAL_LAYERS for layer in layers)
+        and type(policy.action_dist) in (DiagGaussianDistribution, CategoricalDistribution)
+    )
+    if not supported:
+        return None
+    steps = [(_FUNCTIONAL_LAYERS[type(layer)], layer) for layer in layers]
+    gaussian = type(policy.action_dist) is DiagGaussianDistribution
+
+    def sample(obs: th.Tensor) -> th.Tensor:
+        x = obs.float().flatten(1)
+        for apply, layer in steps:
+            x = apply(layer, x)
+        if gaussian:  # as DiagGaussianDistribution.proba_distribution(...).get_actions()
+            return Normal(x, th.ones_like(x) * policy.log_std.exp()).rsample()
+        return Categorical(logits=x).sample()
+
+    return sample

@@ -33,7 +33,13 @@ from sb3_trpo_ext.common.fisher import (
     flatten,
     unflatten,
 )
-from sb3_trpo_ext.trpo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy, split_actor_critic
+from sb3_trpo_ext.trpo.policies import (
+    CnnPolicy,
+    MlpPolicy,
+    MultiInputPolicy,
+    lean_action_sampler,
+    split_actor_critic,
+)
 
 SelfTRPO = TypeVar("SelfTRPO", bound="TRPO")
 
@@ -304,6 +310,9 @@ class TRPO(OnPolicyAlgorithm):
         if self.use_sde:
             self.policy.reset_noise(env.num_envs)
         callback.on_rollout_start()
+        sample_actions = lean_action_sampler(self.policy) or (
+            lambda obs: self.policy.get_distribution(obs).get_actions()
+        )
 
         observations: list[Any] = []
         sampled_actions: list[th.Tensor] = []
@@ -316,7 +325,7 @@ class TRPO(OnPolicyAlgorithm):
                 self.policy.reset_noise(env.num_envs)
             with th.no_grad(), _fast_distributions():
                 obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
-                action_tensor = self.policy.get_distribution(obs_tensor).get_actions()
+                action_tensor = sample_actions(obs_tensor)
             actions = action_tensor.cpu().numpy().reshape((-1, *self.action_space.shape))
             clipped_actions = actions
             if isinstance(self.action_space, spaces.Box):

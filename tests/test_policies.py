@@ -1,0 +1,95 @@
+"""Policy aliases, the actor/critic split and the lean per-step sampler."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.policies import ActorCriticPolicy
+from torch import nn
+
+from sb3_trpo_ext import TRPO
+from sb3_trpo_ext.trpo.policies import lean_action_sampler, split_actor_critic
+
+
+class _Env(gym.Env):
+    def __init__(self, observation_space, action_space):
+        self.observation_space, self.action_space = observation_space, action_space
+
+    def reset(self, *, seed=None, options=None):
+        return self.observation_space.sample(), {}
+
+    def step(self, action):
+        return self.observation_space.sample(), 0.0, False, False, {}
+
+
+FLAT = spaces.Box(-1, 1, (2, 3), np.float32)
+
+
+def _model(action_space, observation_space=FLAT, **kwargs):
+    return TRPO("MlpPolicy", _Env(observation_space, action_space), n_steps=8, batch_size=8, seed=0, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "action_space, policy_kwargs",
+    [
+        (spaces.Box(-1, 1, (3,), np.float32), {}),
+        (spaces.Discrete(4), {}),
+        (spaces.Box(-1, 1, (2,), np.float32), {"activation_fn": nn.ReLU, "net_arch": [7, 5]}),
+    ],
+)
+def test_lean_sampler_draws_what_sb3_draws(action_space, policy_kwargs):
+    policy = _model(action_space, policy_kwargs=policy_kwargs).policy
+    sampler = lean_action_sampler(policy)
+    assert sampler is not None
+    obs = th.as_tensor(np.stack([FLAT.sample() for _ in range(5)]))
+    with th.no_grad():
+        th.manual_seed(7)
+        expected = policy.get_distribution(obs).get_actions()
+        th.manual_seed(7)
+        actual = sampler(obs)
+    assert th.equal(actual, expected)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: _model(spaces.Box(-1, 1, (2,), np.float32), use_sde=True),  # gSDE
+        lambda: _model(spaces.MultiDiscrete([2, 3])),
+        lambda: _model(spaces.MultiBinary(3)),
+        lambda: _model(spaces.Discrete(2), policy_kwargs={"activation_fn": nn.ELU}),
+        lambda: _model(spaces.Discrete(2), observation_space=spaces.Discrete(5)),  # one-hot preprocessing
+    ],
+)
+def test_lean_sampler_declines_what_it_does_not_cover(make):
+    assert lean_action_sampler(make().policy) is None
+
+
+@pytest.mark.parametrize("share", [False, True])
+def test_actor_critic_split_covers_every_parameter_once(share):
+    model = _model(spaces.Box(-1, 1, (2,), np.float32), policy_kwargs={"share_features_extractor": share})
+    actor, critic = split_actor_critic(model.policy)
+    ids = [id(p) for p in actor + critic]
+    assert len(ids) == len(set(ids)) == len(list(model.policy.parameters()))
+    assert any(p is model.policy.log_std for p in actor)
+    assert all(any(p is q for q in critic) for p in model.policy.value_net.parameters())
+    # the critic optimizer holds exactly the critic's parameters
+    optimized = [p for group in model.policy.optimizer.param_groups for p in group["params"]]
+    assert {id(p) for p in optimized} == {id(p) for p in critic}
+
+
+def test_aliases_default_to_separate_feature_extractors():
+    policy = _model(spaces.Discrete(2)).policy
+    assert policy.share_features_extractor is False
+    assert policy.pi_features_extractor is not policy.vf_features_extractor
+
+
+def test_policy_without_actor_critic_structure_is_rejected():
+    class Odd(ActorCriticPolicy):
+        def _build_mlp_extractor(self):
+            super()._build_mlp_extractor()
+            self.mlp_extractor = nn.Linear(self.features_dim, 64)  # no policy_net / value_net
+            self.mlp_extractor.latent_dim_pi = self.mlp_extractor.latent_dim_vf = 64
+
+    with pytest.raises(ValueError, match="policy_net"):
+        TRPO(Odd, _Env(FLAT, spaces.Discrete(2)), n_steps=8, batch_size=8)
