@@ -97,7 +97,7 @@ def sample_trpo_ext_params(trial: Any, n_actions: int, n_envs: int, additional_a
     """Optuna sampler for our TRPO (the Zoo's ``HYPERPARAMS_SAMPLER`` signature).
 
     Only valid combinations are sampled, whatever ``n_envs``: the critic's minibatch is
-    ``batch_size = n_steps / 2**critic_minibatches_pow`` (at least 8), so ``batch_size <= n_steps <=
+    ``batch_size = n_steps / 2**critic_minibatches_pow`` (at least 32), so ``batch_size <= n_steps <=
     n_steps * n_envs`` always holds. ``target_kl`` is sampled on our true-KL scale (the KL of the whole
     action distribution, summed over action dimensions), log-uniform in [1e-3, 0.2].
 
@@ -140,7 +140,7 @@ def convert_trpo_ext_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
     params = dict(sampled_params)
     minibatches_pow = params.pop("critic_minibatches_pow")
     hyperparams = convert_onpolicy_params(params)  # gamma, gae_lambda, n_steps, net_arch, activation_fn
-    hyperparams["batch_size"] = 2 ** max(params["n_steps_pow"] - minibatches_pow, 3)
+    hyperparams["batch_size"] = 2 ** max(params["n_steps_pow"] - minibatches_pow, 5)
     return hyperparams
 
 
@@ -323,7 +323,7 @@ def _prepare_train(argv: list[str], tmpdir: str) -> list[str]:
 
 
 # -------------------------------------------------------------------------------- Hugging Face Hub shims
-def _rewrite_model_card(text: str, algo: str) -> str:
+def _rewrite_model_card(text: str, algo: str, env_id: str) -> str:
     """Point a Zoo model card for one of our keys at our package and a command that resolves the key."""
     for script in ("load_from_hub", "enjoy", "train", "push_to_hub"):
         text = text.replace(f"python -m rl_zoo3.{script} ", f"python -m sb3_trpo_ext.zoo {script} ")
@@ -334,12 +334,12 @@ def _rewrite_model_card(text: str, algo: str) -> str:
         "distribution. The plain `rl_zoo3` scripts do not know the key; use "
         f"`python -m sb3_trpo_ext.zoo <command>` (same flags), e.g.\n\n"
         "```\n"
-        f"python -m sb3_trpo_ext.zoo enjoy --algo {algo} --env <env> -f logs/\n"
+        f"python -m sb3_trpo_ext.zoo enjoy --algo {algo} --env {env_id} -f logs/\n"
         "```\n\n"
         "From Python:\n\n"
         "```python\n"
         "from sb3_trpo_ext.zoo import load_zoo_model\n\n"
-        f'model, env = load_zoo_model("{algo}", "<env>", folder="logs")  # VecNormalize stats restored\n'
+        f'model, env = load_zoo_model("{algo}", "{env_id}", folder="logs")  # VecNormalize stats restored\n'
         "```\n"
     )
     lines = text.split("\n")
@@ -349,7 +349,7 @@ def _rewrite_model_card(text: str, algo: str) -> str:
 
 
 @contextlib.contextmanager
-def _hub_compat(algo: str | None) -> Iterator[None]:
+def _hub_compat(algo: str | None, env_id: str | None) -> Iterator[None]:
     """Make the Zoo's hub scripts work with the installed ``huggingface_sb3`` / ``huggingface_hub``.
 
     - ``sb3-team-hf-integration`` 3.x (the ``huggingface_sb3`` rl-zoo3 2.9 requires) renamed
@@ -361,7 +361,9 @@ def _hub_compat(algo: str | None) -> Iterator[None]:
     """
     import huggingface_hub.repocard
     import huggingface_sb3
-    import huggingface_sb3.push_to_hub as hf_push
+
+    # The package's ``push_to_hub`` attribute is the function of that name, not the module.
+    hf_push = importlib.import_module("huggingface_sb3.push_to_hub")
 
     saved: list[tuple[Any, str, Any]] = []
 
@@ -386,7 +388,9 @@ def _hub_compat(algo: str | None) -> Iterator[None]:
         def metadata_save(local_path: str | Path, data: dict[str, Any]) -> str | None:
             path = Path(local_path)
             if path.name == "README.md" and path.is_file():
-                path.write_text(_rewrite_model_card(path.read_text(encoding="utf-8"), algo), encoding="utf-8")
+                path.write_text(
+                    _rewrite_model_card(path.read_text(encoding="utf-8"), algo, env_id or "<env>"), encoding="utf-8"
+                )
             return original_save(local_path, data)
 
         patch(huggingface_hub.repocard, "metadata_save", metadata_save)
@@ -511,10 +515,12 @@ def _run_script(module: str, argv: list[str]) -> None:
         sys.argv = saved_argv
 
 
-def _algo_flag(argv: Sequence[str]) -> str | None:
+def _algo_env_flags(argv: Sequence[str]) -> tuple[str | None, str | None]:
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--algo", default=None)
-    return parser.parse_known_args(list(argv))[0].algo
+    parser.add_argument("--env", default=None)
+    known = parser.parse_known_args(list(argv))[0]
+    return known.algo, known.env
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -541,7 +547,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             except ZooConfigError as error:
                 print(f"{PROG} train: error: {error}", file=sys.stderr)
                 raise SystemExit(2) from None
-        with _hub_compat(_algo_flag(rest)):
+        with _hub_compat(*_algo_env_flags(rest)):
             _run_script(COMMANDS[command], rest)
 
 
