@@ -141,7 +141,9 @@ def test_peer_falls_back_to_earlier_version_block(tmp_path: Path) -> None:
 
     zoo_ppo = yaml.safe_load((Path(rl_zoo3.__file__).parent / "hyperparams" / "ppo.yml").read_text())
     assert "Hopper-v5" not in zoo_ppo and "Hopper-v4" in zoo_ppo
-    out = check(run_zoo("train", "--algo", "ppo", "--env", "Hopper-v5", "-n", "64", "-f", str(tmp_path), *FAST))
+    out = check(
+        run_zoo("train", "--algo", "ppo", "--env", "Hopper-v5", "-n", "64", "-f", str(tmp_path), *FAST, cwd=tmp_path)
+    )
     assert "has no Hopper-v5 block: using its Hopper-v4 block for --algo ppo" in out
     config = yaml.load(
         (tmp_path / "ppo" / "Hopper-v5_1" / "Hopper-v5" / "config.yml").read_text(), Loader=yaml.UnsafeLoader
@@ -210,9 +212,11 @@ def test_yaml_has_required_blocks() -> None:
 
 
 @pytest.mark.parametrize("block", _blocks())
-def test_every_yaml_block_builds_a_model(block: str, tmp_path: Path) -> None:
+def test_every_yaml_block_builds_a_model(block: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The Zoo's own ExperimentManager reads the block, builds the environment and our model (no training)."""
     from rl_zoo3.exp_manager import ExperimentManager
+
+    monkeypatch.chdir(tmp_path)  # MuJoCo writes MUJOCO_LOG.TXT into the working directory
 
     register()
     config = yaml.safe_load(YAML_PATH.read_text())
