@@ -580,3 +580,69 @@ def test_non_finite_advantages_never_reach_the_actor(bad, normalize):
     assert not th.equal(parameters_to_vector(model.policy.value_net.parameters()), critic_before)
     assert model.logger.name_to_value["train/is_line_search_success"] == 0.0
     assert model.logger.name_to_value["train/kl"] == 0.0
+
+
+def test_user_rollout_buffer_class_is_filled_through_its_own_add():
+    from stable_baselines3.common.buffers import RolloutBuffer
+
+    class CountingBuffer(RolloutBuffer):
+        def __init__(self, *args, tag=None, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.tag, self.adds = tag, 0
+
+        def add(self, *args, **kwargs):
+            self.adds += 1
+            super().add(*args, **kwargs)
+
+    model = TRPO(
+        "MlpPolicy",
+        "CartPole-v1",
+        n_steps=32,
+        batch_size=32,
+        rollout_buffer_class=CountingBuffer,
+        rollout_buffer_kwargs={"tag": "mine"},
+        policy_kwargs=SMALL_NET,
+        seed=0,
+    ).learn(64)
+    assert isinstance(model.rollout_buffer, CountingBuffer) and model.rollout_buffer.tag == "mine"
+    assert model.rollout_buffer.adds == 64  # two rollouts of 32 steps
+    assert model.rollout_buffer.full
+
+
+def test_critic_optimizer_honours_policy_kwargs_and_learning_rate_schedule():
+    model = TRPO(
+        "MlpPolicy",
+        "CartPole-v1",
+        n_steps=32,
+        batch_size=16,
+        learning_rate=lambda progress_remaining: 1e-2 * progress_remaining,
+        policy_kwargs=dict(net_arch=[8], optimizer_class=th.optim.SGD, optimizer_kwargs={"momentum": 0.5}),
+        seed=0,
+    )
+    optimizer = model.policy.optimizer
+    assert isinstance(optimizer, th.optim.SGD) and optimizer.param_groups[0]["momentum"] == 0.5
+    assert {id(p) for g in optimizer.param_groups for p in g["params"]} == {id(p) for p in model._critic_params}
+    learning_rates = []
+    train = model.train
+
+    def recording_train():
+        train()
+        learning_rates.append(optimizer.param_groups[0]["lr"])
+
+    model.train = recording_train
+    model.learn(128)  # updates at progress_remaining 0.75, 0.5, 0.25, 0
+    assert learning_rates == pytest.approx([7.5e-3, 5e-3, 2.5e-3, 0.0])
+
+
+def test_adam_uses_the_fused_kernel_unless_the_user_chose():
+    default = TRPO("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=32, policy_kwargs=SMALL_NET)
+    assert default.policy.optimizer.param_groups[0]["fused"] is True
+    chosen = TRPO(
+        "MlpPolicy",
+        "CartPole-v1",
+        n_steps=32,
+        batch_size=32,
+        policy_kwargs=dict(net_arch=[16], optimizer_kwargs={"foreach": False}),
+    )
+    assert not chosen.policy.optimizer.param_groups[0]["fused"]
+    assert chosen.policy.optimizer.param_groups[0]["foreach"] is False
