@@ -5,19 +5,10 @@ CartPole runs in the default test command (about a minute); the rest are marked 
 """
 
 import pytest
-import torch as th
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
 from sb3_trpo_ext import TRPO
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = th.get_num_threads()
-    th.set_num_threads(1)
-    yield
-    th.set_num_threads(threads)
 
 
 def _score(model, env_id):

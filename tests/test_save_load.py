@@ -22,14 +22,6 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SMALL_NET = dict(net_arch=[16])
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    previous = th.get_num_threads()
-    th.set_num_threads(1)
-    yield
-    th.set_num_threads(previous)
-
-
 class Box3Env(gym.Env):
     """3-D continuous actions: sb3-contrib's target_kl is a mean over 3 dimensions here."""
 

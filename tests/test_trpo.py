@@ -34,15 +34,6 @@ TRAIN_KEYS = (
 )
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny networks on a shared 2-core machine: one intra-op thread is fastest and most stable."""
-    previous = th.get_num_threads()
-    th.set_num_threads(1)
-    yield
-    th.set_num_threads(previous)
-
-
 # ----------------------------------------------------------------------------------------- environments
 class ToyEnv(gym.Env):
     """Small env with a learnable signal: each step draws ``signal`` in {-1, 1}, shows it in the observation,
