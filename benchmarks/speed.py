@@ -104,8 +104,9 @@ def time_calls(model: OnPolicyAlgorithm, method: str, record: list[float]) -> No
 
 def benchmark_env(
     env_id: str, algorithms: dict[str, type[OnPolicyAlgorithm]], timesteps: int, repeats: int, seed: int
-) -> dict[str, Timings]:
-    """Build, warm up and time every algorithm on ``env_id``, alternating the algorithms across repeats."""
+) -> tuple[dict[str, Timings], dict[str, float]]:
+    """Build, warm up and time every algorithm on ``env_id``, alternating the algorithms across repeats; then time
+    our Fisher-vector products on the last batch."""
     models: dict[str, OnPolicyAlgorithm] = {}
     timings: dict[str, Timings] = {}
     for name, algorithm in algorithms.items():
@@ -128,7 +129,30 @@ def benchmark_env(
                 f"  [{env_id} repeat {repeat + 1}/{repeats}] {name:<12} {model.num_timesteps} steps in {seconds:.2f} s",
                 flush=True,
             )
-    return timings
+    return timings, fisher_product_ms(models["ours"])
+
+
+def fisher_product_ms(model: OnPolicyAlgorithm, calls: int = 20) -> dict[str, float]:
+    """Median wall time [ms] of one damped Fisher-vector product on ``model``'s last rollout batch, for each of
+    our ``fisher`` variants (``analytic``: ``J^T M J v``; ``autograd``: Hessian of the KL, as sb3-contrib computes
+    it), called alternately."""
+    from sb3_trpo_ext.common.fisher import action_family
+    from sb3_trpo_ext.trpo.trpo import FISHER_PRODUCTS
+
+    observations = next(model.rollout_buffer.get(batch_size=None)).observations
+    params = model._actor_params
+    distribution = model.policy.get_distribution(observations)
+    family = action_family(distribution)
+    dist_params = family.params(distribution)
+    products = {name: make(dist_params, params, family, 0.1) for name, make in FISHER_PRODUCTS.items()}
+    vector = th.randn(sum(p.numel() for p in params))
+    times: dict[str, list[float]] = {name: [] for name in products}
+    for _ in range(calls):
+        for name, product in products.items():
+            start = perf_counter()
+            product(vector)
+            times[name].append(1e3 * (perf_counter() - start))
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def ratios(ours: dict[str, float], theirs: dict[str, float]) -> dict[str, float]:
@@ -202,8 +226,15 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
         )
     print(
         f"targets: train() ours/theirs <= {TARGETS['train_ratio']} (stretch {TARGETS['train_ratio_stretch']}, 'ok+'), "
-        f"end-to-end speedup >= {TARGETS['end_to_end_speedup']}x"
+        f"end-to-end speedup >= {TARGETS['end_to_end_speedup']}x\n"
     )
+    print("one Fisher-vector product on the last batch (median ms):")
+    for env_id, result in results.items():
+        fisher = result["fisher_product_ms"]
+        print(
+            f"{env_id:<12} analytic {fisher['analytic']:.2f} ms, autograd (Hessian of KL) {fisher['autograd']:.2f} ms"
+            f" -> autograd/analytic {fisher['autograd'] / fisher['analytic']:.2f}x"
+        )
 
 
 # -------------------------------------------------------------------------------------------- main
@@ -227,9 +258,13 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, dict[str, Any]] = {}
     raw: dict[str, dict[str, Any]] = {}
     for env_id in args.envs:
-        timings = benchmark_env(env_id, algorithms, args.timesteps, args.repeats, args.seed)
+        timings, fisher_ms = benchmark_env(env_id, algorithms, args.timesteps, args.repeats, args.seed)
         summaries = {name: timings[name].summary() for name in ALGORITHMS}
-        results[env_id] = {**summaries, "ratios": ratios(summaries["ours"], summaries["sb3-contrib"])}
+        results[env_id] = {
+            **summaries,
+            "ratios": ratios(summaries["ours"], summaries["sb3-contrib"]),
+            "fisher_product_ms": fisher_ms,
+        }
         raw[env_id] = {name: asdict(timings[name]) for name in ALGORITHMS}
     print()
     print_table(results)
