@@ -129,6 +129,17 @@ def test_train_enjoy_and_load_helper(trained: Path) -> None:
         env.close()
 
 
+def test_record_video_and_plot_train(trained: Path, tmp_path: Path) -> None:
+    headless = {**os.environ, "SDL_VIDEODRIVER": "dummy", "MPLBACKEND": "Agg"}
+    headless["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    check(
+        run_zoo("record_video", "--algo", "trpo_ext", "--env", "CartPole-v1", "-f", str(trained), "-n", "30",
+                "-o", str(tmp_path / "videos"), env=headless)
+    )  # fmt: skip
+    assert list((tmp_path / "videos").rglob("*.mp4"))
+    check(run_zoo("plot_train", "--algo", "trpo_ext", "--env", "CartPole-v1", "-f", str(trained), env=headless))
+
+
 def test_train_peer_algo_through_same_command(tmp_path: Path) -> None:
     out = check(run_zoo("train", "--algo", "ppo", "--env", "CartPole-v1", "-n", "512", "-f", str(tmp_path), *FAST))
     assert "rl_zoo3/hyperparams/ppo.yml" in out.replace(os.sep, "/")
