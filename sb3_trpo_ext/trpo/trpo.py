@@ -249,7 +249,11 @@ class TRPO(OnPolicyAlgorithm):
         check(
             "sub_sampling_factor", is_int(self.sub_sampling_factor) and self.sub_sampling_factor >= 1, "an integer >= 1"
         )
-        check("fisher", self.fisher in FISHER_PRODUCTS, f"one of {sorted(FISHER_PRODUCTS)}")
+        check(
+            "fisher",
+            isinstance(self.fisher, str) and self.fisher in FISHER_PRODUCTS,
+            f"one of {sorted(FISHER_PRODUCTS)}",
+        )
         check(
             "learning_rate",
             callable(self.learning_rate) or (is_real(self.learning_rate) and 0 <= self.learning_rate < math.inf),
