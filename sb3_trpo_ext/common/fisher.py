@@ -156,7 +156,10 @@ def unflatten(vector: th.Tensor, like: Sequence[th.Tensor]) -> tuple[th.Tensor, 
     return tuple(piece.view_as(t) for piece, t in zip(pieces, like, strict=True))
 
 
-def _grad(outputs: Sequence[th.Tensor], inputs: Sequence[th.Tensor], grad_outputs: Sequence[th.Tensor], **kwargs: Any):
+def _grad(
+    outputs: Sequence[th.Tensor], inputs: Sequence[th.Tensor], grad_outputs: Sequence[th.Tensor], **kwargs: Any
+) -> tuple[th.Tensor, ...]:
+    """Vector-Jacobian product; inputs the outputs do not depend on get zeros."""
     return th.autograd.grad(outputs, inputs, grad_outputs, allow_unused=True, materialize_grads=True, **kwargs)
 
 
@@ -207,7 +210,7 @@ def autograd_fisher_product(
     """
     dist_old = tuple(t.detach() for t in dist_params)
     kl = family.kl(dist_old, dist_params).mean()
-    grad_kl = flatten(th.autograd.grad(kl, params, create_graph=True, allow_unused=True, materialize_grads=True))
+    grad_kl = flatten(_grad([kl], params, [th.ones(())], create_graph=True))
 
     def product(vector: th.Tensor) -> th.Tensor:
         hv = _grad([grad_kl @ vector], params, [th.ones(())], retain_graph=True)
