@@ -637,3 +637,27 @@ def test_adam_uses_the_fused_kernel_unless_the_user_chose():
     )
     assert not chosen.policy.optimizer.param_groups[0]["fused"]
     assert chosen.policy.optimizer.param_groups[0]["foreach"] is False
+
+
+@pytest.mark.parametrize("validate", [True, False])
+def test_torch_distribution_validation_setting_is_restored(validate):
+    """Our policy calls switch torch.distributions' argument validation off; the user's setting comes back."""
+    from torch.distributions import Distribution
+
+    previous = Distribution._validate_args
+    Distribution.set_default_validate_args(validate)
+    try:
+        model = TRPO("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=32, policy_kwargs=SMALL_NET, seed=0)
+        model.learn(64)
+        assert Distribution._validate_args is validate
+
+        def failing_update(batch):  # raises inside train()'s validation-free block
+            assert Distribution._validate_args is False
+            raise RuntimeError("boom")
+
+        model._update_actor = failing_update
+        with pytest.raises(RuntimeError, match="boom"):
+            model.learn(64)
+        assert Distribution._validate_args is validate
+    finally:
+        Distribution.set_default_validate_args(previous)
