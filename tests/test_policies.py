@@ -9,7 +9,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
 
 from sb3_trpo_ext import TRPO
-from sb3_trpo_ext.trpo.policies import lean_action_sampler, split_actor_critic
+from sb3_trpo_ext.trpo.policies import _lean_mlp, lean_action_sampler, lean_value_function, split_actor_critic
 
 
 class _Env(gym.Env):
@@ -49,6 +49,24 @@ def test_lean_sampler_draws_what_sb3_draws(action_space, policy_kwargs):
         th.manual_seed(7)
         actual = sampler(obs)
     assert th.equal(actual, expected)
+
+
+@pytest.mark.parametrize(
+    "observation_space, policy_kwargs, lean",
+    [
+        (FLAT, {}, True),
+        (FLAT, {"activation_fn": nn.ReLU, "net_arch": dict(pi=[4], vf=[7, 5])}, True),
+        (FLAT, {"activation_fn": nn.ELU}, False),  # falls back to predict_values
+        (spaces.Discrete(5), {}, False),  # one-hot preprocessing: falls back
+    ],
+)
+def test_lean_value_function_equals_predict_values(observation_space, policy_kwargs, lean):
+    policy = _model(spaces.Discrete(3), observation_space=observation_space, policy_kwargs=policy_kwargs).policy
+    chain = _lean_mlp(policy, policy.vf_features_extractor, policy.mlp_extractor.value_net, policy.value_net)
+    assert (chain is not None) == lean
+    obs = th.as_tensor(np.stack([observation_space.sample() for _ in range(6)]))
+    with th.no_grad():
+        assert th.equal(lean_value_function(policy)(obs), policy.predict_values(obs).flatten())
 
 
 @pytest.mark.parametrize(

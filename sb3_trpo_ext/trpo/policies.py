@@ -99,36 +99,70 @@ _FUNCTIONAL_LAYERS: dict[type[nn.Module], Callable[[nn.Module, th.Tensor], th.Te
 }
 
 
-def lean_action_sampler(policy: ActorCriticPolicy) -> Callable[[th.Tensor], th.Tensor] | None:
-    """A per-step action sampler for the common case, or None where the policy does not fit it.
+def _lean_mlp(
+    policy: ActorCriticPolicy, features_extractor: nn.Module, net: nn.Module | None, head: nn.Module
+) -> Callable[[th.Tensor], th.Tensor] | None:
+    """``obs -> head(net(features_extractor(preprocess(obs))))`` as a plain function chain, or None.
 
-    Collection calls the actor once per environment step, where on small networks the cost is call
-    overhead (module dispatch, SB3's preprocessing and distribution wrappers), not arithmetic. For a flat
-    ``Box`` observation, an MLP actor of Linear/Tanh/ReLU layers and a diagonal Gaussian (without gSDE)
-    or categorical action distribution, this runs the same operations as ``policy.get_distribution(obs)
-    .get_actions()`` as a plain function chain: same values, same random-number draws. Forward hooks on
-    those modules are not called.
+    Supported: a flat ``Box`` observation (preprocessing is a float cast), SB3's ``FlattenExtractor``, and
+    ``net`` an ``nn.Sequential`` of Linear/Tanh/ReLU layers followed by a Linear ``head``. The chain runs the
+    same operations as the modules, so the same values, without module dispatch (forward hooks on these
+    modules are not called).
     """
-    layers = [*getattr(policy.mlp_extractor, "policy_net", ()), policy.action_net]
+    layers = [*net, head] if isinstance(net, nn.Sequential) else []
     supported = (
         isinstance(policy.observation_space, spaces.Box)
         and not is_image_space(policy.observation_space)
-        and type(policy.pi_features_extractor) is FlattenExtractor
-        and isinstance(policy.mlp_extractor.policy_net, nn.Sequential)
+        and type(features_extractor) is FlattenExtractor
+        and len(layers) > 0
         and all(type(layer) in _FUNCTIONAL_LAYERS for layer in layers)
-        and type(policy.action_dist) in (DiagGaussianDistribution, CategoricalDistribution)
     )
     if not supported:
         return None
     steps = [(_FUNCTIONAL_LAYERS[type(layer)], layer) for layer in layers]
-    gaussian = type(policy.action_dist) is DiagGaussianDistribution
 
-    def sample(obs: th.Tensor) -> th.Tensor:
+    def forward(obs: th.Tensor) -> th.Tensor:
         x = obs.float().flatten(1)
         for apply, layer in steps:
             x = apply(layer, x)
+        return x
+
+    return forward
+
+
+def lean_action_sampler(policy: ActorCriticPolicy) -> Callable[[th.Tensor], th.Tensor] | None:
+    """A per-step action sampler for the common case, or None where the policy does not fit it.
+
+    Collection calls the actor once per environment step, where on small networks the cost is call
+    overhead (module dispatch, SB3's preprocessing and distribution wrappers), not arithmetic. For an MLP
+    actor that :func:`_lean_mlp` supports and a diagonal Gaussian (without gSDE) or categorical action
+    distribution, this does what ``policy.get_distribution(obs).get_actions()`` does as a plain function
+    chain: same values, same random-number draws.
+    """
+    if type(policy.action_dist) not in (DiagGaussianDistribution, CategoricalDistribution):
+        return None
+    actor = _lean_mlp(
+        policy, policy.pi_features_extractor, getattr(policy.mlp_extractor, "policy_net", None), policy.action_net
+    )
+    if actor is None:
+        return None
+    gaussian = type(policy.action_dist) is DiagGaussianDistribution
+
+    def sample(obs: th.Tensor) -> th.Tensor:
+        x = actor(obs)
         if gaussian:  # as DiagGaussianDistribution.proba_distribution(...).get_actions()
             return Normal(x, th.ones_like(x) * policy.log_std.exp()).rsample()
         return Categorical(logits=x).sample()
 
     return sample
+
+
+def lean_value_function(policy: ActorCriticPolicy) -> Callable[[th.Tensor], th.Tensor]:
+    """``obs -> V(obs)`` (flat), as ``policy.predict_values(obs).flatten()``; a plain function chain where
+    :func:`_lean_mlp` supports the critic (the critic's regression calls it 160 times per update by default)."""
+    critic = _lean_mlp(
+        policy, policy.vf_features_extractor, getattr(policy.mlp_extractor, "value_net", None), policy.value_net
+    )
+    if critic is None:
+        return lambda obs: policy.predict_values(obs).flatten()
+    return lambda obs: critic(obs).flatten()

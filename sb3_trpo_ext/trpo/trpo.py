@@ -38,6 +38,7 @@ from sb3_trpo_ext.trpo.policies import (
     MlpPolicy,
     MultiInputPolicy,
     lean_action_sampler,
+    lean_value_function,
     split_actor_critic,
 )
 
@@ -497,12 +498,13 @@ class TRPO(OnPolicyAlgorithm):
         :return: the mean minibatch loss
         """
         n_samples = batch.returns.shape[0]
+        value_of = lean_value_function(self.policy)
         losses = []
         for _ in range(self.n_critic_updates):
             permutation = th.from_numpy(np.random.permutation(n_samples)).to(self.device)
             for start in range(0, n_samples, self.batch_size):
                 index = permutation[start : start + self.batch_size]
-                values = self.policy.predict_values(_index_obs(batch.observations, index)).flatten()
+                values = value_of(_index_obs(batch.observations, index))
                 loss = F.mse_loss(values, batch.returns[index])
                 grads = th.autograd.grad(loss, self._critic_params)
                 for param, grad in zip(self._critic_params, grads, strict=True):
