@@ -57,7 +57,7 @@ def _module_parameters(*parts: nn.Module | nn.Parameter | None) -> list[nn.Param
 
 
 def split_actor_critic(policy: ActorCriticPolicy) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    """Split the policy's parameters into the actor's (named) and the critic's.
+    """Split the policy's parameters into the actor's and the critic's.
 
     The split follows the policy's structure: the actor is ``pi_features_extractor``,
     ``mlp_extractor.policy_net``, ``action_net`` and ``log_std``; the critic is ``vf_features_extractor``
