@@ -29,6 +29,7 @@ import re
 import runpy
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -510,7 +511,10 @@ def _run_script(module: str, argv: list[str]) -> None:
     saved_argv = sys.argv
     sys.argv = [module, *argv]
     try:
-        runpy.run_module(module, run_name="__main__", alter_sys=True)
+        with warnings.catch_warnings():
+            # rl_zoo3.plots' __init__ imports its scripts, so runpy warns that the module is already loaded.
+            warnings.filterwarnings("ignore", message=".*found in sys.modules after import", category=RuntimeWarning)
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
     finally:
         sys.argv = saved_argv
 
