@@ -519,11 +519,8 @@ def _run_script(module: str, argv: list[str]) -> None:
         sys.argv = saved_argv
 
 
-def _algo_env_flags(argv: Sequence[str]) -> tuple[str | None, str | None]:
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--algo", default=None)
-    parser.add_argument("--env", default=None)
-    known = parser.parse_known_args(list(argv))[0]
+def _algo_env_flags(argv: Sequence[str]) -> tuple[str, str]:
+    known, _ = _train_preparser().parse_known_args(list(argv))
     return known.algo, known.env
 
 
