@@ -189,7 +189,7 @@ def hyperparams_path(algo: str) -> Path:
     packaged = Path(str(resources.files("sb3_trpo_ext"))) / "hyperparams" / name
     if packaged.is_file():
         return packaged
-    return Path(__file__).resolve().parent.parent / "hyperparams" / name
+    return Path(__file__).resolve().parents[2] / "hyperparams" / name
 
 
 def _zoo_hyperparams_path(algo: str) -> Path:

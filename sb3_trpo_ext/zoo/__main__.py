@@ -1,0 +1,5 @@
+"""``python -m sb3_trpo_ext.zoo COMMAND [ZOO FLAGS ...]``."""
+
+from sb3_trpo_ext.zoo import main
+
+main()
