@@ -29,14 +29,21 @@ LINT_PATHS := $(wildcard sb3_trpo_ext tests benchmarks)
 
 venv: $(STAMP)
 
+# pip runs with -qq, so each step announces itself: a first install takes minutes with nothing else shown.
 $(STAMP): pyproject.toml
-	@test -x $(VPY) || { echo "Creating virtualenv in $(VENV)"; $(PYTHON) -m venv $(VENV); }
+	@test -x $(VPY) && echo "== using the virtualenv in $(VENV)" || { echo "== creating the virtualenv in $(VENV) ($(PYTHON) -m venv)"; $(PYTHON) -m venv $(VENV); }
+	@echo "== upgrading pip"
 	$(PIP) install $(PIP_FLAGS) --upgrade pip
 ifneq ($(strip $(TORCH)),)
+	@echo "== installing torch==$(TORCH) (pinned: TORCH=... to change it; a large download, can take minutes)"
 	$(PIP) install $(PIP_FLAGS) "torch==$(TORCH)"
+else
+	@echo "== TORCH is empty: not pinning torch (pip resolves it with the package)"
 endif
+	@echo "== installing sb3-trpo-ext (editable) with the extras [$(EXTRAS)]"
 	$(PIP) install $(PIP_FLAGS) -e ".[$(EXTRAS)]"
 	@touch $@
+	@echo "== $(VENV) is ready"
 
 demo: venv
 	$(VPY) -m sb3_trpo_ext.demo
