@@ -1,0 +1,487 @@
+"""Exact save/restore of environment state (sb3_trpo_ext.sim_state), for vine sampling."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium import spaces
+from stable_baselines3.common.monitor import Monitor
+
+from sb3_trpo_ext.sim_state import (
+    EnvState,
+    UnrestorableEnvError,
+    check_restorable,
+    get_state,
+    no_monitor_writes,
+    set_state,
+)
+
+
+def _actions(env: gym.Env, n: int, seed: int) -> list[Any]:
+    space = env.action_space
+    space.seed(seed)
+    return [space.sample() for _ in range(n)]
+
+
+def _rollout(env: gym.Env, actions: list[Any]) -> list[tuple[Any, Any, bool, bool, dict]]:
+    out = []
+    for action in actions:
+        obs, reward, terminated, truncated, info = env.step(action)
+        out.append((np.array(obs, copy=True), reward, terminated, truncated, info))
+        if terminated or truncated:
+            break
+    return out
+
+
+def _assert_same(expected: list, got: list, compare_infos: bool = False) -> None:
+    assert len(got) == len(expected)
+    for (obs1, rew1, term1, trunc1, info1), (obs2, rew2, term2, trunc2, info2) in zip(expected, got):
+        assert obs1.dtype == obs2.dtype
+        assert np.array_equal(obs1, obs2)
+        assert np.array_equal(np.asarray(rew1), np.asarray(rew2))  # exact, not allclose
+        assert term1 is term2 or term1 == term2
+        assert trunc1 is trunc2 or trunc1 == trunc2
+        if compare_infos:
+            assert _without_times(info1).keys() == _without_times(info2).keys()
+            for key, value in _without_times(info1).items():
+                assert np.array_equal(np.asarray(value), np.asarray(_without_times(info2)[key])), key
+
+
+def _without_times(info: dict) -> dict:
+    """Episode statistics carry a wall-clock time ("t"): everything else must replay exactly."""
+    info = dict(info)
+    if "episode" in info:
+        info.update({f"episode.{k}": v for k, v in info.pop("episode").items() if k != "t"})
+    return info
+
+
+def _check_replay(
+    env: gym.Env,
+    *,
+    warmup: int = 5,
+    horizon: int = 20,
+    seed: int = 0,
+    compare_infos: bool = True,
+    expect_end: bool | None = None,
+) -> EnvState:
+    """Snapshot after `warmup` random steps, then check two restores replay the continuation bit for bit."""
+    env.reset(seed=seed)
+    _rollout(env, _actions(env, warmup, seed + 1))
+    snapshot = get_state(env)
+    actions = _actions(env, horizon, seed + 2)
+    expected = _rollout(env, actions)
+    if expect_end is not None:
+        assert (expected[-1][2] or expected[-1][3]) == expect_end
+    # Wander off before restoring (a different branch, so that restoring has something to undo).
+    _rollout(env, _actions(env, 3, seed + 3))
+    for _ in range(2):  # the same snapshot, restored twice
+        set_state(env, snapshot)
+        _assert_same(expected, _rollout(env, actions), compare_infos)
+    return snapshot
+
+
+# --------------------------------------------------------------------------------------------------------
+# MuJoCo
+# --------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("env_id", ["Hopper-v5", "HalfCheetah-v5", "Ant-v5"])
+def test_mujoco_replay(env_id: str, tmp_path, monkeypatch) -> None:
+    pytest.importorskip("mujoco")
+    monkeypatch.chdir(tmp_path)  # MuJoCo 4 logs a deprecation of HalfCheetah's XML to ./MUJOCO_LOG.TXT
+    env = gym.make(env_id)
+    _check_replay(env, warmup=10, horizon=15)
+    env.close()
+
+
+def test_mujoco_replay_through_time_limit_truncation() -> None:
+    pytest.importorskip("mujoco")
+    # Walker2d with a small action scale stays healthy; snapshot 4 steps before the time limit.
+    env = gym.make("Walker2d-v5", max_episode_steps=12)
+    env.reset(seed=3)
+    for _ in range(8):
+        env.step(np.zeros(env.action_space.shape, dtype=np.float32))
+    snapshot = get_state(env)
+    actions = [0.1 * a for a in _actions(env, 10, 4)]
+    expected = _rollout(env, actions)
+    assert len(expected) == 4 and expected[-1][3] and not expected[-1][2]  # truncated inside the replay
+    for _ in range(2):
+        set_state(env, snapshot)
+        _assert_same(expected, _rollout(env, actions), compare_infos=True)
+    env.close()
+
+
+def test_mujoco_snapshot_is_independent_of_later_steps() -> None:
+    pytest.importorskip("mujoco")
+    env = gym.make("Hopper-v5")
+    env.reset(seed=0)
+    snapshot = get_state(env)
+    qpos = env.unwrapped.data.qpos.copy()
+    xpos = env.unwrapped.data.xpos.copy()
+    for action in _actions(env, 5, 1):
+        env.step(action)
+    assert not np.array_equal(env.unwrapped.data.qpos, qpos)
+    set_state(env, snapshot)
+    assert np.array_equal(env.unwrapped.data.qpos, qpos)
+    assert np.array_equal(env.unwrapped.data.xpos, xpos)  # derived quantities too
+    env.close()
+
+
+def test_restore_into_another_instance() -> None:
+    pytest.importorskip("mujoco")
+    env, twin = gym.make("Hopper-v5"), gym.make("Hopper-v5")
+    env.reset(seed=0)
+    twin.reset(seed=1)
+    _rollout(env, _actions(env, 4, 2))
+    snapshot = get_state(env)
+    actions = _actions(env, 10, 3)
+    expected = _rollout(env, actions)
+    set_state(twin, snapshot)
+    _assert_same(expected, _rollout(twin, actions), compare_infos=True)
+    with pytest.raises(ValueError, match="wrapper chain"):
+        set_state(Monitor(gym.make("Hopper-v5")), snapshot)
+
+
+def test_monitor_and_time_feature_like_the_zoo() -> None:
+    pytest.importorskip("mujoco")
+    wrappers = pytest.importorskip("sb3_contrib.common.wrappers")
+    env = wrappers.TimeFeatureWrapper(Monitor(gym.make("Hopper-v5", max_episode_steps=30)))
+    monitor = env.env
+    assert isinstance(monitor, Monitor)
+    env.reset(seed=0)
+    # Finish one episode so that the Monitor has statistics, then snapshot mid-episode.
+    done = False
+    while not done:
+        _, _, terminated, truncated, _ = env.step(np.zeros(env.action_space.shape, dtype=np.float32))
+        done = terminated or truncated
+    env.reset()
+    _rollout(env, _actions(env, 5, 1))
+    snapshot = get_state(env)
+    returns, lengths = list(monitor.get_episode_rewards()), list(monitor.get_episode_lengths())
+    total_steps, rewards = monitor.get_total_steps(), list(monitor.rewards)
+    current_step = env._current_step
+    episode_returns_list = monitor.get_episode_rewards()
+
+    actions = _actions(env, 40, 2)  # runs into the end of the episode (30 steps)
+    expected = _rollout(env, actions)
+    assert expected[-1][2] or expected[-1][3]
+    assert len(monitor.get_episode_rewards()) == len(returns) + 1
+
+    for _ in range(2):
+        set_state(env, snapshot)
+        assert monitor.get_episode_rewards() == returns
+        assert monitor.get_episode_lengths() == lengths
+        assert monitor.get_total_steps() == total_steps
+        assert monitor.rewards == rewards
+        assert monitor.needs_reset is False
+        assert env._current_step == current_step
+        assert monitor.get_episode_rewards() is episode_returns_list  # updated in place
+        # Monitor's info["episode"] holds a wall-clock time: compare the rest only.
+        _assert_same(expected, _rollout(env, actions))
+    env.close()
+
+
+# --------------------------------------------------------------------------------------------------------
+# Classic control
+# --------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1", "Acrobot-v1", "MountainCarContinuous-v0"])
+def test_classic_control_replay(env_id: str) -> None:
+    env = gym.make(env_id)
+    _check_replay(env, warmup=5, horizon=30)
+    env.close()
+
+
+def test_cartpole_replay_across_termination() -> None:
+    env = gym.make("CartPole-v1")
+    # Always pushing right ends the episode within ~10 steps; the replay covers the termination.
+    env.reset(seed=0)
+    env.step(1)
+    snapshot = get_state(env)
+    expected = _rollout(env, [1] * 50)
+    assert expected[-1][2]
+    set_state(env, snapshot)
+    _assert_same(expected, _rollout(env, [1] * 50), compare_infos=True)
+
+
+def test_reset_after_restore_replays() -> None:
+    """Classic-control resets draw from np_random: the RNG is part of the snapshot."""
+    env = gym.make("CartPole-v1")
+    env.reset(seed=0)
+    snapshot = get_state(env)
+    first = env.reset()[0]
+    env.reset()
+    set_state(env, snapshot)
+    assert np.array_equal(env.reset()[0], first)
+
+
+@pytest.mark.filterwarnings("ignore:.*precision lowered")
+def test_wrapper_stack_replay() -> None:
+    """Known stateful and stateless gymnasium wrappers stacked on a classic-control env."""
+    env = gym.make("Pendulum-v1", max_episode_steps=20)
+    env = gym.wrappers.RecordEpisodeStatistics(env)
+    env = gym.wrappers.RescaleAction(env, -1.0, 1.0)
+    env = gym.wrappers.ClipAction(env)
+    env = gym.wrappers.TimeAwareObservation(env)
+    env = gym.wrappers.FrameStackObservation(env, 3)
+    env = gym.wrappers.FlattenObservation(env)
+    env = gym.wrappers.TransformReward(env, lambda r: 2 * r)
+    env = gym.wrappers.NormalizeObservation(env)
+    _check_replay(env, warmup=12, horizon=15, expect_end=True)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Custom environments: RNG, protocol, errors
+# --------------------------------------------------------------------------------------------------------
+
+
+class RandomRewardEnv(gym.Env):
+    """No known simulator: unrestorable unless it implements the protocol."""
+
+    observation_space = spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float64)
+    action_space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+
+    def __init__(self) -> None:
+        self.position = np.zeros(2)
+        self.t = 0
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self.position = self.np_random.normal(size=2)
+        self.t = 0
+        return self.position.copy(), {}
+
+    def step(self, action):
+        self.position = self.position + action + 0.1 * self.np_random.normal(size=2)
+        self.t += 1
+        reward = float(self.np_random.random())  # random reward: replays only if the RNG is restored
+        return self.position.copy(), reward, False, self.t >= 50, {}
+
+
+class ProtocolEnv(RandomRewardEnv):
+    def get_state(self) -> object:
+        return self.position.copy(), self.t
+
+    def set_state(self, state) -> None:
+        position, self.t = state
+        self.position = position.copy()
+
+
+class ProtocolWrapper(gym.Wrapper):
+    """Takes responsibility for everything below it (here: an otherwise unrestorable env)."""
+
+    def get_state(self) -> object:
+        base = self.env.unwrapped
+        return base.position.copy(), base.t
+
+    def set_state(self, state) -> None:
+        base = self.env.unwrapped
+        position, base.t = state
+        base.position = position.copy()
+
+
+class CountingWrapper(gym.Wrapper):
+    """Unknown wrapper with state of its own."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.n_steps = 0
+
+    def step(self, action):
+        self.n_steps += 1
+        return self.env.step(action)
+
+
+class PlainWrapper(gym.Wrapper):
+    """Unknown wrapper without instance attributes of its own: stateless."""
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, reward * 2, terminated, truncated, info
+
+
+def test_custom_env_without_protocol_is_refused() -> None:
+    env = gym.wrappers.TimeLimit(RandomRewardEnv(), 50)
+    env.reset(seed=0)
+    for call in (check_restorable, get_state):
+        with pytest.raises(UnrestorableEnvError) as excinfo:
+            call(env)
+        err = excinfo.value
+        assert isinstance(err, TypeError)
+        message = str(err)
+        assert "RandomRewardEnv" in message
+        assert "get_state() -> object" in message and "set_state(state) -> None" in message
+
+
+def test_env_id_in_message() -> None:
+    gym.register("SimStateRandomReward-v0", entry_point=RandomRewardEnv)
+    try:
+        with pytest.raises(UnrestorableEnvError, match="SimStateRandomReward-v0"):
+            check_restorable(gym.make("SimStateRandomReward-v0"))
+    finally:
+        gym.registry.pop("SimStateRandomReward-v0")
+
+
+def test_protocol_env_replays_with_its_rng() -> None:
+    env = gym.wrappers.TimeLimit(ProtocolEnv(), 50)
+    check_restorable(env)
+    _check_replay(env, warmup=3, horizon=10)
+
+
+def test_protocol_wrapper_over_unrestorable_env() -> None:
+    env = ProtocolWrapper(gym.wrappers.TimeLimit(RandomRewardEnv(), 50))
+    check_restorable(env)
+    _check_replay(env, warmup=3, horizon=10)
+    # Known wrappers above the protocol layer are still saved.
+    env = gym.wrappers.TimeLimit(ProtocolWrapper(RandomRewardEnv()), 12)
+    _check_replay(env, warmup=5, horizon=20, expect_end=True)
+
+
+def test_unknown_stateful_wrapper_is_refused() -> None:
+    env = CountingWrapper(gym.make("CartPole-v1"))
+    with pytest.raises(UnrestorableEnvError, match="CountingWrapper") as excinfo:
+        check_restorable(env)
+    assert "n_steps" in str(excinfo.value)
+    with pytest.raises(UnrestorableEnvError, match="CountingWrapper"):
+        get_state(env)
+    # Stateless unknown wrappers are fine.
+    _check_replay(PlainWrapper(gym.make("CartPole-v1")))
+
+
+def test_check_restorable_touches_nothing() -> None:
+    env = gym.make("CartPole-v1")
+    env.reset(seed=0)
+    base = env.unwrapped
+    rng_state = base.np_random.bit_generator.state
+    state = base.state.copy()
+    check_restorable(env)
+    assert base.np_random.bit_generator.state == rng_state
+    assert np.array_equal(base.state, state)
+
+
+def test_non_env_is_refused() -> None:
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    with pytest.raises(UnrestorableEnvError, match="DummyVecEnv"):
+        check_restorable(DummyVecEnv([lambda: gym.make("CartPole-v1")]))  # type: ignore[arg-type]
+
+
+def test_box2d_is_refused() -> None:
+    pytest.importorskip("Box2D")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        env = gym.make("LunarLander-v3")
+    with pytest.raises(UnrestorableEnvError, match="Box2D"):
+        check_restorable(env)
+
+
+def test_box2d_dispatch_refuses_by_module() -> None:
+    """Without Box2D installed: a class from gymnasium.envs.box2d is refused by the dispatch."""
+    fake = type("LunarLander", (RandomRewardEnv,), {"__module__": "gymnasium.envs.box2d.lunar_lander"})
+    with pytest.raises(UnrestorableEnvError, match="Box2D"):
+        check_restorable(fake())
+
+
+def test_classic_control_subclass_is_refused() -> None:
+    from gymnasium.envs.classic_control.cartpole import CartPoleEnv
+
+    class MyCartPole(CartPoleEnv):
+        pass
+
+    with pytest.raises(UnrestorableEnvError, match="MyCartPole"):
+        check_restorable(MyCartPole())
+
+
+# --------------------------------------------------------------------------------------------------------
+# Monitor files
+# --------------------------------------------------------------------------------------------------------
+
+
+def _monitor_rows(path) -> int:
+    with open(path) as file:
+        return sum(1 for line in file if line.strip() and not line.startswith("#")) - 1  # minus the CSV header
+
+
+def _run_episode(env: gym.Env) -> None:
+    env.reset()
+    done = False
+    while not done:
+        _, _, terminated, truncated, _ = env.step(1)
+        done = terminated or truncated
+
+
+def test_no_monitor_writes(tmp_path) -> None:
+    filename = str(tmp_path / "run")
+    monitor = Monitor(gym.make("CartPole-v1"), filename=filename)
+    env = gym.wrappers.TimeLimit(monitor, 500)
+    path = filename + "." + Monitor.EXT
+    writer = monitor.results_writer
+    env.reset(seed=0)
+
+    with no_monitor_writes(env):
+        _run_episode(env)
+        assert monitor.results_writer is None
+    writer.flush() if hasattr(writer, "flush") else writer.file_handler.flush()
+    assert _monitor_rows(path) == 0
+    assert len(monitor.get_episode_rewards()) == 1  # in-memory statistics still updated
+    assert monitor.results_writer is writer
+
+    _run_episode(env)
+    writer.file_handler.flush()
+    assert _monitor_rows(path) == 1
+
+    with pytest.raises(RuntimeError, match="boom"), no_monitor_writes(env):
+        raise RuntimeError("boom")
+    assert monitor.results_writer is writer
+    env.close()
+
+
+# --------------------------------------------------------------------------------------------------------
+# Atari (optional: ale-py)
+# --------------------------------------------------------------------------------------------------------
+
+
+def _ale_env(env_id: str, **kwargs: Any) -> gym.Env:
+    ale_py = pytest.importorskip("ale_py")
+    gym.register_envs(ale_py)
+    return gym.make(env_id, **kwargs)
+
+
+def test_atari_v5_sticky_actions_replay() -> None:
+    # ALE/*-v5: frame skip 4 and sticky actions (the ALE's own RNG), observations stacked by gymnasium.
+    env = gym.wrappers.FrameStackObservation(_ale_env("ALE/Pong-v5", obs_type="grayscale"), 4)
+    _check_replay(env, warmup=20, horizon=25)
+    env.close()
+
+
+def test_atari_sb3_wrapper_replay() -> None:
+    pytest.importorskip("cv2")
+    from stable_baselines3.common.atari_wrappers import AtariWrapper
+
+    env = gym.wrappers.FrameStackObservation(AtariWrapper(_ale_env("PongNoFrameskip-v4")), 4)
+    check_restorable(env)
+    _check_replay(env, warmup=10, horizon=20)
+    env.close()
+
+
+def test_atari_episodic_life_replay_across_life_loss() -> None:
+    pytest.importorskip("cv2")
+    from stable_baselines3.common.atari_wrappers import AtariWrapper
+
+    # Breakout: five lives and FIRE; doing nothing loses a life quickly, which EpisodicLifeEnv turns into
+    # `terminated`.
+    env = AtariWrapper(_ale_env("BreakoutNoFrameskip-v4"), action_repeat_probability=0.25)
+    env.reset(seed=0)
+    snapshot = get_state(env)
+    actions = [0] * 200
+    expected = _rollout(env, actions)
+    assert expected[-1][2]
+    for _ in range(2):
+        set_state(env, snapshot)
+        _assert_same(expected, _rollout(env, actions), compare_infos=True)
+    env.close()
