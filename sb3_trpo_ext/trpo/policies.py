@@ -20,7 +20,7 @@ from stable_baselines3.common.policies import (
     MultiInputActorCriticPolicy,
 )
 from stable_baselines3.common.preprocessing import is_image_space
-from stable_baselines3.common.torch_layers import FlattenExtractor
+from stable_baselines3.common.torch_layers import FlattenExtractor, MlpExtractor
 from torch import nn
 from torch.distributions import Categorical, Normal
 
@@ -92,6 +92,28 @@ def split_actor_critic(policy: ActorCriticPolicy) -> tuple[list[nn.Parameter], l
     return actor, critic
 
 
+#: The ActorCriticPolicy methods that decide actions, values and log-probabilities. A subclass that overrides
+#: any of them computes something else, which only its own methods reproduce.
+_POLICY_METHODS = (
+    "forward",
+    "_predict",
+    "get_distribution",
+    "evaluate_actions",
+    "predict_values",
+    "extract_features",
+    "_get_action_dist_from_latent",
+)
+
+
+def uses_sb3_methods(policy: ActorCriticPolicy) -> bool:
+    """Whether ``policy`` computes actions, values and log-probabilities with SB3's own ``ActorCriticPolicy``
+    methods and ``MlpExtractor`` (only then may a lean function chain stand in for them)."""
+    policy_class = type(policy)
+    return type(policy.mlp_extractor) is MlpExtractor and all(
+        getattr(policy_class, name) is getattr(ActorCriticPolicy, name) for name in _POLICY_METHODS
+    )
+
+
 _FUNCTIONAL_LAYERS: dict[type[nn.Module], Callable[[nn.Module, th.Tensor], th.Tensor]] = {
     nn.Linear: lambda layer, x: F.linear(x, layer.weight, layer.bias),
     nn.Tanh: lambda _, x: th.tanh(x),
@@ -104,14 +126,15 @@ def _lean_mlp(
 ) -> Callable[[th.Tensor], th.Tensor] | None:
     """``obs -> head(net(features_extractor(preprocess(obs))))`` as a plain function chain, or None.
 
-    Supported: a flat ``Box`` observation (preprocessing is a float cast), SB3's ``FlattenExtractor``, and
+    Supported: a policy that uses SB3's own methods (:func:`uses_sb3_methods`), a flat ``Box`` observation (preprocessing is a float cast), SB3's ``FlattenExtractor``, and
     ``net`` an ``nn.Sequential`` of Linear/Tanh/ReLU layers followed by a Linear ``head``. The chain runs the
     same operations as the modules, so the same values, without module dispatch (forward hooks on these
     modules are not called).
     """
     layers = [*net, head] if isinstance(net, nn.Sequential) else []
     supported = (
-        isinstance(policy.observation_space, spaces.Box)
+        uses_sb3_methods(policy)
+        and isinstance(policy.observation_space, spaces.Box)
         and not is_image_space(policy.observation_space)
         and type(features_extractor) is FlattenExtractor
         and len(layers) > 0

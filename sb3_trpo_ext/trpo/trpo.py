@@ -1,4 +1,4 @@
-"""Trust Region Policy Optimization (Schulman et al., 2015), single-path sampling."""
+"""Trust Region Policy Optimization (Schulman et al., 2015): single-path and vine sampling."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ import numpy as np
 import torch as th
 import torch.nn.functional as F
 from gymnasium import spaces
-from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.save_util import load_from_zip_file
@@ -33,6 +34,14 @@ from sb3_trpo_ext.common.fisher import (
     flatten,
     unflatten,
 )
+from sb3_trpo_ext.common.vine import (
+    SUPPORTED_DISTRIBUTIONS,
+    DictVineRolloutBuffer,
+    Surrogate,
+    VineBufferMixin,
+    VineRolloutBuffer,
+    VineSampler,
+)
 from sb3_trpo_ext.trpo.policies import (
     CnnPolicy,
     MlpPolicy,
@@ -45,6 +54,9 @@ from sb3_trpo_ext.trpo.policies import (
 SelfTRPO = TypeVar("SelfTRPO", bound="TRPO")
 
 FISHER_PRODUCTS = {"analytic": analytic_fisher_product, "autograd": autograd_fisher_product}
+SAMPLING_SCHEMES = ("single_path", "vine")
+#: What SB3 chooses when ``rollout_buffer_class`` is None (and saves with the model): vine upgrades these.
+_AUTOMATIC_BUFFERS = (None, RolloutBuffer, DictRolloutBuffer)
 #: Hyperparameters every TRPO checkpoint (ours or sb3-contrib's) holds.
 _TRPO_SAVED_KEYS = ("target_kl", "cg_max_steps", "cg_damping", "line_search_max_iter", "n_critic_updates")
 
@@ -81,9 +93,33 @@ def _as_batch_of_one(observation: Any) -> Any:
     return np.asarray(observation)[None]
 
 
+def describe_non_finite(buffer: RolloutBuffer) -> str:
+    """What is non-finite in a filled rollout buffer (and its vine rollout set), or "" if nothing: for each
+    array, how many entries and at which (step, env) positions, e.g. ``rewards: 1 at (step, env) [(299, 0)]``."""
+    arrays: dict[str, np.ndarray] = {}
+    if isinstance(buffer.observations, dict):
+        arrays.update({f"observations[{key!r}]": value for key, value in buffer.observations.items()})
+    else:
+        arrays["observations"] = buffer.observations
+    for name in ("rewards", "values", "advantages", "returns"):
+        arrays[name] = getattr(buffer, name)
+    rollout_set = getattr(buffer, "rollout_set", None)
+    if rollout_set is not None:
+        arrays["vine Q estimates (state, action)"] = rollout_set.q_values.cpu().numpy()
+    problems = []
+    for name, array in arrays.items():
+        bad = ~np.isfinite(array)
+        if bad.any():
+            where = sorted({tuple(int(i) for i in index[:2]) for index in np.argwhere(bad)})
+            shown = ", ".join(map(str, where[:10])) + (", ..." if len(where) > 10 else "")
+            label = "" if name.startswith("vine") else " at (step, env)"
+            problems.append(f"{name}: {int(bad.sum())}{label} [{shown}]")
+    return "; ".join(problems)
+
+
 class TRPO(OnPolicyAlgorithm):
     """
-    Trust Region Policy Optimization (TRPO), single-path sampling.
+    Trust Region Policy Optimization (TRPO), with the paper's single-path (default) or vine sampling.
 
     Paper: https://arxiv.org/abs/1502.05477. Each update maximises the surrogate advantage
     ``mean(A * pi_theta(a|s) / pi_old(a|s))`` subject to ``mean_s KL(pi_old(.|s) || pi_theta(.|s)) <= target_kl``
@@ -91,6 +127,11 @@ class TRPO(OnPolicyAlgorithm):
     Fisher-vector products (Appendix C), scaled to the trust-region boundary and backtracked until the
     true KL (summed over action dimensions) and a surrogate improvement are both satisfied.
     The critic is then fitted by minibatch regression on the returns.
+
+    With ``sampling="vine"`` (Sec. 5.2) the actor's surrogate comes instead from a rollout set of trunk states,
+    several actions per state and short branch rollouts from the restored simulator states with common random
+    numbers (see :mod:`sb3_trpo_ext.common.vine`); the environments must be restorable
+    (:mod:`sb3_trpo_ext.sim_state`), which is checked at construction.
 
     Hyperparameter names and defaults follow sb3-contrib's TRPO, so code and RL Zoo files carry over.
     Note that ``target_kl`` bounds the *true* KL, which for diagonal Gaussian and Bernoulli policies is
@@ -127,6 +168,14 @@ class TRPO(OnPolicyAlgorithm):
     :param fisher: How Fisher-vector products are computed: ``"analytic"`` (``J^T M J v`` with the
         closed-form Fisher ``M`` of the action distribution, forward- and reverse-mode products) or
         ``"autograd"`` (Hessian of the KL by double backprop, the reference)
+    :param sampling: ``"single_path"`` (the default) or ``"vine"``
+    :param vine_n_states: Vine: size ``N`` of the rollout set, trunk states chosen at random per update
+        (at most ``n_steps * n_envs``)
+    :param vine_n_actions: Vine: actions ``K`` tried per state (>= 2), drawn from the current policy; a
+        ``Discrete`` space with at most ``K`` actions tries each of its actions once instead
+    :param vine_horizon: Vine: length ``H`` of a branch rollout, its first action included
+    :param vine_bootstrap: Vine: add ``gamma^H V(s_H)`` to the return of a branch that runs its whole horizon
+        (a branch cut by a time limit always bootstraps, one that terminates never does)
     :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
         the reported success rate, mean episode length, and mean reward over
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
@@ -168,6 +217,11 @@ class TRPO(OnPolicyAlgorithm):
         sub_sampling_factor: int = 1,
         cg_rtol: float = 1e-10,
         fisher: str = "analytic",
+        sampling: str = "single_path",
+        vine_n_states: int = 64,
+        vine_n_actions: int = 4,
+        vine_horizon: int = 20,
+        vine_bootstrap: bool = True,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -210,6 +264,12 @@ class TRPO(OnPolicyAlgorithm):
         self.normalize_advantage = normalize_advantage
         self.target_kl = target_kl
         self.sub_sampling_factor = sub_sampling_factor
+        self.sampling = sampling
+        self.vine_n_states = vine_n_states
+        self.vine_n_actions = vine_n_actions
+        self.vine_horizon = vine_horizon
+        self.vine_bootstrap = vine_bootstrap
+        self._vine: VineSampler | None = None
         if _init_setup_model:
             self._setup_model()
 
@@ -256,28 +316,63 @@ class TRPO(OnPolicyAlgorithm):
             f"one of {sorted(FISHER_PRODUCTS)}",
         )
         check(
+            "sampling",
+            isinstance(self.sampling, str) and self.sampling in SAMPLING_SCHEMES,
+            f"one of {SAMPLING_SCHEMES}",
+        )
+        check("vine_n_states", is_int(self.vine_n_states) and self.vine_n_states >= 1, "an integer >= 1")
+        check("vine_n_actions", is_int(self.vine_n_actions) and self.vine_n_actions >= 2, "an integer >= 2")
+        check("vine_horizon", is_int(self.vine_horizon) and self.vine_horizon >= 1, "an integer >= 1")
+        check("vine_bootstrap", isinstance(self.vine_bootstrap, (bool, np.bool_)), "True or False")
+        if self.sampling == "vine" and self.rollout_buffer_class not in _AUTOMATIC_BUFFERS:
+            check(
+                "rollout_buffer_class",
+                isinstance(self.rollout_buffer_class, type) and issubclass(self.rollout_buffer_class, VineBufferMixin),
+                "a subclass of VineRolloutBuffer or DictVineRolloutBuffer with sampling='vine'",
+            )
+        check(
             "learning_rate",
             callable(self.learning_rate) or (is_real(self.learning_rate) and 0 <= self.learning_rate < math.inf),
             "a finite number >= 0 or a schedule",
         )
         n_envs = getattr(self, "n_envs", None)
-        if n_envs:
-            buffer_size = self.n_steps * n_envs
+        if n_envs and self.normalize_advantage:
             check(
-                "batch_size",
-                self.batch_size <= buffer_size,
-                f"<= n_steps * n_envs = {self.n_steps} * {n_envs} = {buffer_size}",
+                "n_steps",
+                self.n_steps * n_envs > 1,
+                f"such that n_steps * n_envs > 1 to normalize advantages (n_envs={n_envs})",
             )
-            if self.normalize_advantage:
-                check(
-                    "n_steps",
-                    buffer_size > 1,
-                    f"such that n_steps * n_envs > 1 to normalize advantages (n_envs={n_envs})",
-                )
+
+    def _warn_about_minibatches(self) -> None:
+        """The critic's minibatches as PPO and sb3-contrib's TRPO report them: a ``batch_size`` larger than the
+        rollout uses the whole rollout as one minibatch; one that does not divide it leaves a truncated one."""
+        buffer_size = self.n_steps * self.n_envs
+        if self.batch_size > buffer_size:
+            warnings.warn(
+                f"batch_size={self.batch_size} is larger than the rollout (n_steps * n_envs = {self.n_steps} * "
+                f"{self.n_envs} = {buffer_size}): the critic's regression uses the whole rollout as one minibatch",
+                stacklevel=3,
+            )
+        elif buffer_size % self.batch_size > 0:
+            warnings.warn(
+                f"You have specified a mini-batch size of {self.batch_size}, but because the `RolloutBuffer` is of "
+                f"size `n_steps * n_envs = {buffer_size}`, after every {buffer_size // self.batch_size} untruncated "
+                f"mini-batches, there will be a truncated mini-batch of size {buffer_size % self.batch_size}\n"
+                "We recommend using a `batch_size` that is a factor of `n_steps * n_envs`.\n"
+                f"Info: (n_steps={self.n_steps} and n_envs={self.n_envs})",
+                stacklevel=3,
+            )
 
     def _setup_model(self) -> None:
         self._validate_hyperparameters()
+        if getattr(self, "n_envs", None):
+            self._warn_about_minibatches()
+        if self.sampling == "vine" and self.rollout_buffer_class in _AUTOMATIC_BUFFERS:
+            self.rollout_buffer_class = (
+                DictVineRolloutBuffer if isinstance(self.observation_space, spaces.Dict) else VineRolloutBuffer
+            )
         super()._setup_model()
+        self._setup_vine()
         self._actor_params, self._critic_params = split_actor_critic(self.policy)
         # The critic gets an optimizer of its own: the actor moves only through the trust-region step.
         optimizer_kwargs = dict(self.policy.optimizer_kwargs)
@@ -288,8 +383,35 @@ class TRPO(OnPolicyAlgorithm):
             self._critic_params, lr=self.lr_schedule(1), **optimizer_kwargs
         )
 
+    def _setup_vine(self) -> None:
+        """The vine sampler for the current environment (None for single path or without an environment).
+
+        :raises UnrestorableEnvError: if an environment or wrapper cannot be restored exactly
+        """
+        self._vine = None
+        if self.sampling != "vine" or self.env is None:
+            return
+        if not isinstance(self.policy.action_dist, SUPPORTED_DISTRIBUTIONS):
+            raise ValueError(
+                f"sampling='vine' does not support the action distribution {type(self.policy.action_dist).__name__}"
+            )
+        self._vine = VineSampler(
+            self.env,
+            n_states=self.vine_n_states,
+            n_actions=self.vine_n_actions,
+            horizon=self.vine_horizon,
+            bootstrap=bool(self.vine_bootstrap),
+            gamma=self.gamma,
+            seed=self.seed,
+        )
+
+    def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
+        """See SB3's ``set_env``; with vine sampling the new environment is checked and branched from."""
+        super().set_env(env, force_reset=force_reset)
+        self._setup_vine()
+
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_actor_params", "_critic_params"]
+        return [*super()._excluded_save_params(), "_actor_params", "_critic_params", "_vine"]
 
     # ------------------------------------------------------------- collection
     def collect_rollouts(
@@ -299,13 +421,16 @@ class TRPO(OnPolicyAlgorithm):
         rollout_buffer: RolloutBuffer,
         n_rollout_steps: int,
     ) -> bool:
-        """Collect ``n_rollout_steps`` per environment with the current policy and fill ``rollout_buffer``.
+        """Collect ``n_rollout_steps`` per environment with the current policy and fill ``rollout_buffer``; with
+        vine sampling, then run the branches of the rollout set.
 
         Same contract as SB3's ``collect_rollouts`` (per-step callbacks that may stop training, episode
-        statistics, bootstrapping on time-limit truncation, gSDE noise resets, any ``rollout_buffer_class``),
-        but each step runs only the actor to sample actions: values and log-probabilities are computed in
-        one batch after the loop, then the buffer is filled. Callbacks therefore see ``new_obs``, ``actions``,
-        ``clipped_actions``, ``rewards``, ``dones`` and ``infos`` as locals, but no per-step ``values``.
+        statistics, bootstrapping on time-limit truncation, gSDE noise resets, any ``rollout_buffer_class``).
+        Where a lean function chain computes exactly what the policy's own methods would (SB3's MLP policies,
+        see :func:`lean_action_sampler`), each step runs only the actor to sample actions and values and
+        log-probabilities are computed in one batch after the loop; callbacks then see ``new_obs``, ``actions``,
+        ``clipped_actions``, ``rewards``, ``dones`` and ``infos`` as locals, but no per-step ``values``. Any
+        other policy is called per step through its ``forward``, exactly as SB3 does.
 
         :return: True if ``n_rollout_steps`` were collected, False if a callback stopped the rollout.
         """
@@ -315,12 +440,14 @@ class TRPO(OnPolicyAlgorithm):
         if self.use_sde:
             self.policy.reset_noise(env.num_envs)
         callback.on_rollout_start()
-        sample_actions = lean_action_sampler(self.policy) or (
-            lambda obs: self.policy.get_distribution(obs).get_actions()
-        )
+        lean_sample = lean_action_sampler(self.policy)
+        if self._vine is not None:
+            self._vine.plan(n_rollout_steps)
 
         observations: list[Any] = []
         sampled_actions: list[th.Tensor] = []
+        step_values: list[th.Tensor] = []  # per-step path only
+        step_log_probs: list[th.Tensor] = []
         step_rewards: list[np.ndarray] = []
         episode_starts: list[np.ndarray] = []
         truncated: list[tuple[int, int, Any]] = []  # (step, env, terminal observation)
@@ -328,16 +455,18 @@ class TRPO(OnPolicyAlgorithm):
         while n_steps < n_rollout_steps:
             if self.use_sde and self.sde_sample_freq > 0 and n_steps % self.sde_sample_freq == 0:
                 self.policy.reset_noise(env.num_envs)
+            if self._vine is not None:
+                self._vine.on_trunk_step(n_steps, self._last_obs)
             with th.no_grad(), _fast_distributions():
                 obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
-                action_tensor = sample_actions(obs_tensor)
-            actions = action_tensor.cpu().numpy().reshape((-1, *self.action_space.shape))
-            clipped_actions = actions
-            if isinstance(self.action_space, spaces.Box):
-                if self.policy.squash_output:
-                    clipped_actions = self.policy.unscale_action(clipped_actions)
+                if lean_sample is not None:
+                    action_tensor = lean_sample(obs_tensor)
                 else:
-                    clipped_actions = np.clip(actions, self.action_space.low, self.action_space.high)
+                    action_tensor, values, log_probs = self.policy(obs_tensor)
+                    step_values.append(values.flatten())
+                    step_log_probs.append(log_probs)
+            actions = action_tensor.cpu().numpy().reshape((-1, *self.action_space.shape))
+            clipped_actions = self._to_env_actions(actions)
 
             new_obs, rewards, dones, infos = env.step(clipped_actions)
             self.num_timesteps += env.num_envs
@@ -365,9 +494,12 @@ class TRPO(OnPolicyAlgorithm):
             self._last_episode_starts = dones
 
         with th.no_grad(), _fast_distributions():
-            batch_obs = obs_as_tensor(_stack_obs(observations), self.device)
             batch_actions = th.cat(sampled_actions)
-            values, log_probs, _ = self.policy.evaluate_actions(batch_obs, batch_actions)
+            if lean_sample is not None:
+                batch_obs = obs_as_tensor(_stack_obs(observations), self.device)
+                values, log_probs, _ = self.policy.evaluate_actions(batch_obs, batch_actions)
+            else:
+                values, log_probs = th.cat(step_values), th.cat(step_log_probs)
             values = values.view(n_steps, env.num_envs)
             log_probs = log_probs.view(n_steps, env.num_envs)
             if truncated:  # time-limit truncation: bootstrap with the value of the terminal state
@@ -390,20 +522,48 @@ class TRPO(OnPolicyAlgorithm):
                 log_probs[step],
             )
         rollout_buffer.compute_returns_and_advantage(last_values=last_values, dones=dones)
+        if self._vine is not None:
+            assert isinstance(rollout_buffer, VineBufferMixin)
+            with _fast_distributions():
+                rollout_buffer.rollout_set, branch_steps = self._vine.run_branches(self.policy, self._to_env_actions)
+            # branch steps are not timesteps: logged on their own (never in num_timesteps or episode statistics)
+            self.logger.record("rollout/vine_branch_steps", branch_steps)
+            self.logger.record("rollout/vine_branch_steps_total", self._vine.branch_steps_total)
+            self.logger.record("rollout/vine_q_std", rollout_buffer.rollout_set.q_values.std(dim=1).mean().item())
 
         callback.update_locals(locals())
         callback.on_rollout_end()
         return True
 
+    def _to_env_actions(self, actions: np.ndarray) -> np.ndarray:
+        """The policy's actions as the environment takes them: unscaled (squashed policies) or clipped to a
+        ``Box``'s bounds, as SB3 does."""
+        if not isinstance(self.action_space, spaces.Box):
+            return actions
+        if self.policy.squash_output:
+            return self.policy.unscale_action(actions)
+        return np.clip(actions, self.action_space.low, self.action_space.high)
+
     # ----------------------------------------------------------------- update
     def train(self) -> None:
-        """One TRPO update of the actor (natural gradient + line search), then the critic's regression."""
+        """One TRPO update: the natural-gradient step of the actor on the sampling scheme's surrogate, then the
+        critic's regression on the trunk's returns. A batch holding non-finite data is skipped whole."""
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
+        problems = describe_non_finite(self.rollout_buffer)
+        if problems:
+            warnings.warn(f"TRPO: the update is skipped (actor and critic): non-finite {problems}", stacklevel=2)
+            self.logger.record("train/skipped_non_finite_batches", 1)
+            return
         batch = next(self.rollout_buffer.get(batch_size=None))
 
         with _fast_distributions():
-            actor_stats = self._update_actor(batch)
+            rollout_set = getattr(self.rollout_buffer, "rollout_set", None)
+            if self.sampling == "vine" and rollout_set is not None:
+                obs, surrogate = rollout_set.surrogate(self.normalize_advantage)
+            else:
+                obs, surrogate = self._single_path_surrogate(batch)
+            actor_stats = self._natural_gradient_step(obs, surrogate)
         value_loss = self._update_critic(batch)
 
         self._n_updates += 1
@@ -414,28 +574,36 @@ class TRPO(OnPolicyAlgorithm):
         self.logger.record("train/explained_variance", explained_var)
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
 
-    def _update_actor(self, batch: RolloutBufferSamples) -> dict[str, Any]:
-        """Natural-gradient step with backtracking line search (paper Sec. 6 and Appendix C).
-
-        :return: the statistics to log
-        """
-        obs, old_log_prob = batch.observations, batch.old_log_prob
+    def _single_path_surrogate(self, batch: RolloutBufferSamples) -> tuple[PyTorchObs, Surrogate]:
+        """The single-path surrogate ``L(theta) = mean(A * pi_theta(a|s) / pi_old(a|s))`` (paper Eq. 14) on the
+        trunk's states."""
         actions = batch.actions.long().flatten() if isinstance(self.action_space, spaces.Discrete) else batch.actions
         advantages = batch.advantages
         if self.normalize_advantage:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-        actor_params = self._actor_params
 
-        # Surrogate L(theta) = mean(A * pi_theta / pi_old) and its gradient g at theta_old (Eq. 14)
+        def surrogate(distribution: Distribution) -> th.Tensor:
+            return (advantages * th.exp(distribution.log_prob(actions) - batch.old_log_prob)).mean()
+
+        return batch.observations, surrogate
+
+    def _natural_gradient_step(self, obs: PyTorchObs, surrogate: Surrogate) -> dict[str, Any]:
+        """Natural-gradient step with backtracking line search (paper Sec. 6 and Appendix C), the same for every
+        sampling scheme: ``surrogate`` maps the policy's distribution at ``obs`` to the objective to maximise; the
+        Fisher and the trust-region check use ``obs``.
+
+        :return: the statistics to log
+        """
+        actor_params = self._actor_params
         distribution = self.policy.get_distribution(obs)
         family = action_family(distribution)
         dist_params = family.params(distribution)
         dist_old = tuple(t.detach() for t in dist_params)
-        surrogate = (advantages * th.exp(distribution.log_prob(actions) - old_log_prob)).mean()
-        gradient = flatten(th.autograd.grad(surrogate, actor_params, retain_graph=True))
+        objective = surrogate(distribution)
+        gradient = flatten(th.autograd.grad(objective, actor_params, retain_graph=True))
 
         stats: dict[str, Any] = {
-            "policy_objective": surrogate.item(),
+            "policy_objective": objective.item(),
             "kl": 0.0,
             "cg_iterations": 0,
             "cg_residual": float("nan"),
@@ -444,7 +612,7 @@ class TRPO(OnPolicyAlgorithm):
         }
         if isinstance(family, GaussianFamily):
             stats["std"] = dist_old[1].exp().mean().item()
-        if not th.isfinite(gradient).all() or not th.isfinite(surrogate):
+        if not th.isfinite(gradient).all() or not th.isfinite(objective):
             warnings.warn("TRPO: non-finite surrogate or policy gradient, the actor update is skipped", stacklevel=2)
             return stats
 
@@ -469,14 +637,17 @@ class TRPO(OnPolicyAlgorithm):
         theta_old = flatten(actor_params).detach().clone()
         with th.no_grad():
             for step in range(self.line_search_max_iter):
-                self._set_actor(actor_params, theta_old + self.line_search_shrinking_factor**step * full_step)
+                candidate = theta_old + self.line_search_shrinking_factor**step * full_step
+                if not th.isfinite(candidate).all():
+                    continue
+                self._set_actor(actor_params, candidate)
                 distribution = self.policy.get_distribution(obs)
                 kl = family.kl(dist_old, family.params(distribution)).mean()
-                new_surrogate = (advantages * th.exp(distribution.log_prob(actions) - old_log_prob)).mean()
+                new_objective = surrogate(distribution)
                 # Accept the first candidate inside the trust region that improves the surrogate.
-                if kl <= self.target_kl and new_surrogate > surrogate:  # False for NaN as well
+                if kl <= self.target_kl and new_objective > objective:  # False for NaN as well
                     stats.update(
-                        policy_objective=new_surrogate.item(),
+                        policy_objective=new_objective.item(),
                         kl=kl.item(),
                         line_search_steps=step + 1,
                         is_line_search_success=1.0,
@@ -493,12 +664,14 @@ class TRPO(OnPolicyAlgorithm):
                 param.copy_(value)
 
     def _update_critic(self, batch: RolloutBufferSamples) -> float:
-        """``n_critic_updates`` epochs of minibatch regression of the values on the returns.
+        """``n_critic_updates`` epochs of minibatch regression of the values on the returns. A non-finite loss
+        stops the regression and the critic keeps the parameters it had before it (never a non-finite weight).
 
         :return: the mean minibatch loss
         """
         n_samples = batch.returns.shape[0]
         value_of = lean_value_function(self.policy)
+        critic_before = [param.detach().clone() for param in self._critic_params]
         losses = []
         for _ in range(self.n_critic_updates):
             permutation = th.from_numpy(np.random.permutation(n_samples)).to(self.device)
@@ -511,7 +684,20 @@ class TRPO(OnPolicyAlgorithm):
                     param.grad = grad
                 self.policy.optimizer.step()
                 losses.append(loss.detach())
-        return th.stack(losses).mean().item()
+        mean_loss = th.stack(losses).mean()
+        # One check after the loop instead of one per minibatch (a sync point each): a non-finite loss or
+        # weight anywhere means the regression diverged, and the critic is put back as it was.
+        if not (th.isfinite(mean_loss) and all(th.isfinite(param).all() for param in self._critic_params)):
+            warnings.warn(
+                "TRPO: the critic's regression produced a non-finite loss or weight; the critic keeps its "
+                "parameters from before this update",
+                stacklevel=3,
+            )
+            with th.no_grad():
+                for param, before in zip(self._critic_params, critic_before, strict=True):
+                    param.copy_(before)
+            self.policy.optimizer.state.clear()  # Adam's moments saw the non-finite gradients
+        return mean_loss.item()
 
     # ------------------------------------------------------------ public API
     def learn(
@@ -551,8 +737,11 @@ class TRPO(OnPolicyAlgorithm):
         per-dimension mean KL, a warning gives the equivalent true-KL value to pass as ``target_kl=...``.
         Its critic's optimizer state is remapped onto our critic-only optimizer.
 
+        :raises FileNotFoundError: naming the path given (and the ``.zip`` variant tried) if neither exists
         :raises ValueError: if the file is not a zip archive or was not saved by a TRPO
         """
+        if isinstance(path, (str, pathlib.Path)):
+            _check_exists(pathlib.Path(path))
         data, _, _ = load_from_zip_file(path, device=device, custom_objects=custom_objects)
         if isinstance(path, io.BufferedIOBase):
             path.seek(0)
@@ -581,9 +770,23 @@ class TRPO(OnPolicyAlgorithm):
         if isinstance(load_path_or_dict, dict):
             params = load_path_or_dict
         else:
+            if isinstance(load_path_or_dict, (str, pathlib.Path)):
+                _check_exists(pathlib.Path(load_path_or_dict))
             _, params, _ = load_from_zip_file(load_path_or_dict, device=device)
+        # Validate before remapping, with SB3's own error for a dict that does not name every object.
+        expected = set(self._get_torch_save_params()[0])
+        if exact_match and set(params) != expected:
+            raise ValueError(
+                f"Names of parameters do not match agents' parameters: expected {expected}, got {set(params)}"
+            )
         optimizer_state = params.get("policy.optimizer")
         if optimizer_state is not None:
+            if not (isinstance(optimizer_state, dict) and {"state", "param_groups"} <= optimizer_state.keys()):
+                found = sorted(optimizer_state) if isinstance(optimizer_state, dict) else type(optimizer_state).__name__
+                raise ValueError(
+                    "params['policy.optimizer'] is not an optimizer state dict: it needs the keys 'state' and "
+                    f"'param_groups', got {found}"
+                )
             params = {**params, "policy.optimizer": self._critic_optimizer_state(optimizer_state)}
         super().set_parameters(params, exact_match=exact_match, device=device)
 
@@ -609,6 +812,13 @@ class TRPO(OnPolicyAlgorithm):
             if implementation in own["param_groups"][0]:
                 group[implementation] = own["param_groups"][0][implementation]
         return {"state": remapped_state, "param_groups": [group]}
+
+
+def _check_exists(path: pathlib.Path) -> None:
+    """SB3 retries a missing path with ``.zip`` appended and reports only that variant: name what was given."""
+    with_suffix = path.with_name(path.name + ".zip")
+    if not path.exists() and not with_suffix.exists():
+        raise FileNotFoundError(f"No such file: {str(path)!r} (also tried {str(with_suffix)!r})")
 
 
 def _kl_dimensions(action_space: spaces.Space | None) -> int:
