@@ -309,19 +309,8 @@ class VineSampler:
         with th.no_grad():
             set_obs = obs_as_tensor(_stack([s.observation for s in snapshots]), device)
             distribution = policy.get_distribution(set_obs)
-            if self.enumerate_actions:
-                n_actions = int(self.action_space.n)  # type: ignore[attr-defined]
-                actions = th.arange(n_actions, device=device).repeat(n_states, 1)
-            else:
-                n_actions = self.n_actions
-                width = noise_width(self.action_space)
-                actions = th.stack(
-                    [
-                        _sample_with_noise(distribution, self._uniforms(n_states, width, device))
-                        for _ in range(n_actions)
-                    ],
-                    dim=1,
-                )
+            actions = self._initial_actions(distribution, n_states, device)
+            n_actions = actions.shape[1]
             old_log_probs = th.stack([distribution.log_prob(actions[:, k]) for k in range(n_actions)], dim=1)
 
         # Branch b = (state i, action k), b = i * K + k. Each branch carries its own simulator state.
@@ -340,12 +329,13 @@ class VineSampler:
                 stack.enter_context(sim_state.no_monitor_writes(env))
             for h in range(self.horizon):
                 branches = np.flatnonzero(live)
+                if branches.size == 0:
+                    break
                 if h > 0:  # follow the current policy, one forward pass for all live branches
                     with th.no_grad():
                         obs = obs_as_tensor(self._observe([last_raw[b] for b in branches]), device)
-                        # common random numbers: the K branches of a state share each step's noise
-                        noise = self._uniforms(n_states, noise_width(self.action_space), device)
-                        drawn = _sample_with_noise(policy.get_distribution(obs), noise[branches // n_actions])
+                        noise = self._branch_noise(n_states, n_actions, device)[branches]
+                        drawn = _sample_with_noise(policy.get_distribution(obs), noise)
                     step_actions[branches] = drawn.cpu().numpy().reshape(len(branches), *step_actions.shape[1:])
                 env_actions = to_env_action(step_actions[branches])
                 rewards = np.zeros(len(branches), dtype=np.float32)
@@ -384,6 +374,22 @@ class VineSampler:
             enumerated=self.enumerate_actions,
         )
         return rollout_set, branch_steps
+
+    def _initial_actions(self, distribution: Distribution, n_states: int, device: th.device) -> th.Tensor:
+        """The ``K`` actions tried from each rollout-set state, ``(N, K, *action_shape)``: every action of a small
+        discrete space (uniform ``q``), else independent draws from the current policy."""
+        if self.enumerate_actions:
+            return th.arange(int(self.action_space.n), device=device).repeat(n_states, 1)  # type: ignore[attr-defined]
+        width = noise_width(self.action_space)
+        draws = [
+            _sample_with_noise(distribution, self._uniforms(n_states, width, device)) for _ in range(self.n_actions)
+        ]
+        return th.stack(draws, dim=1)
+
+    def _branch_noise(self, n_states: int, n_actions: int, device: th.device) -> th.Tensor:
+        """One step's policy noise for every branch: common random numbers, the ``K`` branches of a state
+        (rows ``i * K .. i * K + K - 1``) share one row."""
+        return self._uniforms(n_states, noise_width(self.action_space), device).repeat_interleave(n_actions, dim=0)
 
     def _uniforms(self, n_rows: int, width: int, device: th.device) -> th.Tensor:
         # open interval (0, 1): the Gaussian and Gumbel transforms are finite
