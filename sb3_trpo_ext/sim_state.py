@@ -474,7 +474,11 @@ def _iter_layers(env: gym.Env) -> Iterator[gym.Env]:
 def _has_protocol(layer: Any) -> bool:
     """Whether the layer's class (not an instance attribute, not attribute forwarding) defines the protocol."""
     cls = type(layer)
-    return callable(getattr(cls, "get_state", None)) and callable(getattr(cls, "set_state", None))
+    getter, setter = getattr(cls, "get_state", None), getattr(cls, "set_state", None)
+    if not (callable(getter) and callable(setter)):
+        return False
+    # `MujocoEnv.set_state(qpos, qvel)` is not the protocol (and is inexact: derived quantities are stale).
+    return getattr(setter, "__qualname__", "") != "MujocoEnv.set_state"
 
 
 def _env_id(env: Any) -> str | None:

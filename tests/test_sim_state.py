@@ -115,6 +115,23 @@ def test_mujoco_replay_through_time_limit_truncation() -> None:
     env.close()
 
 
+def test_mujoco_set_state_qpos_qvel_is_not_the_protocol() -> None:
+    pytest.importorskip("mujoco")
+    from gymnasium.envs.mujoco.hopper_v5 import HopperEnv
+
+    class HopperWithGetter(HopperEnv):
+        def get_state(self):  # with MujocoEnv.set_state(qpos, qvel): not the protocol
+            return self.data.qpos.copy(), self.data.qvel.copy()
+
+    env = HopperWithGetter()
+    env.reset(seed=0)
+    snapshot = get_state(env)  # the MuJoCo adapter, not HopperWithGetter.get_state
+    qacc = env.data.qacc.copy()
+    env.step(env.action_space.sample())
+    set_state(env, snapshot)
+    assert np.array_equal(env.data.qacc, qacc)
+
+
 def test_mujoco_snapshot_is_independent_of_later_steps() -> None:
     pytest.importorskip("mujoco")
     env = gym.make("Hopper-v5")
@@ -459,6 +476,14 @@ def test_atari_v5_sticky_actions_replay() -> None:
     env.close()
 
 
+def test_atari_gymnasium_preprocessing_replay() -> None:
+    pytest.importorskip("cv2")
+    env = _ale_env("ALE/Breakout-v5", frameskip=1, repeat_action_probability=0.25)
+    env = gym.wrappers.AtariPreprocessing(env, frame_skip=4, terminal_on_life_loss=True)
+    _check_replay(env, warmup=10, horizon=20)
+    env.close()
+
+
 def test_atari_sb3_wrapper_replay() -> None:
     pytest.importorskip("cv2")
     from stable_baselines3.common.atari_wrappers import AtariWrapper
@@ -474,14 +499,18 @@ def test_atari_episodic_life_replay_across_life_loss() -> None:
     from stable_baselines3.common.atari_wrappers import AtariWrapper
 
     # Breakout: five lives and FIRE; doing nothing loses a life quickly, which EpisodicLifeEnv turns into
-    # `terminated`.
+    # `terminated`. The snapshot is taken one step before that, in the first life.
     env = AtariWrapper(_ale_env("BreakoutNoFrameskip-v4"), action_repeat_probability=0.25)
     env.reset(seed=0)
+    steps_to_life_loss = len(_rollout(env, [0] * 500))
+    env.reset(seed=0)
+    _rollout(env, [0] * (steps_to_life_loss - 1))
     snapshot = get_state(env)
-    actions = [0] * 200
-    expected = _rollout(env, actions)
-    assert expected[-1][2]
+    expected = _rollout(env, [0] * 10)
+    assert len(expected) == 1 and expected[-1][2]
+    env.reset()  # EpisodicLifeEnv: a no-op step into the next life, not a real reset
+    _rollout(env, [0] * 5)
     for _ in range(2):
         set_state(env, snapshot)
-        _assert_same(expected, _rollout(env, actions), compare_infos=True)
+        _assert_same(expected, _rollout(env, [0] * 10), compare_infos=True)
     env.close()
