@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import shutil
 import subprocess
@@ -25,6 +26,7 @@ from sb3_trpo_ext.zoo import (  # noqa: E402
     ZOO_ALGORITHMS,
     convert_trpo_ext_params,
     find_earlier_version_block,
+    hub_compat,
     hyperparams_path,
     load_zoo_model,
     main,
@@ -365,14 +367,71 @@ def test_push_and_load_from_hub_packaging(trained: Path, tmp_path: Path, monkeyp
     import huggingface_sb3
     import requests
 
-    from sb3_trpo_ext.zoo import _hub_compat
-
     with (
         mock.patch.object(huggingface_hub, "hf_hub_download", side_effect=fake_download),
-        _hub_compat("trpo_ext", None),
-        pytest.raises(requests.exceptions.HTTPError),
+        hub_compat._hub_compat("trpo_ext", None),
+        pytest.raises(requests.exceptions.HTTPError) as raised,
     ):
         huggingface_sb3.load_from_hub(repo_id, "no_such_file.pkl")
+    assert isinstance(raised.value, EntryNotFoundError)  # still what a fixed rl_zoo3 would catch
+
+
+def _import_zoo_push_script() -> bool:
+    """Whether ``rl_zoo3.push_to_hub`` imports (False: the ImportError of its ``generate_metadata`` import)."""
+    sys.modules.pop("rl_zoo3.push_to_hub", None)
+    try:
+        importlib.import_module("rl_zoo3.push_to_hub")
+    except ImportError as error:
+        assert "generate_metadata" in str(error), error
+        return False
+    finally:
+        sys.modules.pop("rl_zoo3.push_to_hub", None)
+    return True
+
+
+def test_hub_fixes_applied_exactly_where_upstream_is_broken() -> None:
+    """The generate_metadata gate agrees with the real thing: rl_zoo3.push_to_hub fails to import without
+    the shim iff the gate says it is needed, and imports under our context; everything is restored after."""
+    import huggingface_sb3
+
+    hf_push = importlib.import_module("huggingface_sb3.push_to_hub")
+    needed = hub_compat._needs_generate_metadata_shim(hf_push)
+    original_load = huggingface_sb3.load_from_hub
+    assert _import_zoo_push_script() is not needed
+    with hub_compat._hub_compat("trpo_ext", "CartPole-v1"):
+        assert _import_zoo_push_script()
+        metadata = hf_push.generate_metadata("TRPO", "CartPole-v1", 500.0, 0.0)
+        assert isinstance(metadata, dict) and "CartPole-v1" in metadata["tags"]
+        translated = huggingface_sb3.load_from_hub is not original_load
+        assert translated is hub_compat._needs_missing_entry_translation()
+    assert hasattr(hf_push, "generate_metadata") is not needed
+    assert huggingface_sb3.load_from_hub is original_load
+
+
+def test_hub_fixes_not_applied_when_upstream_is_fine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the upstream behaviour the fixes exist for (an installed generate_metadata as in huggingface-sb3 <= 3.0,
+    a missing-file error that is requests' HTTPError as in huggingface_hub 0.x), nothing of theirs is patched."""
+    import huggingface_sb3
+    import requests
+    from huggingface_hub import errors
+
+    hf_push = importlib.import_module("huggingface_sb3.push_to_hub")
+
+    def upstream_generate_metadata(model_name: str, env_id: str, mean_reward: float, std_reward: float) -> dict:
+        return {"tags": [env_id]}
+
+    class HttpEntryNotFoundError(requests.exceptions.HTTPError, errors.EntryNotFoundError):
+        pass
+
+    monkeypatch.setattr(hf_push, "generate_metadata", upstream_generate_metadata, raising=False)
+    monkeypatch.setattr(errors, "RemoteEntryNotFoundError", HttpEntryNotFoundError, raising=False)
+    assert not hub_compat._needs_generate_metadata_shim(hf_push)
+    assert not hub_compat._needs_missing_entry_translation()
+    original_load = huggingface_sb3.load_from_hub
+    with hub_compat._hub_compat("trpo_ext", "CartPole-v1"):
+        assert hf_push.generate_metadata is upstream_generate_metadata
+        assert huggingface_sb3.load_from_hub is original_load
+    assert hf_push.generate_metadata is upstream_generate_metadata
 
 
 # ------------------------------------------------------------------------------------------------ wheel

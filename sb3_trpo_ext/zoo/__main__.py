@@ -1,5 +1,5 @@
 """``python -m sb3_trpo_ext.zoo COMMAND [ZOO FLAGS ...]``."""
 
-from sb3_trpo_ext.zoo import main
+from sb3_trpo_ext.zoo.cli import main
 
 main()

@@ -1,0 +1,87 @@
+"""Command line: ``python -m sb3_trpo_ext.zoo COMMAND [ZOO FLAGS ...]`` (console script ``sb3-trpo-zoo``)."""
+
+from __future__ import annotations
+
+import runpy
+import sys
+import tempfile
+import warnings
+from collections.abc import Sequence
+
+from sb3_trpo_ext.zoo.config import ZooConfigError, _algo_env_flags, _prepare_train
+from sb3_trpo_ext.zoo.hub_compat import _hub_compat
+from sb3_trpo_ext.zoo.registry import ZOO_ALGORITHMS, register
+
+__all__ = ["COMMANDS", "PROG", "main"]
+
+PROG = "python -m sb3_trpo_ext.zoo"
+
+#: Zoo scripts reachable through our command line: name -> module run as ``__main__``.
+COMMANDS: dict[str, str] = {
+    "train": "rl_zoo3.train",
+    "enjoy": "rl_zoo3.enjoy",
+    "record_video": "rl_zoo3.record_video",
+    "push_to_hub": "rl_zoo3.push_to_hub",
+    "load_from_hub": "rl_zoo3.load_from_hub",
+    "plot_train": "rl_zoo3.plots.plot_train",
+    "all_plots": "rl_zoo3.plots.all_plots",
+    "plot_from_file": "rl_zoo3.plots.plot_from_file",
+}
+
+
+def _usage() -> str:
+    return f"""usage: {PROG} COMMAND [ZOO FLAGS ...]
+
+Runs the RL Baselines3 Zoo's scripts with {", ".join(ZOO_ALGORITHMS)} added to its algorithms
+and our hyperparameters used by default for them. Every flag is the Zoo's (`{PROG} COMMAND -h`).
+
+commands:
+  {", ".join(COMMANDS)}
+
+examples:
+  {PROG} train --algo trpo_ext --env Hopper-v5 -f logs/
+  {PROG} train --algo ppo --env Hopper-v5 -f logs/
+  {PROG} enjoy --algo trpo_ext --env Hopper-v5 -f logs/
+  {PROG} plot_train --algo trpo_ext --env Hopper-v5 -f logs/
+"""
+
+
+def _run_script(module: str, argv: list[str]) -> None:
+    """Run a Zoo script as ``__main__`` with ``argv`` as its command line."""
+    saved_argv = sys.argv
+    sys.argv = [module, *argv]
+    try:
+        with warnings.catch_warnings():
+            # rl_zoo3.plots' __init__ imports its scripts, so runpy warns that the module is already loaded.
+            warnings.filterwarnings("ignore", message=".*found in sys.modules after import", category=RuntimeWarning)
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+    finally:
+        sys.argv = saved_argv
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Command line: ``python -m sb3_trpo_ext.zoo COMMAND [ZOO FLAGS ...]`` (console script ``sb3-trpo-zoo``).
+
+    :param argv: the command line without the program name (default: ``sys.argv[1:]``)
+    :raises SystemExit: on a usage error (status 2), with the Zoo script's status otherwise
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(_usage())
+        if not args:
+            raise SystemExit(2)
+        return
+    command, rest = args[0], args[1:]
+    if command not in COMMANDS:
+        print(f"{PROG}: error: unknown command {command!r}; choose from {', '.join(COMMANDS)}", file=sys.stderr)
+        raise SystemExit(2)
+    register()
+    with tempfile.TemporaryDirectory(prefix="sb3_trpo_zoo_") as tmpdir:
+        if command == "train" and not {"-h", "--help"} & set(rest):
+            try:
+                rest = _prepare_train(rest, tmpdir)
+            except ZooConfigError as error:
+                print(f"{PROG} train: error: {error}", file=sys.stderr)
+                raise SystemExit(2) from None
+        with _hub_compat(*_algo_env_flags(rest)):
+            _run_script(COMMANDS[command], rest)

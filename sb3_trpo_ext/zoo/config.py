@@ -1,0 +1,192 @@
+"""Hyperparameter files: where they are, which block the Zoo will read, and the checks ``train`` runs first."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import importlib
+import inspect
+import re
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sb3_trpo_ext.zoo.registry import ZOO_ALGORITHMS
+
+__all__ = ["ZooConfigError", "find_earlier_version_block", "hyperparams_path"]
+
+#: Keys of a Zoo hyperparameter block that the Zoo consumes itself (never passed to the algorithm).
+_ZOO_CONSUMED_KEYS = frozenset(
+    {
+        "n_timesteps",
+        "n_envs",
+        "normalize",
+        "env_wrapper",
+        "vec_env_wrapper",
+        "frame_stack",
+        "callback",
+        "monitor_kwargs",
+        "env_kwargs",
+        "noise_type",
+        "noise_std",
+    }
+)
+
+
+class ZooConfigError(ValueError):
+    """A hyperparameter file, block or override that our algorithm cannot use."""
+
+
+def hyperparams_path(algo: str) -> Path:
+    """Path of the hyperparameter file shipped for one of our keys (any key of ``ZOO_ALGORITHMS``).
+
+    Inside an installed wheel the files live in ``sb3_trpo_ext/hyperparams/``; in a source checkout
+    (or an editable install) in the top-level ``hyperparams/`` folder.
+
+    :raises KeyError: if ``algo`` is not one of our keys
+    """
+    name = ZOO_ALGORITHMS[algo].hyperparams_file
+    packaged = Path(str(resources.files("sb3_trpo_ext"))) / "hyperparams" / name
+    if packaged.is_file():
+        return packaged
+    # sb3_trpo_ext/zoo/config.py -> the checkout's root
+    return Path(__file__).resolve().parents[2] / "hyperparams" / name
+
+
+def _zoo_hyperparams_path(algo: str) -> Path:
+    """Where the Zoo looks for ``{algo}.yml`` by default (mirrors ``ExperimentManager``)."""
+    import rl_zoo3
+
+    package = Path(rl_zoo3.__file__).parent
+    root = package if (package / "hyperparams").is_dir() else package.parent
+    return root / "hyperparams" / f"{algo}.yml"
+
+
+_VERSIONED_ID = re.compile(r"^(?P<task>.+)-v(?P<version>\d+)$")
+
+
+def find_earlier_version_block(env_id: str, blocks: Sequence[str]) -> str | None:
+    """The block for the most recent earlier version of the same task, if ``env_id`` has none.
+
+    ``find_earlier_version_block("Hopper-v5", ["Hopper-v4", "Hopper-v3"]) == "Hopper-v4"``.
+
+    :param env_id: a ``Name-vN`` environment id
+    :param blocks: the environment ids of a hyperparameter file
+    :return: the id of the block to use, or None (``env_id`` has a block, is not ``-vN``, or no earlier one)
+    """
+    match = _VERSIONED_ID.match(env_id)
+    if env_id in blocks or match is None:
+        return None
+    best: tuple[int, str] | None = None
+    for block in blocks:
+        other = _VERSIONED_ID.match(block)
+        if other and other["task"] == match["task"] and int(other["version"]) < int(match["version"]):
+            candidate = (int(other["version"]), block)
+            best = candidate if best is None else max(best, candidate)
+    return None if best is None else best[1]
+
+
+def _train_preparser() -> argparse.ArgumentParser:
+    """The few ``train`` flags we need to see before the Zoo parses the command line."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--algo", default="ppo")
+    parser.add_argument("--env", default="CartPole-v1")
+    parser.add_argument("-conf", "--conf-file", default=None)
+    parser.add_argument("-params", "--hyperparams", nargs="+", default=None)
+    parser.add_argument("--gym-packages", nargs="+", default=[])
+    return parser
+
+
+def _algo_env_flags(argv: Sequence[str]) -> tuple[str, str]:
+    """``--algo`` and ``--env`` of a Zoo command line (the Zoo's defaults when absent)."""
+    known, _ = _train_preparser().parse_known_args(list(argv))
+    return known.algo, known.env
+
+
+def _select_block(config: dict[str, Any], env_id: str, is_atari: bool) -> str | None:
+    """The block the Zoo's ``ExperimentManager.read_hyperparameters`` will use."""
+    if env_id in config:
+        return env_id
+    if is_atari:
+        return "atari"
+    return "default" if "default" in config else None
+
+
+def _check_block(algo: str, block: dict[str, Any], source: str) -> None:
+    """Raise :class:`ZooConfigError` if ``block`` has a key our algorithm does not accept."""
+    algo_class = ZOO_ALGORITHMS[algo].algo_class
+    accepted = set(inspect.signature(algo_class.__init__).parameters) - {"self", "env", "_init_setup_model"}
+    for key in block:
+        if key not in accepted and key not in _ZOO_CONSUMED_KEYS:
+            raise ZooConfigError(
+                f"hyperparameter {key!r} in {source} is not accepted by {algo_class.__module__}.{algo_class.__name__} "
+                f"(--algo {algo}); accepted: {', '.join(sorted(accepted | _ZOO_CONSUMED_KEYS))}"
+            )
+
+
+def _unknown_env_message(env_id: str) -> str:
+    import gymnasium as gym
+
+    close = difflib.get_close_matches(env_id, list(gym.envs.registry.keys()), n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return (
+        f"unknown environment id {env_id!r}: no gymnasium environment is registered under it{hint} "
+        "(use --gym-packages MODULE for environments registered by another package)"
+    )
+
+
+def _prepare_train(argv: list[str], tmpdir: str) -> list[str]:
+    """Check a ``train`` command line and add the ``--conf-file`` the Zoo should read.
+
+    For our keys: our hyperparameter file (unless ``-conf``/``--conf-file`` was given), with every key of
+    the block the Zoo will use, and of ``--hyperparams``, checked against our algorithm's arguments.
+    For any key without ``--conf-file``: if the default file has no block for a ``-vN`` id but has one for
+    an earlier version of the same task, a copy of the file with that block under the new id is used.
+
+    :raises ZooConfigError: unknown algorithm, unknown environment id, or a hyperparameter we do not accept
+    """
+    import gymnasium as gym
+    from rl_zoo3.exp_manager import ExperimentManager
+    from rl_zoo3.utils import ALGOS
+
+    known, _ = _train_preparser().parse_known_args(argv)
+    if known.algo not in ALGOS:
+        raise ZooConfigError(f"unknown --algo {known.algo!r}; available: {', '.join(sorted(ALGOS))}")
+    for module in known.gym_packages:
+        importlib.import_module(module)
+    if known.env not in gym.envs.registry:
+        raise ZooConfigError(_unknown_env_message(known.env))
+    ours = known.algo in ZOO_ALGORITHMS
+
+    if known.conf_file is None:
+        config_path = hyperparams_path(known.algo) if ours else _zoo_hyperparams_path(known.algo)
+    else:
+        config_path = Path(known.conf_file)
+    if config_path.suffix not in (".yml", ".yaml") or not config_path.is_file():
+        return argv  # a Python config, or a missing file: the Zoo loads (or reports) it
+    config = yaml.safe_load(config_path.read_text()) or {}
+    extra: list[str] = []
+    if known.conf_file is None:
+        extra = ["--conf-file", str(config_path)]
+        fallback = find_earlier_version_block(known.env, list(config))
+        if fallback is not None:
+            config[known.env] = config[fallback]
+            derived = Path(tmpdir) / config_path.name
+            derived.write_text(yaml.safe_dump(config, sort_keys=False))
+            print(
+                f"[sb3_trpo_ext.zoo] {config_path} has no {known.env} block: using its {fallback} block "
+                f"for --algo {known.algo} (copied to {derived})",
+                flush=True,
+            )
+            extra = ["--conf-file", str(derived)]
+    if ours:
+        block_id = _select_block(config, known.env, ExperimentManager.is_atari(known.env))
+        if block_id is not None:
+            _check_block(known.algo, config[block_id], f"{config_path} (block {block_id!r})")
+        overrides = {item.split(":")[0]: None for item in known.hyperparams or []}
+        _check_block(known.algo, overrides, "--hyperparams")
+    # In front: an explicit (or abbreviated) user flag later on the line wins in argparse.
+    return [*extra, *argv]

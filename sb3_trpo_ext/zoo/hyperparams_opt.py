@@ -1,0 +1,58 @@
+"""Optuna: the sampler and the converter of our keys (the Zoo's ``HYPERPARAMS_SAMPLER`` / ``HYPERPARAMS_CONVERTER``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["convert_trpo_ext_params", "sample_trpo_ext_params"]
+
+
+def sample_trpo_ext_params(trial: Any, n_actions: int, n_envs: int, additional_args: dict[str, Any]) -> dict[str, Any]:
+    """Optuna sampler for our TRPO (the Zoo's ``HYPERPARAMS_SAMPLER`` signature).
+
+    Only valid combinations are sampled, whatever ``n_envs``: the critic's minibatch is
+    ``batch_size = n_steps / 2**critic_minibatches_pow`` (at least 32), so ``batch_size <= n_steps <=
+    n_steps * n_envs`` always holds. ``target_kl`` is sampled on our true-KL scale (the KL of the whole
+    action distribution, summed over action dimensions), log-uniform in [1e-3, 0.2].
+
+    :param trial: the Optuna trial
+    :param n_actions: action dimension for ``Box`` action spaces (0 otherwise); unused
+    :param n_envs: number of training environments; unused, the sampled combination is valid for any
+    :param additional_args: the Zoo's extra arguments (HER settings); unused
+    :return: hyperparameters for :class:`sb3_trpo_ext.TRPO`
+    """
+    params = {
+        "n_steps_pow": trial.suggest_int("n_steps_pow", 5, 12),
+        "critic_minibatches_pow": trial.suggest_int("critic_minibatches_pow", 0, 6),
+        "one_minus_gamma": trial.suggest_float("one_minus_gamma", 1e-4, 0.03, log=True),
+        "one_minus_gae_lambda": trial.suggest_float("one_minus_gae_lambda", 1e-4, 0.1, log=True),
+        "learning_rate": trial.suggest_float("learning_rate", 1e-5, 3e-3, log=True),
+        "n_critic_updates": trial.suggest_int("n_critic_updates", 5, 30),
+        "cg_max_steps": trial.suggest_int("cg_max_steps", 5, 30),
+        "cg_damping": trial.suggest_float("cg_damping", 1e-3, 0.3, log=True),
+        "target_kl": trial.suggest_float("target_kl", 1e-3, 0.2, log=True),
+        "net_arch": trial.suggest_categorical("net_arch", ["small", "medium"]),
+        "activation_fn": trial.suggest_categorical("activation_fn", ["tanh", "relu"]),
+    }
+    hyperparams = convert_trpo_ext_params(params)
+    # Display the true values in the study (as the Zoo's own samplers do)
+    for key in ("gamma", "gae_lambda", "n_steps", "batch_size"):
+        trial.set_user_attr(key, hyperparams[key])
+    return hyperparams
+
+
+def convert_trpo_ext_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
+    """Turn the raw parameters of a trial (as stored by Optuna) into our TRPO's hyperparameters.
+
+    Registered in the Zoo's ``HYPERPARAMS_CONVERTER`` (``train --storage ... --study-name ... --trial-id N``).
+
+    :param sampled_params: ``trial.params`` of a trial sampled by :func:`sample_trpo_ext_params`
+    :return: hyperparameters for :class:`sb3_trpo_ext.TRPO`
+    """
+    from rl_zoo3.hyperparams_opt import convert_onpolicy_params
+
+    params = dict(sampled_params)
+    minibatches_pow = params.pop("critic_minibatches_pow")
+    hyperparams = convert_onpolicy_params(params)  # gamma, gae_lambda, n_steps, net_arch, activation_fn
+    hyperparams["batch_size"] = 2 ** max(params["n_steps_pow"] - minibatches_pow, 5)
+    return hyperparams

@@ -1,0 +1,51 @@
+"""Our Zoo keys and their registration in the Zoo's tables.
+
+Adding a key is one entry in :data:`ZOO_ALGORITHMS` (plus its YAML file in ``hyperparams/``, which the
+wheel ships by the ``force-include`` of that folder).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from stable_baselines3.common.base_class import BaseAlgorithm
+
+from sb3_trpo_ext.trpo import TRPO
+from sb3_trpo_ext.zoo.hyperparams_opt import convert_trpo_ext_params, sample_trpo_ext_params
+
+__all__ = ["ZOO_ALGORITHMS", "ZooAlgorithm", "register"]
+
+
+@dataclass(frozen=True)
+class ZooAlgorithm:
+    """What the Zoo needs to know about one of our keys."""
+
+    algo_class: type[BaseAlgorithm]
+    #: file name of its hyperparameters in our ``hyperparams/`` folder
+    hyperparams_file: str
+    sampler: Callable[..., dict[str, Any]] = sample_trpo_ext_params
+    converter: Callable[[dict[str, Any]], dict[str, Any]] = convert_trpo_ext_params
+
+
+#: Our Zoo keys -> class, YAML file name, Optuna sampler and converter. Everything else (``--algo`` choices,
+#: ``hyperparams_path``, the default ``--conf-file``, the YAML key checks, the hub model card) reads this table,
+#: so a key is one line here, e.g. ``"trpo_vine": ZooAlgorithm(TRPO, "trpo_vine.yml"),``.
+ZOO_ALGORITHMS: dict[str, ZooAlgorithm] = {
+    "trpo_ext": ZooAlgorithm(TRPO, "trpo_ext.yml"),
+}
+
+
+def register() -> None:
+    """Add our keys to the Zoo's algorithm (``rl_zoo3.ALGOS``), sampler and converter tables.
+
+    Idempotent; the Zoo's own keys (sb3-contrib's ``trpo`` included) are left alone.
+    """
+    from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER, HYPERPARAMS_SAMPLER
+    from rl_zoo3.utils import ALGOS
+
+    for key, entry in ZOO_ALGORITHMS.items():
+        ALGOS[key] = entry.algo_class
+        HYPERPARAMS_SAMPLER[key] = entry.sampler
+        HYPERPARAMS_CONVERTER[key] = entry.converter
