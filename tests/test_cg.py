@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 import torch as th
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sb3_trpo_ext.common.cg import CONVERGED, MAX_ITER, NON_POSITIVE_CURVATURE, conjugate_gradient
 
@@ -90,3 +92,67 @@ def test_non_positive_curvature_after_progress():
 def test_rejects_bad_max_iter():
     with pytest.raises(ValueError, match="max_iter"):
         conjugate_gradient(lambda v: v, th.ones(2), max_iter=0)
+
+
+# ------------------------------------------------------------------------------- property-based checks
+@st.composite
+def spd_systems(draw, max_log10_condition):
+    """A random SPD system ``(A, b, lambda_min, condition)`` in float64: random size, random eigenvectors, a
+    random spectrum spanning exactly ``condition`` (log-uniform in between), a random overall scale."""
+    n = draw(st.integers(1, 40), label="n")
+    condition = 10 ** draw(st.floats(0, max_log10_condition), label="log10_condition")
+    scale = 10 ** draw(st.floats(-3, 3), label="log10_scale")
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1), label="seed"))
+    q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    eigenvalues = np.geomspace(1.0, condition, n) ** rng.uniform(0, 1, n)  # in [1, condition]
+    eigenvalues[[0, -1]] = 1.0, condition
+    a = scale * (q * eigenvalues) @ q.T
+    a = (a + a.T) / 2  # exactly symmetric
+    b = rng.standard_normal(n) * 10 ** rng.uniform(-3, 3)
+    return th.from_numpy(a), th.from_numpy(b), scale * min(eigenvalues), condition
+
+
+def _relative_error(x, exact):
+    return float(th.linalg.vector_norm(x - exact) / th.linalg.vector_norm(exact))
+
+
+@settings(max_examples=60, deadline=None)
+@given(spd_systems(max_log10_condition=1))
+def test_n_iterations_solve_an_n_dimensional_system(system):
+    """Finite termination: in exact arithmetic CG solves an n x n SPD system in n iterations. In float64 that
+    holds to ~1e-11 for well-conditioned systems (ill-conditioned ones lose it to rounding: see below)."""
+    a, b, _, _ = system
+    n = b.numel()
+    calls = []
+
+    def matvec(v):
+        calls.append(v)
+        return a @ v
+
+    # rtol=1e-15, not 0: once converged (e.g. in one step for A = c I) further steps would shrink the residual
+    # to an underflowing curvature p^T A p = 0, a legitimate non_positive_curvature stop
+    result = conjugate_gradient(matvec, b, max_iter=n, rtol=1e-15)
+    assert result.reason in (MAX_ITER, CONVERGED)
+    assert result.iterations <= n and len(calls) == result.iterations
+    assert _relative_error(result.x, th.linalg.solve(a, b)) <= 1e-8
+
+
+@settings(max_examples=60, deadline=None)
+@given(spd_systems(max_log10_condition=6), st.floats(-10, -3))
+def test_converges_to_the_direct_solve_at_any_conditioning(system, log10_rtol):
+    """Up to condition 1e6 CG reaches the requested relative residual (rounding delays it past n iterations:
+    at most ~5n measured), the reported residual meets the tolerance and bounds the true one, and the error
+    against ``torch.linalg.solve`` is within ``||r|| / lambda_min``."""
+    a, b, lambda_min, condition = system
+    n, rtol = b.numel(), 10**log10_rtol
+    result = conjugate_gradient(lambda v: a @ v, b, max_iter=20 * n + 20, rtol=rtol)
+    b_norm = float(th.linalg.vector_norm(b))
+    assert result.reason == CONVERGED and result.converged
+    assert result.residual_norm <= rtol * b_norm
+    true_residual = float(th.linalg.vector_norm(b - a @ result.x))
+    rounding = 1e-13 * condition * b_norm  # the true residual's float64 floor, about eps * ||A|| * ||x||
+    assert true_residual <= rtol * b_norm + rounding
+    exact = th.linalg.solve(a, b)
+    assert float(th.linalg.vector_norm(result.x - exact)) <= (
+        (rtol * b_norm + rounding) / lambda_min + 1e-12 * condition * float(th.linalg.vector_norm(exact))
+    )

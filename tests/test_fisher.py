@@ -7,6 +7,9 @@ analytic product == autograd (Hessian of KL) product == explicit ``mean_s J_s^T 
 import numpy as np
 import pytest
 import torch as th
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 from stable_baselines3.common.distributions import (
     BernoulliDistribution,
     CategoricalDistribution,
@@ -132,7 +135,7 @@ def test_fisher_is_symmetric_positive_semidefinite(kind):
     assert th.linalg.eigvalsh(fisher).min() > -1e-10
 
 
-def _torch_dists(kind, dist_params):
+def _torch_dists(kind, dist_params, split=SPLIT):
     d = th.distributions
     if kind in ("gaussian", "gsde"):
         mean, log_std = dist_params
@@ -141,7 +144,7 @@ def _torch_dists(kind, dist_params):
         return [d.Bernoulli(logits=dist_params[0])]
     if kind == "categorical":
         return [d.Categorical(logits=dist_params[0])]
-    return [d.Categorical(logits=b) for b in th.split(dist_params[0], SPLIT, dim=-1)]
+    return [d.Categorical(logits=b) for b in th.split(dist_params[0], split, dim=-1)]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -178,3 +181,80 @@ def test_unsupported_distribution_names_the_class():
 
     with pytest.raises(TypeError, match="Strange"):
         action_family(Strange())
+
+
+# ------------------------------------------------------------------------------- property-based checks
+FAMILIES = ["gaussian", "categorical", "multicategorical", "bernoulli"]
+
+
+def _family(kind, dims):
+    if kind == "gaussian":
+        return action_family(DiagGaussianDistribution(dims[0]))
+    if kind == "multicategorical":
+        return action_family(MultiCategoricalDistribution(dims))
+    if kind == "categorical":
+        return action_family(CategoricalDistribution(dims[0]))
+    return action_family(BernoulliDistribution(dims[0]))
+
+
+def _normalise(kind, dims, params):
+    """The family's parameters from unconstrained ones: logits become log-probabilities per categorical."""
+    if kind in ("categorical", "multicategorical"):
+        return (th.cat([th.log_softmax(block, dim=-1) for block in th.split(params[0], dims, dim=-1)], dim=-1),)
+    return params
+
+
+@st.composite
+def family_cases(draw):
+    """(kind, action dims, two parameter tuples at the same batch of states) in float64."""
+    kind = draw(st.sampled_from(FAMILIES), label="kind")
+    batch = draw(st.integers(1, 4), label="batch")
+    if kind == "multicategorical":
+        dims = draw(st.lists(st.integers(2, 4), min_size=1, max_size=3), label="dims")
+    else:
+        dims = [draw(st.integers(1 if kind != "categorical" else 2, 4), label="dim")]
+    width = sum(dims)
+
+    def values(low, high):
+        elements = st.floats(low, high, allow_nan=False, allow_infinity=False)
+        return th.from_numpy(draw(arrays(np.float64, (batch, width), elements=elements)))
+
+    def params():
+        if kind == "gaussian":
+            return values(-10, 10), values(-4, 2)  # mean, log_std
+        return (values(-15, 15),)  # logits
+
+    return kind, dims, _normalise(kind, dims, params()), _normalise(kind, dims, params())
+
+
+@settings(max_examples=150, deadline=None)
+@given(family_cases())
+def test_closed_form_kl_equals_torch_kl_on_random_parameters(case):
+    kind, dims, old, new = case
+    family = _family(kind, dims)
+    expected = 0
+    for p, q in zip(_torch_dists(kind, old, dims), _torch_dists(kind, new, dims), strict=True):
+        kl = th.distributions.kl_divergence(p, q)
+        expected = expected + (kl.sum(dim=-1) if kl.dim() == 2 else kl)
+    ours = family.kl(old, new)
+    assert ours.shape == expected.shape == (old[0].shape[0],)
+    th.testing.assert_close(ours, expected, rtol=1e-9, atol=1e-9)
+    assert th.all(ours >= -1e-12)
+    th.testing.assert_close(family.kl(old, old), th.zeros_like(ours), rtol=0, atol=1e-12)
+
+
+@settings(max_examples=100, deadline=None)
+@given(family_cases(), st.integers(0, 2**32 - 1))
+def test_fisher_times_is_the_hessian_of_the_kl(case, seed):
+    """``M`` of every family is the Hessian of ``new -> KL(at || new)`` at ``new = at`` (in the family's
+    unconstrained parameters: logits before normalisation), checked by double backprop through the KL."""
+    kind, dims, at, _ = case
+    family = _family(kind, dims)
+    gen = th.Generator().manual_seed(seed)
+    tangent = tuple(th.randn(t.shape, generator=gen, dtype=DTYPE) for t in at)
+    free = tuple(t.clone().requires_grad_(True) for t in at)  # log_softmax(at) == at: the same point
+    kl = family.kl(at, _normalise(kind, dims, free)).sum()  # states are independent: per-state Hessians
+    grads = th.autograd.grad(kl, free, create_graph=True)
+    hessian_times = th.autograd.grad(sum((g * t).sum() for g, t in zip(grads, tangent)), free)
+    for ours, expected in zip(family.fisher_times(at, tangent), hessian_times, strict=True):
+        th.testing.assert_close(ours, expected, rtol=1e-7, atol=1e-9)
