@@ -51,6 +51,17 @@ def test_lean_sampler_draws_what_sb3_draws(action_space, policy_kwargs):
     assert th.equal(actual, expected)
 
 
+def _critic_by_hand(policy, observation_space, obs):
+    """V(obs) from the policy's critic modules, called one by one, after preprocessing done here (not SB3's
+    ``preprocess_obs``): the independent reference for :func:`lean_value_function`."""
+    if isinstance(observation_space, spaces.Discrete):
+        x = nn.functional.one_hot(obs.long(), int(observation_space.n)).float()
+    else:
+        x = obs.float()
+    features = policy.vf_features_extractor(x)  # FlattenExtractor
+    return policy.value_net(policy.mlp_extractor.value_net(features)).flatten()
+
+
 @pytest.mark.parametrize(
     "observation_space, policy_kwargs, lean",
     [
@@ -64,9 +75,33 @@ def test_lean_value_function_equals_predict_values(observation_space, policy_kwa
     policy = _model(spaces.Discrete(3), observation_space=observation_space, policy_kwargs=policy_kwargs).policy
     chain = _lean_mlp(policy, policy.vf_features_extractor, policy.mlp_extractor.value_net, policy.value_net)
     assert (chain is not None) == lean
-    obs = th.as_tensor(np.stack([observation_space.sample() for _ in range(6)]))
+    # Count the calls of predict_values (instance attribute: looked up when the value function runs)
+    predict_values_calls = []
+    sb3_predict_values = policy.predict_values
+
+    def counting_predict_values(obs):
+        predict_values_calls.append(obs)
+        return sb3_predict_values(obs)
+
+    policy.predict_values = counting_predict_values
+    value_function = lean_value_function(policy)
+    rng = np.random.default_rng(0)
+    if isinstance(observation_space, spaces.Discrete):
+        obs = th.as_tensor(rng.permutation(6) % observation_space.n)  # every state, one twice
+    else:
+        obs = th.as_tensor(rng.uniform(-1, 1, (6, *observation_space.shape)).astype(np.float32))
     with th.no_grad():
-        assert th.equal(lean_value_function(policy)(obs), policy.predict_values(obs).flatten())
+        values = value_function(obs)
+        expected = _critic_by_hand(policy, observation_space, obs)
+        _, forward_values, _ = policy(obs)  # SB3's forward(): actor and critic together
+    assert values.shape == (6,)
+    # the lean chain runs the same operations as the modules: the same values, bit for bit
+    assert th.equal(values, expected)
+    assert th.equal(values, forward_values.flatten())
+    # lean rows never go through predict_values; fallback rows go through it (once per call)
+    assert len(predict_values_calls) == (0 if lean else 1)
+    # the values depend on the observation (not a constant that would match any reference)
+    assert len(set(values.tolist())) >= 5
 
 
 @pytest.mark.parametrize(

@@ -490,8 +490,12 @@ def test_analytic_and_autograd_fisher_give_the_same_update(env_id):
 
 
 def test_sub_sampling_factor_changes_the_fisher_estimate():
-    final = {}
-    for factor in (1, 4):
+    """The Fisher is estimated on every k-th state only, but the accepted step keeps the true KL on the
+    *whole* batch within target_kl (README). With this seed the full step from the 4-state Fisher (k=16)
+    lands at a whole-batch KL of about 7 * target_kl, and at about 1.1 * target_kl for k=4: a KL check on the
+    sub-sample, or none, would accept it."""
+    final, kl, steps = {}, {}, {}
+    for factor in (1, 4, 16):
         model = TRPO(
             "MlpPolicy",
             "Pendulum-v1",
@@ -499,14 +503,26 @@ def test_sub_sampling_factor_changes_the_fisher_estimate():
             batch_size=32,
             sub_sampling_factor=factor,
             policy_kwargs=SMALL_NET,
-            seed=5,
+            seed=3,
         )
-        model.learn(64)
-        assert model.logger.name_to_value["train/is_line_search_success"] == 1.0
-        assert model.logger.name_to_value["train/kl"] <= model.target_kl
+        snapshot = SnapshotPolicyAtRolloutEnd()
+        model.learn(64, callback=snapshot)  # one rollout, one update
+        logged = model.logger.name_to_value
+        assert logged["train/is_line_search_success"] == 1.0
+        # the true KL (torch.distributions) between the policy before and after the update, on all 64 states
+        with th.no_grad():
+            new_dist = model.policy.get_distribution(snapshot.obs).distribution
+        assert len(snapshot.obs) == 64
+        kl[factor] = true_kl(snapshot.old_dist, new_dist)
+        assert 0 < kl[factor] <= model.target_kl, (factor, kl[factor])
+        assert logged["train/kl"] == pytest.approx(kl[factor], rel=1e-3)  # the logged KL is the whole batch's
+        steps[factor] = logged["train/line_search_steps"]
         final[factor] = actor_vector(model)
-    # the search direction comes from a Fisher on 16 of the 64 states: a different step
+    # the step from the 4-state Fisher leaves the whole-batch trust region: the line search had to shrink it
+    assert steps[16] > 1, steps
+    # the search direction comes from a Fisher on 16 (4) of the 64 states: a different step
     assert not th.allclose(final[1], final[4], atol=1e-6)
+    assert not th.allclose(final[1], final[16], atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- 9. TensorBoard, progress bar
@@ -528,10 +544,28 @@ def test_tensorboard_run_names_do_not_collide_with_sb3_contrib(tmp_path):
         assert any(f.name.startswith("events.out.tfevents") for f in run.iterdir()), run
 
 
-def test_progress_bar(capsys):
+@pytest.mark.filterwarnings("ignore::tqdm.TqdmExperimentalWarning")
+def test_progress_bar(capsys, monkeypatch):
+    """``progress_bar=True`` reaches SB3's ProgressBarCallback: its bar is created for the run's timesteps,
+    advanced to the end and drawn (rich prints the final bar when stdout is not a terminal, as under capsys)."""
+    from stable_baselines3.common import callbacks
+
+    bars = []
+
+    class RecordedTqdm(callbacks.tqdm):  # tqdm.rich.tqdm, as SB3 imports it
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            bars.append(self)
+
+    monkeypatch.setattr(callbacks, "tqdm", RecordedTqdm)
     model = TRPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=32, policy_kwargs=SMALL_NET, seed=0)
     model.learn(128, progress_bar=True)
     assert model.num_timesteps == 128
+    assert len(bars) == 1
+    (bar,) = bars
+    assert bar.total == 128 and bar.n == 128
+    out = capsys.readouterr().out
+    assert re.search(r"\b128/128\b", out), out
 
 
 # --------------------------------------------------------------------------- 10. non-finite advantages
