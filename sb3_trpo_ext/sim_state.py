@@ -153,6 +153,11 @@ class _Adapter:
     def save(self, layer: Any) -> Any:
         raise NotImplementedError
 
+    def save_into(self, layer: Any, previous: Any) -> Any:
+        """Like :meth:`save`, reusing the buffers of ``previous`` (this adapter's data of a snapshot that is no
+        longer needed) where the adapter has any."""
+        return self.save(layer)
+
     def restore(self, layer: Any, data: Any) -> None:
         raise NotImplementedError
 
@@ -189,8 +194,13 @@ class _AttrAdapter(_Adapter):
 
 
 # Keys that gymnasium's `Wrapper.__init__` (and the helpers every wrapper may mix in) set on an instance.
+#: The attribute vine sampling sets on the outermost layer of a SubprocVecEnv worker's environment (its branch
+#: runner, see sb3_trpo_ext.common.vine): not simulation state.
+BRANCH_RUNNER_ATTRIBUTE = "_sb3_trpo_ext_branch_runner"
+
 _WRAPPER_BASE_KEYS = frozenset(
     {
+        BRANCH_RUNNER_ATTRIBUTE,
         "env",
         "_action_space",
         "_observation_space",
@@ -364,8 +374,16 @@ class _MujocoAdapter(_Adapter):
     def save(self, layer: Any) -> tuple[Any, Any, dict[str, Any]]:
         import mujoco
 
+        return self._save(layer, mujoco.MjData(layer.model))
+
+    def save_into(self, layer: Any, previous: tuple[Any, Any, dict[str, Any]]) -> tuple[Any, Any, dict[str, Any]]:
+        model, data, _ = previous
+        return self.save(layer) if model is not layer.model else self._save(layer, data)
+
+    def _save(self, layer: Any, data: Any) -> tuple[Any, Any, dict[str, Any]]:
+        import mujoco
+
         model = layer.model
-        data = mujoco.MjData(model)
         mujoco.mj_copyData(data, model, layer.data)
         attrs = {
             name: _copy_value(value)
@@ -579,17 +597,28 @@ def check_restorable(env: gym.Env) -> None:
     _plan(env)
 
 
-def get_state(env: gym.Env) -> EnvState:
+def get_state(env: gym.Env, reuse: EnvState | None = None) -> EnvState:
     """Snapshot the full state of ``env``: every wrapper, the simulator and the random generator.
 
     The snapshot is independent of later steps of ``env`` and can be restored any number of times with
     :func:`set_state`.
 
+    :param reuse: a snapshot of the same environment that is no longer needed: its buffers (MuJoCo's ``MjData``,
+        whose allocation is most of a snapshot's cost) are reused, and it must not be restored afterwards
     :raises UnrestorableEnvError: if some layer cannot be restored exactly (see :func:`check_restorable`)
     """
     layers, adapters = _plan(env)
-    saved = tuple((index, adapter, adapter.save(layers[index])) for index, adapter in adapters)
-    return EnvState(tuple(type(layer) for layer in layers), saved, _save_rng(env.unwrapped))
+    chain = tuple(type(layer) for layer in layers)
+    previous = {index: data for index, _, data in reuse._layers} if reuse is not None and reuse._chain == chain else {}
+    saved = tuple(
+        (
+            index,
+            adapter,
+            adapter.save_into(layers[index], previous[index]) if index in previous else adapter.save(layers[index]),
+        )
+        for index, adapter in adapters
+    )
+    return EnvState(chain, saved, _save_rng(env.unwrapped))
 
 
 def set_state(env: gym.Env, state: EnvState) -> None:

@@ -514,3 +514,21 @@ def test_atari_episodic_life_replay_across_life_loss() -> None:
         set_state(env, snapshot)
         _assert_same(expected, _rollout(env, [0] * 10), compare_infos=True)
     env.close()
+
+
+def test_get_state_reusing_a_spent_snapshot_replays_identically():
+    """``reuse=`` (the vine branches' per-step snapshots) gives the same state as a fresh snapshot."""
+    env = gym.make("Hopper-v5")
+    env.reset(seed=3)
+    spent = get_state(env)
+    for _ in range(5):
+        env.step(env.action_space.sample())
+    fresh, reused = get_state(env), get_state(env, reuse=spent)
+    actions = [env.action_space.sample() for _ in range(10)]
+    replays = []
+    for state in (fresh, reused):
+        set_state(env, state)
+        replays.append([env.step(a)[:4] for a in actions])
+    for (o1, r1, t1, u1), (o2, r2, t2, u2) in zip(*replays):
+        np.testing.assert_array_equal(o1, o2)
+        assert (r1, t1, u1) == (r2, t2, u2)
