@@ -11,10 +11,11 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.distributions import CategoricalDistribution, DiagGaussianDistribution
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack, VecNormalize
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecFrameStack, VecNormalize
+from torch.nn.utils import parameters_to_vector
 
 from sb3_trpo_ext import TRPO
-from sb3_trpo_ext.common.vine import RolloutSet, VineRolloutBuffer
+from sb3_trpo_ext.common.vine import BranchRunner, RolloutSet, VineRolloutBuffer
 from sb3_trpo_ext.sim_state import UnrestorableEnvError
 
 SMALL = dict(n_steps=64, batch_size=64, policy_kwargs=dict(net_arch=[16]))
@@ -139,6 +140,30 @@ def test_identical_actions_differ_without_common_policy_noise():
     different Q estimates."""
     q = _q_of_one_action_tried_k_times(independent_noise=True)
     assert (q != q[:, :1]).any(dim=1).all()
+
+
+@pytest.mark.parametrize("case", ["box", "discrete_enumerated", "multidiscrete"])
+def test_rollout_set_actions_are_the_first_actions_of_the_branches(case, monkeypatch):
+    """Q(s, a_k) in the rollout set belongs to the action a_k stored beside it."""
+    first_actions = {}
+    step = BranchRunner._step
+
+    def recording_step(self, env, branches):
+        for branch, _, action in branches:
+            first_actions.setdefault(branch, np.array(action))
+        return step(self, env, branches)
+
+    monkeypatch.setattr(BranchRunner, "_step", recording_step)
+    model = TRPO("MlpPolicy", SMOKE[case](), seed=0, **{**SMALL, "n_steps": 32}, **VINE)
+    _, callback = model._setup_learn(1000, None)
+    model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
+    rollout_set = model.rollout_buffer.rollout_set
+    n_states, n_actions = rollout_set.q_values.shape
+    stored = model._to_env_actions(rollout_set.actions.reshape(n_states * n_actions, -1).numpy())
+    taken = np.stack([first_actions[b].reshape(-1) for b in range(n_states * n_actions)])
+    np.testing.assert_array_equal(stored, taken)
+    if case == "discrete_enumerated":
+        assert (rollout_set.actions == th.arange(2)).all()
 
 
 # ----------------------------------------------------------------------------------- vine surrogate
@@ -291,13 +316,29 @@ def test_load_validates_vine_overrides(tmp_path):
     model.learn(64)
 
 
-def test_dummy_vec_env_is_required():
-    from stable_baselines3.common.vec_env import SubprocVecEnv
+@pytest.mark.parametrize("env_id", ["Pendulum-v1", "CartPole-v1"])
+def test_subproc_vec_env_gives_the_same_update_as_dummy_vec_env(env_id):
+    """Branches run inside the SubprocVecEnv workers (in parallel), with the same result as in-process."""
+    actors = []
+    for vec_env_cls in (DummyVecEnv, SubprocVecEnv):
+        kwargs = dict(start_method="fork") if vec_env_cls is SubprocVecEnv else {}
+        env = make_vec_env(env_id, n_envs=2, seed=0, vec_env_cls=vec_env_cls, vec_env_kwargs=kwargs)
+        try:
+            model = TRPO("MlpPolicy", env, seed=4, **SMALL, **VINE).learn(128)
+            actors.append(parameters_to_vector(model.policy.parameters()).detach().clone())
+            q = model.rollout_buffer.rollout_set.q_values
+            assert model.logger.name_to_value["train/is_line_search_success"] == 1.0
+        finally:
+            env.close()
+    th.testing.assert_close(actors[0], actors[1], rtol=0, atol=0)
+    assert th.isfinite(q).all()
 
-    assert DummyVecEnv  # the supported one
-    env = SubprocVecEnv([lambda: gym.make("CartPole-v1")], start_method="fork")
+
+def test_subproc_worker_errors_come_back_at_construction():
+    env = SubprocVecEnv([lambda: NoProtocolEnv()], start_method="fork")
     try:
-        with pytest.raises(ValueError, match="DummyVecEnv"):
+        with pytest.raises(UnrestorableEnvError, match="NoProtocolEnv"):
             TRPO("MlpPolicy", env, **SMALL, **VINE)
+        env.env_method("reset")  # the worker is still alive
     finally:
         env.close()

@@ -17,11 +17,12 @@ Pieces:
 
 from __future__ import annotations
 
-import contextlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch as th
 from gymnasium import spaces
@@ -39,12 +40,14 @@ from stable_baselines3.common.type_aliases import PyTorchObs
 from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import (
     DummyVecEnv,
+    SubprocVecEnv,
     VecCheckNan,
     VecEnv,
     VecEnvWrapper,
     VecMonitor,
     VecNormalize,
     VecTransposeImage,
+    subproc_vec_env,
 )
 
 from sb3_trpo_ext import sim_state
@@ -132,11 +135,10 @@ def _unwrap(venv: VecEnv) -> tuple[list[VecEnvWrapper], VecEnv]:
     return wrappers[::-1], venv
 
 
-def check_vine_env(venv: VecEnv) -> None:
-    """Raise, before any training, if vine cannot branch from ``venv``'s states.
+def check_vine_wrappers(venv: VecEnv) -> tuple[list[VecEnvWrapper], VecEnv]:
+    """The VecEnv wrappers (innermost first) and base VecEnv of ``venv``, if vine can branch through them.
 
-    :raises sim_state.UnrestorableEnvError: for an environment or a wrapper (gym- or VecEnv-level) whose state
-        cannot be restored exactly
+    :raises sim_state.UnrestorableEnvError: for a VecEnv wrapper whose state branches would change
     :raises ValueError: for a VecEnv class vine cannot run branches in
     """
     wrappers, base = _unwrap(venv)
@@ -148,10 +150,114 @@ def check_vine_env(venv: VecEnv) -> None:
                 f"{', '.join(w.__name__ for w in _STATELESS_VEC_WRAPPERS)}; stack frames with a gymnasium wrapper "
                 "(FrameStackObservation) inside the VecEnv instead."
             )
-    if not isinstance(base, DummyVecEnv):
-        raise ValueError(f"sampling='vine' runs its branches in a DummyVecEnv; got {type(base).__name__}")
-    for env in base.envs:
+    if type(base) not in (DummyVecEnv, SubprocVecEnv):
+        raise ValueError(
+            f"sampling='vine' runs its branches in a DummyVecEnv or a SubprocVecEnv; got {type(base).__name__}"
+        )
+    return wrappers, base
+
+
+class BranchRunner:
+    """Runs branch steps on one environment: keeps the trunk's snapshots and each branch's latest state where the
+    environment lives, so only actions and observations travel.
+
+    In a ``DummyVecEnv`` it holds the environment itself. In a ``SubprocVecEnv`` it is set as an attribute of the
+    worker's environment and called through ``env_method``, which passes it no environment: it then takes the
+    one of the SB3 worker loop that calls it (:func:`_subprocess_worker_env`).
+    """
+
+    def __init__(self, env_index: int, env: gym.Env | None = None):
+        self.env_index = env_index
+        self.env = env
+        self._snapshots: dict[int, sim_state.EnvState] = {}
+        self._branches: dict[int, sim_state.EnvState] = {}
+        self._trunk: sim_state.EnvState | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "env": None}  # the worker's environment is the worker's own
+
+    def __call__(self, command: str, per_env: dict[int, Any]) -> Any:
+        if self.env is not None:
+            return getattr(self, "_" + command)(self.env, per_env[self.env_index])
+        try:  # in a worker: an exception would end the worker loop, so it travels back as the result
+            return getattr(self, "_" + command)(_subprocess_worker_env(), per_env[self.env_index])
+        except Exception as error:
+            return _WorkerError(error)
+
+    def _check(self, env: gym.Env, _: Any) -> None:
         sim_state.check_restorable(env)
+
+    def _snapshot(self, env: gym.Env, key: int) -> None:
+        self._snapshots[key] = sim_state.get_state(env)
+
+    def _begin(self, env: gym.Env, _: Any) -> None:
+        self._trunk = sim_state.get_state(env)
+        self._branches = {}
+
+    def _step(self, env: gym.Env, branches: list[tuple[int, int, np.ndarray]]) -> list[tuple[Any, float, bool, bool]]:
+        """One step of each ``(branch, snapshot key, action)``: from the branch's latest state, or the snapshot
+        for its first step."""
+        results = []
+        with sim_state.no_monitor_writes(env):
+            for branch, key, action in branches:
+                sim_state.set_state(env, self._branches.get(branch) or self._snapshots[key])
+                obs, reward, terminated, truncated, _ = env.step(action)
+                # the branch's previous state is spent: its buffers take the new one
+                self._branches[branch] = sim_state.get_state(env, reuse=self._branches.get(branch))
+                results.append((obs, float(reward), bool(terminated), bool(truncated)))
+        return results
+
+    def _end(self, env: gym.Env, _: Any) -> None:
+        """Put the environment back into the trunk's state and forget the rollout's snapshots."""
+        if self._trunk is not None:
+            sim_state.set_state(env, self._trunk)
+        self._trunk, self._snapshots, self._branches = None, {}, {}
+
+
+def _subprocess_worker_env() -> gym.Env:
+    """The environment of the SB3 ``SubprocVecEnv`` worker loop that is calling us through ``env_method``.
+
+    SB3's worker (``stable_baselines3.common.vec_env.subproc_vec_env._worker``) calls the method in its own
+    frame, where its environment is the local ``env``; ``env_method`` offers no other way to reach it.
+    """
+    frame = sys._getframe(2)  # _worker -> BranchRunner.__call__ -> here
+    if frame.f_code is not subproc_vec_env._worker.__code__ or "env" not in frame.f_locals:
+        raise RuntimeError(
+            "sampling='vine' expected to be called by stable_baselines3's SubprocVecEnv worker loop; this "
+            "SB3 version's worker differs. Use a DummyVecEnv."
+        )
+    return frame.f_locals["env"]
+
+
+class _WorkerError:
+    """An exception raised in a worker process, re-raised in the main process."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+
+class _Workers:
+    """The branch runners of a VecEnv's environments, addressed by environment index, one call for all."""
+
+    def __init__(self, base: VecEnv):
+        if isinstance(base, DummyVecEnv):
+            self.runners: list[BranchRunner] | None = [BranchRunner(i, env) for i, env in enumerate(base.envs)]
+        else:
+            self.runners = None
+            for i in range(base.num_envs):
+                base.set_attr(sim_state.BRANCH_RUNNER_ATTRIBUTE, BranchRunner(i), indices=[i])
+        self.base = base
+
+    def call(self, command: str, per_env: dict[int, Any]) -> dict[int, Any]:
+        """Run ``command`` on every environment named in ``per_env`` (in parallel in subprocesses)."""
+        if self.runners is not None:
+            return {i: self.runners[i](command, per_env) for i in per_env}
+        indices = sorted(per_env)
+        results = self.base.env_method(sim_state.BRANCH_RUNNER_ATTRIBUTE, command, per_env, indices=indices)
+        for result in results:
+            if isinstance(result, _WorkerError):
+                raise result.error
+        return dict(zip(indices, results, strict=True))
 
 
 # ---------------------------------------------------------------------------------------------- sampling
@@ -201,17 +307,12 @@ def _take(observations: Any, index: int) -> Any:
     return np.array(observations[index])
 
 
-@dataclass
-class _Snapshot:
-    env_index: int
-    observation: Any  # as the policy saw it
-    state: Any  # sim_state snapshot of the gymnasium environment
-
-
 class VineSampler:
     """Chooses the rollout set, snapshots it during the trunk, and runs the branch rollouts.
 
-    :param venv: the training VecEnv (checked with :func:`check_vine_env`)
+    :param venv: the training VecEnv: a ``DummyVecEnv`` or ``SubprocVecEnv`` (whose workers run the branches of
+        their environment in parallel), possibly wrapped in ``VecNormalize``, ``VecTransposeImage``,
+        ``VecMonitor`` or ``VecCheckNan``
     :param n_states: rollout-set size ``N`` per update (at most the trunk's ``n_steps * n_envs`` states)
     :param n_actions: actions ``K`` per state; a ``Discrete`` space with at most ``K`` actions uses each
         action once instead
@@ -219,6 +320,7 @@ class VineSampler:
     :param bootstrap: add ``gamma^H V(s_H)`` to branches that run the whole horizon
     :param gamma: discount factor
     :param seed: seed of the sampler's own random numbers (rollout-set positions, actions, branch noise)
+    :raises sim_state.UnrestorableEnvError: if an environment or wrapper cannot be restored exactly
     """
 
     def __init__(
@@ -231,10 +333,10 @@ class VineSampler:
         gamma: float,
         seed: int | None,
     ):
-        check_vine_env(venv)
-        self.wrappers, base = _unwrap(venv)
-        assert isinstance(base, DummyVecEnv)
-        self.envs = base.envs
+        self.wrappers, base = check_vine_wrappers(venv)
+        self.n_envs = base.num_envs
+        self.workers = _Workers(base)
+        self.workers.call("check", dict.fromkeys(range(self.n_envs)))
         self.observation_space = venv.observation_space
         self.action_space = venv.action_space
         self.n_states = n_states
@@ -245,26 +347,29 @@ class VineSampler:
         self.rng = np.random.default_rng(seed)
         self.enumerate_actions = isinstance(self.action_space, spaces.Discrete) and self.action_space.n <= n_actions
         self._plan: dict[int, list[int]] = {}
-        self._snapshots: list[_Snapshot] = []
+        self._states: list[tuple[int, Any]] = []  # (env index, observation as the policy saw it), snapshot key = index
         self.branch_steps_total = 0
 
     # ------------------------------------------------------------------ trunk
     def plan(self, n_steps: int) -> None:
         """Choose this rollout's set: ``N`` distinct (step, env) positions of the trunk, uniformly at random."""
-        n_envs = len(self.envs)
-        n_positions = n_steps * n_envs
+        n_positions = n_steps * self.n_envs
         chosen = np.sort(self.rng.choice(n_positions, size=min(self.n_states, n_positions), replace=False))
         self._plan = {}
         for position in chosen:
-            self._plan.setdefault(int(position // n_envs), []).append(int(position % n_envs))
-        self._snapshots = []
+            self._plan.setdefault(int(position // self.n_envs), []).append(int(position % self.n_envs))
+        self._states = []
 
     def on_trunk_step(self, step: int, last_obs: Any) -> None:
         """Called before the trunk acts at ``step``: snapshot the environments chosen for it."""
-        for env_index in self._plan.get(step, ()):
-            self._snapshots.append(
-                _Snapshot(env_index, _take(last_obs, env_index), sim_state.get_state(self.envs[env_index]))
-            )
+        chosen = self._plan.get(step)
+        if not chosen:
+            return
+        keys = {}
+        for env_index in chosen:
+            keys[env_index] = len(self._states)
+            self._states.append((env_index, _take(last_obs, env_index)))
+        self.workers.call("snapshot", keys)
 
     # --------------------------------------------------------------- branches
     def _observe(self, raw: list[Any]) -> Any:
@@ -303,30 +408,28 @@ class VineSampler:
         :return: the rollout set and the number of branch steps taken
         """
         device = policy.device
-        snapshots = self._snapshots
-        n_states = len(snapshots)
-        trunk_states = {i: sim_state.get_state(env) for i, env in enumerate(self.envs)}
+        n_states = len(self._states)
         with th.no_grad():
-            set_obs = obs_as_tensor(_stack([s.observation for s in snapshots]), device)
+            set_obs = obs_as_tensor(_stack([obs for _, obs in self._states]), device)
             distribution = policy.get_distribution(set_obs)
             actions = self._initial_actions(distribution, n_states, device)
             n_actions = actions.shape[1]
             old_log_probs = th.stack([distribution.log_prob(actions[:, k]) for k in range(n_actions)], dim=1)
 
-        # Branch b = (state i, action k), b = i * K + k. Each branch carries its own simulator state.
+        # Branch b = (state i, action k), b = i * K + k, runs where the environment of state i lives.
         n_branches = n_states * n_actions
-        state_of = [snapshots[b // n_actions].state for b in range(n_branches)]
-        env_of = [snapshots[b // n_actions].env_index for b in range(n_branches)]
+        env_of = np.array([self._states[b // n_actions][0] for b in range(n_branches)])
         returns = np.zeros(n_branches)
         discount = np.ones(n_branches)
         live = np.ones(n_branches, dtype=bool)
         bootstrap_obs: dict[int, Any] = {}
         last_raw: dict[int, Any] = {}  # each branch's latest raw observation
         branch_steps = 0
-        step_actions = actions.reshape(n_branches, *actions.shape[2:]).cpu().numpy()
-        with contextlib.ExitStack() as stack:
-            for env in self.envs:
-                stack.enter_context(sim_state.no_monitor_writes(env))
+        # a copy: the rollout set keeps the first actions while the branches overwrite theirs step by step
+        step_actions = actions.reshape(n_branches, *actions.shape[2:]).cpu().numpy().copy()
+        all_envs = dict.fromkeys(range(self.n_envs))
+        self.workers.call("begin", all_envs)
+        try:
             for h in range(self.horizon):
                 branches = np.flatnonzero(live)
                 if branches.size == 0:
@@ -338,13 +441,18 @@ class VineSampler:
                         drawn = _sample_with_noise(policy.get_distribution(obs), noise)
                     step_actions[branches] = drawn.cpu().numpy().reshape(len(branches), *step_actions.shape[1:])
                 env_actions = to_env_action(step_actions[branches])
+                per_env: dict[int, list[tuple[int, int, np.ndarray]]] = {}
+                for b, action in zip(branches, env_actions):
+                    per_env.setdefault(int(env_of[b]), []).append((int(b), int(b) // n_actions, action))
+                results = self.workers.call("step", per_env)
                 rewards = np.zeros(len(branches), dtype=np.float32)
+                outcome = {
+                    b: result
+                    for env_index, steps in per_env.items()
+                    for (b, _, _), result in zip(steps, results[env_index])
+                }
                 for j, b in enumerate(branches):
-                    env = self.envs[env_of[b]]
-                    sim_state.set_state(env, state_of[b])
-                    raw_obs, reward, terminated, truncated, _ = env.step(env_actions[j])
-                    state_of[b] = sim_state.get_state(env)
-                    rewards[j] = reward
+                    raw_obs, rewards[j], terminated, truncated = outcome[b]
                     last_raw[b] = raw_obs
                     if terminated or truncated:
                         live[b] = False
@@ -353,11 +461,11 @@ class VineSampler:
                 branch_steps += len(branches)
                 returns[branches] += discount[branches] * self._reward(rewards)
                 discount[branches] *= self.gamma
-            if self.bootstrap:
-                for b in np.flatnonzero(live):
-                    bootstrap_obs[b] = last_raw[b]
-            for i, env in enumerate(self.envs):
-                sim_state.set_state(env, trunk_states[i])
+        finally:
+            self.workers.call("end", all_envs)
+        if self.bootstrap:
+            for b in np.flatnonzero(live):
+                bootstrap_obs[b] = last_raw[b]
 
         if bootstrap_obs:
             cut = sorted(bootstrap_obs)
