@@ -36,6 +36,7 @@ from sb3_trpo_ext.zoo import (  # noqa: E402
     register,
     sample_trpo_ext_params,
 )
+from sb3_trpo_ext.zoo.hyperparams_opt import sample_trpo_vine_params  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 YAML_PATH = ROOT / "hyperparams" / "trpo_ext.yml"
@@ -93,6 +94,31 @@ def test_register_is_idempotent_and_keeps_contrib_trpo() -> None:
     assert HYPERPARAMS_SAMPLER["trpo"] is not sample_trpo_ext_params
     for key in ZOO_ALGORITHMS:
         assert key in ALGOS and hyperparams_path(key).is_file()
+
+
+def test_trpo_vine_key_trains_vine_even_without_its_yaml(tmp_path: Path) -> None:
+    from rl_zoo3.hyperparams_opt import HYPERPARAMS_SAMPLER
+    from rl_zoo3.utils import ALGOS
+
+    register()
+    assert issubclass(ALGOS["trpo_vine"], TRPO) and HYPERPARAMS_SAMPLER["trpo_vine"] is sample_trpo_vine_params
+    model = ALGOS["trpo_vine"]("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=64)  # no sampling argument
+    assert model.sampling == "vine" and model._vine is not None
+
+
+def test_trpo_vine_train_and_enjoy(tmp_path: Path) -> None:
+    out = check(
+        run_zoo("train", "--algo", "trpo_vine", "--env", "Pendulum-v1", "-n", "2048", "-f", str(tmp_path), *FAST,
+                "-params", "n_steps:512", "vine_n_states:16", "vine_horizon:5")
+    )  # fmt: skip
+    assert f"Loading hyperparameters from: {hyperparams_path('trpo_vine')}" in out
+    saved = tmp_path / "trpo_vine" / "Pendulum-v1_1" / "Pendulum-v1.zip"
+    model = TRPO.load(saved)
+    assert (model.sampling, model.vine_n_states, model.vine_horizon, model.num_timesteps) == ("vine", 16, 5, 2048)
+    check(
+        run_zoo("enjoy", "--algo", "trpo_vine", "--env", "Pendulum-v1", "-f", str(tmp_path), "--no-render", "-n", "50",
+                "--num-threads", "1")
+    )  # fmt: skip
 
 
 def test_find_earlier_version_block() -> None:
@@ -249,6 +275,11 @@ def _blocks() -> list[str]:
     return list(yaml.safe_load(YAML_PATH.read_text()))
 
 
+def _algo_blocks() -> list[tuple[str, str]]:
+    """(our key, block) for every block of every one of our hyperparameter files."""
+    return [(algo, block) for algo in ZOO_ALGORITHMS for block in yaml.safe_load(hyperparams_path(algo).read_text())]
+
+
 def test_yaml_has_required_blocks() -> None:
     blocks = set(_blocks())
     required = {"default", "atari", "CartPole-v1", "Acrobot-v1", "Pendulum-v1", "MountainCarContinuous-v0",
@@ -258,15 +289,23 @@ def test_yaml_has_required_blocks() -> None:
     assert required <= blocks
 
 
-@pytest.mark.parametrize("block", _blocks())
-def test_every_yaml_block_builds_a_model(block: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_vine_yaml_has_required_blocks() -> None:
+    blocks = set(yaml.safe_load(hyperparams_path("trpo_vine").read_text()))
+    assert {"default", "CartPole-v1", "Acrobot-v1", "Pendulum-v1", "Hopper-v5", "HalfCheetah-v5"} <= blocks
+
+
+@pytest.mark.parametrize(("algo", "block"), _algo_blocks())
+def test_every_yaml_block_builds_a_model(
+    algo: str, block: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The Zoo's own ExperimentManager reads the block, builds the environment and our model (no training)."""
     from rl_zoo3.exp_manager import ExperimentManager
 
     monkeypatch.chdir(tmp_path)  # MuJoCo writes MUJOCO_LOG.TXT into the working directory
 
     register()
-    config = yaml.safe_load(YAML_PATH.read_text())
+    config_path = hyperparams_path(algo)
+    config = yaml.safe_load(config_path.read_text())
     if block == "atari":
         pytest.importorskip("ale_py")
         gym.register_envs(__import__("ale_py"))
@@ -282,12 +321,12 @@ def test_every_yaml_block_builds_a_model(block: str, tmp_path: Path, monkeypatch
         pytest.skip(f"{env_id}: {error}")
     manager = ExperimentManager(
         argparse.Namespace(),
-        "trpo_ext",
+        algo,
         env_id,
         str(tmp_path),
         eval_freq=-1,
         n_timesteps=0,
-        config=str(YAML_PATH),
+        config=str(config_path),
         verbose=0,
         seed=0,
     )
@@ -295,9 +334,11 @@ def test_every_yaml_block_builds_a_model(block: str, tmp_path: Path, monkeypatch
     try:
         assert isinstance(model, TRPO)
         block_values = config[block]
-        for key in ("n_steps", "batch_size", "target_kl", "gamma", "use_sde"):
+        for key in ("n_steps", "batch_size", "target_kl", "gamma", "use_sde", "vine_n_states", "vine_horizon"):
             if key in block_values:
                 assert getattr(model, key) == block_values[key], key
+        assert model.sampling == ("vine" if algo == "trpo_vine" else "single_path")
+        assert (model._vine is not None) == (algo == "trpo_vine")
         assert model.n_envs == block_values.get("n_envs", 1)
         if block_values.get("normalize"):
             assert model.get_vec_normalize_env() is not None
@@ -306,27 +347,30 @@ def test_every_yaml_block_builds_a_model(block: str, tmp_path: Path, monkeypatch
 
 
 # ------------------------------------------------------------------------------------------------- Optuna
+@pytest.mark.parametrize("algo", list(ZOO_ALGORITHMS))
 @pytest.mark.parametrize(("env_id", "n_envs"), [("CartPole-v1", 1), ("Pendulum-v1", 1), ("Pendulum-v1", 4)])
-def test_sampler_only_valid_combinations(env_id: str, n_envs: int) -> None:
+def test_sampler_only_valid_combinations(env_id: str, n_envs: int, algo: str) -> None:
     """Whatever a trial samples, for this environment and n_envs: our TRPO accepts it (its validation runs in
-    the constructor), without a warning; every critic minibatch is full; the model gets exactly the sampled
+    the constructor, vine's environment check included), without a warning; every critic minibatch is full; the model gets exactly the sampled
     values; and the converter (``--trial-id``) rebuilds them from the stored trial parameters."""
+    entry = ZOO_ALGORITHMS[algo]
     env = make_vec_env(env_id, n_envs=n_envs, seed=0)
     n_actions = env.action_space.shape[0] if isinstance(env.action_space, gym.spaces.Box) else 0
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=n_envs + n_actions))
     try:
         for _ in range(60):
             trial = study.ask()
-            params = sample_trpo_ext_params(trial, n_actions=n_actions, n_envs=n_envs, additional_args={})
+            params = entry.sampler(trial, n_actions=n_actions, n_envs=n_envs, additional_args={})
             with warnings.catch_warnings():
                 warnings.simplefilter("error")
-                model = TRPO("MlpPolicy", env, device="cpu", **params)
+                model = entry.algo_class("MlpPolicy", env, device="cpu", **params)
             buffer_size = model.n_steps * model.n_envs
             assert model.n_envs == n_envs
             assert buffer_size % model.batch_size == 0, (model.n_steps, model.batch_size, n_envs)
             for key in ("n_steps", "batch_size", "gamma", "gae_lambda", "target_kl", "cg_damping", "cg_max_steps"):
                 assert getattr(model, key) == params[key], key
-            assert convert_trpo_ext_params(trial.params) == params
+            assert entry.converter(trial.params) == params
+            assert model.sampling == ("vine" if algo == "trpo_vine" else "single_path")
             for key, value in trial.user_attrs.items():  # what the study displays is what was trained
                 assert params[key] == value, key
             study.tell(trial, 0.0)

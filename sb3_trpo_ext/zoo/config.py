@@ -118,7 +118,15 @@ def _select_block(config: dict[str, Any], env_id: str, is_atari: bool) -> str | 
 def _check_block(algo: str, block: dict[str, Any], source: str) -> None:
     """Raise :class:`ZooConfigError` if ``block`` has a key our algorithm does not accept."""
     algo_class = ZOO_ALGORITHMS[algo].algo_class
-    accepted = set(inspect.signature(algo_class.__init__).parameters) - {"self", "env", "_init_setup_model"}
+    accepted: set[str] = set()
+    for cls in algo_class.__mro__:  # a subclass may name only its own arguments and pass **kwargs on
+        if "__init__" not in vars(cls):
+            continue
+        parameters = inspect.signature(cls.__init__).parameters.values()
+        accepted |= {p.name for p in parameters if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            break
+    accepted -= {"self", "env", "_init_setup_model"}
     for key in block:
         if key not in accepted and key not in _ZOO_CONSUMED_KEYS:
             raise ZooConfigError(

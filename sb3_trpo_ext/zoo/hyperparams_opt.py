@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["convert_trpo_ext_params", "sample_trpo_ext_params"]
+__all__ = ["convert_trpo_ext_params", "convert_trpo_vine_params", "sample_trpo_ext_params", "sample_trpo_vine_params"]
+
+#: Vine's own arguments: sampled as they are, passed as they are.
+_VINE_CHOICES = {"vine_n_states": [16, 32, 64, 128], "vine_n_actions": [2, 4, 8], "vine_horizon": [10, 20, 50, 100]}
 
 
 def sample_trpo_ext_params(trial: Any, n_actions: int, n_envs: int, additional_args: dict[str, Any]) -> dict[str, Any]:
@@ -56,3 +59,22 @@ def convert_trpo_ext_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
     hyperparams = convert_onpolicy_params(params)  # gamma, gae_lambda, n_steps, net_arch, activation_fn
     hyperparams["batch_size"] = 2 ** max(params["n_steps_pow"] - minibatches_pow, 5)
     return hyperparams
+
+
+def sample_trpo_vine_params(trial: Any, n_actions: int, n_envs: int, additional_args: dict[str, Any]) -> dict[str, Any]:
+    """Optuna sampler for the ``trpo_vine`` key: :func:`sample_trpo_ext_params` plus vine's rollout-set size,
+    actions per state and branch horizon (``sampling="vine"`` comes from the key's class).
+
+    :return: hyperparameters for :class:`sb3_trpo_ext.TRPO` with vine sampling
+    """
+    hyperparams = sample_trpo_ext_params(trial, n_actions, n_envs, additional_args)
+    for key, choices in _VINE_CHOICES.items():
+        hyperparams[key] = trial.suggest_categorical(key, choices)
+    return hyperparams
+
+
+def convert_trpo_vine_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
+    """The ``trpo_vine`` counterpart of :func:`convert_trpo_ext_params` (the vine values pass as they are)."""
+    vine = {key: sampled_params[key] for key in _VINE_CHOICES}
+    common = {key: value for key, value in sampled_params.items() if key not in _VINE_CHOICES}
+    return {**convert_trpo_ext_params(common), **vine}

@@ -13,9 +13,23 @@ from typing import Any
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 from sb3_trpo_ext.trpo import TRPO
-from sb3_trpo_ext.zoo.hyperparams_opt import convert_trpo_ext_params, sample_trpo_ext_params
+from sb3_trpo_ext.zoo.hyperparams_opt import (
+    convert_trpo_ext_params,
+    convert_trpo_vine_params,
+    sample_trpo_ext_params,
+    sample_trpo_vine_params,
+)
 
-__all__ = ["ZOO_ALGORITHMS", "ZooAlgorithm", "register"]
+__all__ = ["ZOO_ALGORITHMS", "VineTRPO", "ZooAlgorithm", "register"]
+
+
+class VineTRPO(TRPO):
+    """:class:`sb3_trpo_ext.TRPO` with ``sampling="vine"`` as its default: the Zoo key ``trpo_vine``, so that a
+    ``--conf-file`` or a ``-params`` line without ``sampling`` still trains vine. Its models are TRPO models
+    (``TRPO.load`` reads them)."""
+
+    def __init__(self, policy: Any, env: Any, sampling: str = "vine", **kwargs: Any):
+        super().__init__(policy, env, sampling=sampling, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -34,6 +48,7 @@ class ZooAlgorithm:
 #: so a key is one line here, e.g. ``"trpo_vine": ZooAlgorithm(TRPO, "trpo_vine.yml"),``.
 ZOO_ALGORITHMS: dict[str, ZooAlgorithm] = {
     "trpo_ext": ZooAlgorithm(TRPO, "trpo_ext.yml"),
+    "trpo_vine": ZooAlgorithm(VineTRPO, "trpo_vine.yml", sample_trpo_vine_params, convert_trpo_vine_params),
 }
 
 
