@@ -37,3 +37,32 @@ def test_pendulum_zoo_hyperparameters_within_150k_steps(seed):
         "MlpPolicy", env, n_steps=1024, gamma=0.9, n_critic_updates=15, use_sde=True, sde_sample_freq=4, seed=seed
     ).learn(150_000)
     assert _score(model, "Pendulum-v1") >= -400
+
+
+def _vine_block(env_id):
+    import yaml
+
+    from sb3_trpo_ext.zoo import hyperparams_path
+
+    block = dict(yaml.safe_load(hyperparams_path("trpo_vine").read_text())[env_id])
+    for key in ("n_timesteps", "policy", "normalize"):
+        block.pop(key, None)
+    return block
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_cartpole_vine_default_hyperparameters_solve_within_100k_steps(seed):
+    """Vine's defaults out of the box (64 rollout states x both actions, horizon 20, bootstrap)."""
+    model = TRPO("MlpPolicy", "CartPole-v1", sampling="vine", seed=seed).learn(100_000)
+    assert _score(model, "CartPole-v1") >= 475
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_pendulum_trpo_vine_block_within_100k_steps(seed):
+    """The ``trpo_vine`` RL Zoo block for Pendulum-v1 (gSDE, 4 actions per state, horizon 20)."""
+    block = _vine_block("Pendulum-v1")
+    env = make_vec_env("Pendulum-v1", n_envs=block.pop("n_envs"), seed=seed)
+    model = TRPO("MlpPolicy", env, sampling="vine", seed=seed, **block).learn(100_000)
+    assert _score(model, "Pendulum-v1") >= -400
