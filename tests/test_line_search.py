@@ -39,6 +39,11 @@ def _random_batch(model, seed, n=64):
     return RolloutBufferSamples(obs, actions, th.zeros(n), log_prob, advantages, th.zeros(n))
 
 
+def _single_path_step(model, batch):
+    """The natural-gradient step on the single-path surrogate of ``batch`` (what ``train()`` does for the actor)."""
+    return model._natural_gradient_step(*model._single_path_surrogate(batch))
+
+
 def _independent_kl_and_surrogate(model, batch, old_torch_dist):
     """KL(old || new) from torch.distributions (summed over action dims) and the surrogate, by hand."""
     with th.no_grad():
@@ -83,7 +88,7 @@ def test_accepted_steps_respect_true_kl_and_failed_ones_change_nothing(discrete)
                 else th.distributions.Categorical(logits=dist.logits.clone())
             )
         _, surrogate_before = _independent_kl_and_surrogate(model, batch, old)
-        stats = model._update_actor(batch)
+        stats = _single_path_step(model, batch)
         kl, surrogate_after = _independent_kl_and_surrogate(model, batch, old)
         if stats["is_line_search_success"]:
             outcomes.add("accepted")
@@ -119,6 +124,6 @@ def test_full_step_lands_near_the_trust_region_boundary():
         cg_rtol=1e-12,
         policy_kwargs=dict(net_arch=[8]),
     )
-    stats = model._update_actor(_random_batch(model, 0))
+    stats = _single_path_step(model, _random_batch(model, 0))
     assert stats["is_line_search_success"] == 1.0 and stats["line_search_steps"] == 1
     assert 0.85e-4 < stats["kl"] <= 1e-4
