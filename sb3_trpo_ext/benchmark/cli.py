@@ -1,0 +1,164 @@
+"""Command line: ``sb3-trpo-bench run ...`` and ``sb3-trpo-bench report ...`` (also ``python -m sb3_trpo_ext.benchmark``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from sb3_trpo_ext.benchmark.sweep import (
+    DASK_EXTRA_MESSAGE,
+    SweepError,
+    plan_runs,
+    prepare_sweep,
+    run_dask,
+    run_local,
+)
+
+__all__ = ["PROG", "main"]
+
+PROG = "sb3-trpo-bench"
+
+EXAMPLES = f"""examples:
+  {PROG} run --algos trpo_ext trpo_vine trpo ppo td3 ddpg --envs Hopper-v5 --seeds 0 1 2 -f bench/
+  {PROG} run --algos trpo_ext ppo --envs CartPole-v1 --seeds 0 1 -n 20000 --eval-freq 2000 -f bench/ --dask tcp://scheduler:8786
+  {PROG} report bench/ -o docs/bench/
+  {PROG} report logs/ -o docs/zoo-report/      # a plain Zoo log folder
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Benchmark sweeps through the RL Zoo (our command: python -m sb3_trpo_ext.zoo train), and their report.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser(
+        "run",
+        help="run every (algo, env, seed), each in its own process; resumable",
+        description="Run every (algo, env, seed) with the Zoo's training and periodic evaluation. Started again "
+        "with the same arguments, finished runs are skipped and cut runs continue from their last checkpoint.",
+    )
+    run.add_argument("--algos", nargs="+", required=True, help="Zoo keys (ours: trpo_ext, trpo_vine)")
+    run.add_argument("--envs", nargs="+", required=True, help="gymnasium environment ids")
+    run.add_argument("--seeds", nargs="+", type=int, required=True)
+    run.add_argument("-f", "--folder", type=Path, required=True, help="output folder of the sweep")
+    run.add_argument(
+        "-n", "--n-timesteps", default=None, help="budget of every run (default: each Zoo file's n_timesteps)"
+    )
+    run.add_argument("--eval-freq", type=int, default=10_000, help="evaluate every N timesteps (default 10000)")
+    run.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation (default 10)")
+    run.add_argument(
+        "--save-freq", type=int, default=50_000, help="checkpoint every N timesteps, for resumption (default 50000)"
+    )
+    run.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="local runs at a time (default: number of cores)"
+    )
+    run.add_argument("--dask", metavar="ADDRESS", default=None, help="run on a Dask distributed scheduler instead")
+    run.add_argument(
+        "--dask-cpu-resource",
+        action="store_true",
+        help='Dask tasks ask for resources={"CPU": 1} (workers started with --resources CPU=N); '
+        "default: one task per worker thread",
+    )
+    run.add_argument("--no-progress", action="store_true", help="no live display (one line per finished run)")
+
+    report = commands.add_parser("report", help="CSV, IQM tables and plots of sweep folders and Zoo log folders")
+    report.add_argument("folders", nargs="+", type=Path, help="sweep folders (sweep.json) or Zoo log folders")
+    report.add_argument("-o", "--output", type=Path, required=True, help="report folder")
+    report.add_argument(
+        "--reps", type=int, default=10_000, help="bootstrap replications of the confidence intervals (default 10000)"
+    )
+    report.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    return parser
+
+
+def _budget(value: str | None) -> int | None:
+    """``-n``: a positive integer (``1e6`` and ``1_000_000`` accepted when integral)."""
+    if value is None:
+        return None
+    try:
+        number = float(value.replace("_", ""))
+    except ValueError:
+        raise SweepError(f"the budget -n/--n-timesteps must be a positive integer, got {value!r}") from None
+    if not number.is_integer() or number <= 0:
+        raise SweepError(f"the budget -n/--n-timesteps must be a positive integer, got {value!r}")
+    return int(number)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from sb3_trpo_ext.benchmark.progress import SweepProgress
+
+    if args.dask is not None:
+        try:
+            import distributed  # noqa: F401
+        except ImportError:
+            raise SweepError(DASK_EXTRA_MESSAGE) from None
+    elif args.workers < 1:
+        raise SweepError(f"--workers must be at least 1, got {args.workers}")
+    config = prepare_sweep(
+        args.folder,
+        args.algos,
+        args.envs,
+        args.seeds,
+        _budget(args.n_timesteps),
+        args.eval_freq,
+        args.eval_episodes,
+        args.save_freq,
+    )
+    finished, todo = plan_runs(args.folder, config)
+    enabled = not args.no_progress and sys.stderr.isatty()
+    progress = SweepProgress([s.run_id for s in todo], skipped=len(finished), enabled=enabled)
+    progress.console.print(
+        f"{PROG}: {len(config.runs())} runs in {args.folder}: {len(finished)} finished before, {len(todo)} to run "
+        f"({'Dask at ' + args.dask if args.dask else f'{args.workers} local worker(s)'})"
+    )
+    with progress:
+        hooks = {
+            "on_progress": progress.update,
+            "on_done": lambda spec, result: progress.finish(spec.run_id, result),
+            "tick": progress.refresh,
+        }
+        if args.dask is not None:
+            results = run_dask(args.folder, config, todo, args.dask, args.dask_cpu_resource, **hooks)
+        else:
+            results = run_local(args.folder, config, todo, args.workers, **hooks)
+    failed = [r for r in results if r.get("status") != "done"]
+    progress.console.print(
+        f"{PROG}: {len(results) - len(failed)} run(s) finished now, {len(failed)} failed, {len(finished)} before; "
+        f"report: {PROG} report {args.folder} -o REPORT_FOLDER"
+    )
+    return 1 if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``sb3-trpo-bench``: ``run`` a sweep or ``report`` on sweep / Zoo folders.
+
+    :raises SystemExit: 2 on an error before anything runs (message on stderr), 1 when some run failed
+    """
+    args = _parser().parse_args(None if argv is None else list(argv))
+    try:
+        if args.command == "run":
+            code = _run(args)
+        else:
+            from sb3_trpo_ext.benchmark.report import write_report
+
+            written = write_report(args.folders, args.output, reps=args.reps, seed=args.seed)
+            for path in written.values():
+                print(path)
+            code = 0
+    except SweepError as error:
+        print(f"{PROG} {args.command}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except ValueError as error:
+        if args.command != "report":
+            raise
+        print(f"{PROG} report: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if code:
+        raise SystemExit(code)

@@ -1,0 +1,575 @@
+"""Sweeps: the run specifications, the output folder, resumption, and the two engines (local pool, Dask).
+
+Output folder (``-f``)::
+
+    sweep.json                              the configuration (algos, envs, seeds, budgets, evaluation, checkpoints)
+    runs/<algo>/<env>/seed_<s>/
+        result.json                         the done marker (written atomically, last)
+        error.json                          the last failure: return code, stderr tail (removed when a rerun succeeds)
+        segments.jsonl                      one line per process started: its command line, resume point, budget
+        segment_<k>.out / segment_<k>.err   that process's output
+        timeline.jsonl, progress.json       written by the run (see :mod:`sb3_trpo_ext.benchmark.zoo_train`)
+        resume/<steps>/                     the latest checkpoint, in the layout ``--trained-agent`` expects
+        zoo/<algo>/<env>_<k>/               the Zoo's own log folder(s): evaluations.npz, monitor CSVs, checkpoints
+
+Each run is one process, ``python -m sb3_trpo_ext.benchmark.zoo_train ... -- train --algo A --env E --seed S
+-f <run>/zoo --eval-freq F --eval-episodes K --save-freq C --num-threads 1 [-n N] [--trained-agent Z]``:
+the Zoo's training through our command (hyperparameters from the Zoo files; ours for our keys).
+
+Resumption (:func:`execute_run`): a run with ``result.json`` is skipped. A run whose process finished its
+budget but whose marker is missing gets its marker. Otherwise, when ``timeline.jsonl`` records a checkpoint,
+the run continues from the latest one with ``--trained-agent resume/<t>/rl_model_<t>_steps.zip -n <budget - t>``
+(evaluations recorded after that checkpoint are dropped first); without one it starts over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sb3_trpo_ext.benchmark.zoo_train import write_json_atomic
+
+__all__ = [
+    "DASK_EXTRA_MESSAGE",
+    "RunSpec",
+    "SweepConfig",
+    "SweepError",
+    "execute_run",
+    "plan_runs",
+    "prepare_sweep",
+    "resolve_budget",
+    "run_dask",
+    "run_local",
+]
+
+#: The message of ``--dask`` without dask installed.
+DASK_EXTRA_MESSAGE = (
+    '--dask needs Dask distributed, which is not installed: pip install "sb3-trpo-ext[dask]" '
+    "(installs dask and distributed)"
+)
+#: Lines of a failed run's stderr kept in ``error.json``.
+STDERR_TAIL_LINES = 40
+#: Dask event topic of the runs' progress.
+PROGRESS_TOPIC = "sb3-trpo-bench-progress"
+
+ProgressCallback = Callable[[str, dict[str, Any]], None]
+
+
+class SweepError(ValueError):
+    """A sweep that cannot start (unknown algorithm or environment, bad budget, another configuration...)."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One (algorithm, environment, seed) of a sweep, with its budget in timesteps."""
+
+    algo: str
+    env: str
+    seed: int
+    budget: int
+
+    @property
+    def run_id(self) -> str:
+        """``<algo>/<env>/seed_<seed>``: the run's folder under ``runs/``."""
+        return f"{self.algo}/{self.env}/seed_{self.seed}"
+
+
+@dataclass
+class SweepConfig:
+    """A sweep's configuration; ``sweep.json`` in the output folder."""
+
+    algos: list[str]
+    envs: list[str]
+    seeds: list[int]
+    #: ``-n``: one budget for every run; None: each Zoo file's ``n_timesteps``
+    n_timesteps: int | None
+    eval_freq: int
+    eval_episodes: int
+    save_freq: int
+    #: resolved budgets: algo -> env -> timesteps
+    budgets: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def runs(self) -> list[RunSpec]:
+        """Every (algo, env, seed), seeds innermost."""
+        return [RunSpec(a, e, s, self.budgets[a][e]) for a in self.algos for e in self.envs for s in self.seeds]
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form (``sweep.json``)."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SweepConfig:
+        """Inverse of :meth:`to_json`."""
+        return cls(**data)
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise SweepError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def resolve_budget(algo: str, env: str) -> int | None:
+    """``n_timesteps`` of the hyperparameter block the Zoo will use for ``algo`` on ``env`` (None: no block).
+
+    The same file and block as ``python -m sb3_trpo_ext.zoo train`` without ``--conf-file``: ours for our keys,
+    the Zoo's otherwise, an earlier ``-vN`` block for a newer id when the file has none for it.
+    """
+    import yaml
+    from rl_zoo3.exp_manager import ExperimentManager
+
+    from sb3_trpo_ext.zoo.config import (
+        _select_block,
+        _zoo_hyperparams_path,
+        find_earlier_version_block,
+        hyperparams_path,
+    )
+    from sb3_trpo_ext.zoo.registry import ZOO_ALGORITHMS
+
+    path = hyperparams_path(algo) if algo in ZOO_ALGORITHMS else _zoo_hyperparams_path(algo)
+    if not path.is_file():
+        return None
+    config = yaml.safe_load(path.read_text()) or {}
+    fallback = find_earlier_version_block(env, list(config))
+    if fallback is not None:
+        config[env] = config[fallback]
+    block = _select_block(config, env, ExperimentManager.is_atari(env))
+    if block is None or "n_timesteps" not in config[block]:
+        return None
+    return int(float(config[block]["n_timesteps"]))
+
+
+def prepare_sweep(
+    out: Path,
+    algos: Sequence[str],
+    envs: Sequence[str],
+    seeds: Sequence[int],
+    n_timesteps: int | None = None,
+    eval_freq: int = 10_000,
+    eval_episodes: int = 10,
+    save_freq: int = 50_000,
+) -> SweepConfig:
+    """Check a sweep and write (or compare with) ``out/sweep.json``, before anything runs.
+
+    :raises SweepError: unknown algorithm (the Zoo's ``ALGOS`` with our keys registered) or environment id
+        (gymnasium's registry), a budget or frequency that is not a positive integer, no hyperparameters
+        (hence no budget) for a pair without ``-n``, or ``out`` holding a sweep of another configuration
+    """
+    import gymnasium as gym
+    from rl_zoo3.utils import ALGOS
+
+    from sb3_trpo_ext.zoo import register
+    from sb3_trpo_ext.zoo.config import _unknown_env_message
+
+    register()
+    algos, envs, seeds = list(dict.fromkeys(algos)), list(dict.fromkeys(envs)), list(dict.fromkeys(seeds))
+    if not algos or not envs or not seeds:
+        raise SweepError("give at least one algorithm (--algos), environment (--envs) and seed (--seeds)")
+    for algo in algos:
+        if algo not in ALGOS:
+            raise SweepError(f"unknown algorithm {algo!r}; the Zoo's keys are: {', '.join(sorted(ALGOS))}")
+    for env in envs:
+        if env not in gym.envs.registry:
+            raise SweepError(_unknown_env_message(env))
+    if n_timesteps is not None:
+        _positive_int("the budget -n/--n-timesteps", n_timesteps)
+    _positive_int("--eval-freq", eval_freq)
+    _positive_int("--eval-episodes", eval_episodes)
+    _positive_int("--save-freq", save_freq)
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise SweepError(f"seeds must be integers >= 0, got {seed!r}")
+
+    budgets: dict[str, dict[str, int]] = {}
+    for algo in algos:
+        budgets[algo] = {}
+        for env in envs:
+            budget = n_timesteps if n_timesteps is not None else resolve_budget(algo, env)
+            if budget is None:
+                raise SweepError(
+                    f"no n_timesteps in the hyperparameters of --algo {algo} for {env}: give a budget with -n"
+                )
+            budgets[algo][env] = budget
+    config = SweepConfig(algos, envs, seeds, n_timesteps, eval_freq, eval_episodes, save_freq, budgets)
+
+    out = Path(out)
+    sweep_file = out / "sweep.json"
+    if sweep_file.exists():
+        existing = json.loads(sweep_file.read_text())
+        if _comparable(existing) != _comparable(config.to_json()):
+            differences = [
+                f"{key}: {existing.get(key)!r} there, {value!r} now"
+                for key, value in config.to_json().items()
+                if _comparable({key: existing.get(key)}) != _comparable({key: value})
+            ]
+            raise SweepError(
+                f"{out} holds a sweep of another configuration ({sweep_file}): {'; '.join(differences)}. "
+                "Rerun with the same arguments to resume it, or use another output folder (-f). Adding or removing "
+                "algorithms, environments or seeds in an existing sweep is not supported: start a new folder."
+            )
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(sweep_file, config.to_json())
+    return config
+
+
+def _comparable(data: dict[str, Any]) -> dict[str, Any]:
+    """A configuration with its lists as sets (the order of --algos, --envs, --seeds does not matter)."""
+    return {key: sorted(value) if isinstance(value, list) else value for key, value in data.items()}
+
+
+def run_dir_of(out: Path, spec: RunSpec) -> Path:
+    """The folder of one run under the output folder."""
+    return Path(out) / "runs" / spec.algo / spec.env / f"seed_{spec.seed}"
+
+
+def is_done(run_dir: Path) -> bool:
+    """Whether the run has its done marker."""
+    return (Path(run_dir) / "result.json").is_file()
+
+
+def plan_runs(out: Path, config: SweepConfig) -> tuple[list[RunSpec], list[RunSpec]]:
+    """Split the sweep's runs into (finished, to run)."""
+    finished, todo = [], []
+    for spec in config.runs():
+        (finished if is_done(run_dir_of(out, spec)) else todo).append(spec)
+    return finished, todo
+
+
+# -- one run --------------------------------------------------------------------------------------------------
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut by a kill
+            continue
+    return records
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _final_model(run_dir: Path, spec: RunSpec) -> Path | None:
+    """The Zoo's final model of the run's latest Zoo folder (``zoo/<algo>/<env>_<k>/<env>.zip``)."""
+    from huggingface_sb3 import EnvironmentName
+
+    env_name = str(EnvironmentName(spec.env))
+    folders = sorted(
+        (run_dir / "zoo" / spec.algo).glob(f"{env_name}_*"),
+        key=lambda p: int(p.name.rsplit("_", 1)[1]) if p.name.rsplit("_", 1)[1].isdigit() else -1,
+    )
+    for folder in reversed(folders):
+        model = folder / f"{env_name}.zip"
+        if model.is_file():
+            return model
+    return None
+
+
+def _write_result(run_dir: Path, spec: RunSpec, progress: dict[str, Any], segments: int) -> dict[str, Any]:
+    evals = [r for r in _read_jsonl(run_dir / "timeline.jsonl") if r.get("kind") == "eval"]
+    result = {
+        "status": "done",
+        **asdict(spec),
+        "timesteps": progress.get("timesteps"),
+        "wall_seconds": progress.get("wall_seconds"),
+        "segments": segments,
+        "final_eval_mean": evals[-1]["eval_mean"] if evals else None,
+        "machine": progress.get("machine", {}),
+    }
+    (run_dir / "error.json").unlink(missing_ok=True)
+    write_json_atomic(run_dir / "result.json", result)
+    return result
+
+
+def _resume_point(run_dir: Path, budget: int) -> dict[str, Any] | None:
+    """The latest recorded checkpoint whose file exists, before the budget; evaluations after it are dropped."""
+    timeline_path = run_dir / "timeline.jsonl"
+    timeline = _read_jsonl(timeline_path)
+    checkpoints = [r for r in timeline if r.get("kind") == "checkpoint" and (run_dir / r["path"]).is_file()]
+    checkpoints = [r for r in checkpoints if r["timesteps"] < budget]
+    if not checkpoints:
+        timeline_path.unlink(missing_ok=True)
+        return None
+    point = max(checkpoints, key=lambda r: r["timesteps"])
+    kept = [r for r in timeline if r["timesteps"] <= point["timesteps"]]
+    tmp = timeline_path.with_name(".timeline.jsonl.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    os.replace(tmp, timeline_path)
+    return point
+
+
+def _tail(path: Path, lines: int = STDERR_TAIL_LINES) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def execute_run(
+    spec: RunSpec,
+    config: SweepConfig,
+    run_dir: Path,
+    on_progress: ProgressCallback | None = None,
+    poll_seconds: float = 0.5,
+) -> dict[str, Any]:
+    """Run (or resume, or skip) one run in ``run_dir``, in its own process; return its ``result.json`` or error.
+
+    Never raises for a failed training: a non-zero exit, or an exit before the budget, writes ``error.json``
+    (return code, stderr tail) and returns it with ``status: "failed"``.
+
+    :param on_progress: called with ``(run_id, progress)`` while the process runs (``progress.json``'s content)
+    """
+    run_dir = Path(run_dir)
+    if is_done(run_dir):
+        return json.loads((run_dir / "result.json").read_text())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    segments = _read_jsonl(run_dir / "segments.jsonl")
+    progress = _read_json(run_dir / "progress.json") or {}
+    if progress.get("finished") and progress.get("timesteps", 0) >= spec.budget and _final_model(run_dir, spec):
+        return _write_result(run_dir, spec, progress, len(segments))  # finished, marker not yet written
+
+    point = _resume_point(run_dir, spec.budget)
+    segment = len(segments)
+    offset_steps = point["timesteps"] if point else 0
+    offset_seconds = point["wall_seconds"] if point else 0.0
+    zoo_args = [
+        "train",
+        "--algo", spec.algo,
+        "--env", spec.env,
+        "--seed", str(spec.seed),
+        "-f", str(run_dir / "zoo"),
+        "--eval-freq", str(config.eval_freq),
+        "--eval-episodes", str(config.eval_episodes),
+        "--save-freq", str(config.save_freq),
+        "--num-threads", "1",
+        "--device", "cpu",
+        "-n", str(spec.budget - offset_steps),
+    ]  # fmt: skip
+    if point:
+        zoo_args += ["--trained-agent", str(run_dir / point["path"])]
+    argv = [
+        sys.executable, "-m", "sb3_trpo_ext.benchmark.zoo_train",
+        "--bench-dir", str(run_dir),
+        "--offset-steps", str(offset_steps),
+        "--offset-seconds", str(offset_seconds),
+        "--segment", str(segment),
+        "--", *zoo_args,
+    ]  # fmt: skip
+    record = {
+        "segment": segment,
+        "argv": argv,
+        "trained_agent": point["path"] if point else None,
+        "offset_steps": offset_steps,
+        "n_timesteps": spec.budget - offset_steps,
+        "started": time.time(),
+    }
+    with open(run_dir / "segments.jsonl", "a") as file:
+        file.write(json.dumps(record) + "\n")
+    (run_dir / "progress.json").unlink(missing_ok=True)
+
+    err_path = run_dir / f"segment_{segment}.err"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    with open(run_dir / f"segment_{segment}.out", "w") as out, open(err_path, "w") as err:
+        process = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
+        if on_progress is not None:
+            on_progress(spec.run_id, {"timesteps": offset_steps, "total": spec.budget, "state": "running"})
+        while process.poll() is None:
+            time.sleep(poll_seconds)
+            current = _read_json(run_dir / "progress.json")
+            if on_progress is not None and current:
+                on_progress(spec.run_id, {**current, "state": "running"})
+        rc = process.returncode
+
+    progress = _read_json(run_dir / "progress.json") or {}
+    if rc == 0 and progress.get("timesteps", 0) >= spec.budget and _final_model(run_dir, spec):
+        return _write_result(run_dir, spec, progress, segment + 1)
+    reason = f"exit status {rc}" if rc != 0 else f"stopped at {progress.get('timesteps')} of {spec.budget} timesteps"
+    error = {
+        "status": "failed",
+        **asdict(spec),
+        "returncode": rc,
+        "reason": reason,
+        "segment": segment,
+        "stderr_tail": _tail(err_path),
+    }
+    write_json_atomic(run_dir / "error.json", error)
+    return error
+
+
+# -- engines --------------------------------------------------------------------------------------------------
+def run_local(
+    out: Path,
+    config: SweepConfig,
+    specs: Iterable[RunSpec],
+    workers: int,
+    on_progress: ProgressCallback | None = None,
+    on_done: Callable[[RunSpec, dict[str, Any]], None] | None = None,
+    tick: Callable[[], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run ``specs`` on ``workers`` local processes at a time (a thread pool, each thread waits on one run process).
+
+    :param on_done: called in the calling thread with each run's result (or error) as it ends
+    :param tick: called in the calling thread about twice a second (the live display)
+    """
+    results = []
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = {pool.submit(execute_run, spec, config, run_dir_of(out, spec), on_progress): spec for spec in specs}
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            for future in finished:
+                spec = futures[future]
+                try:
+                    result = future.result()
+                except Exception as error:  # a bug of ours, not of the training: record it and go on
+                    result = {"status": "failed", **asdict(spec), "reason": repr(error), "stderr_tail": ""}
+                    write_json_atomic(run_dir_of(out, spec) / "error.json", result)
+                results.append(result)
+                if on_done is not None:
+                    on_done(spec, result)
+            if tick is not None:
+                tick()
+    return results
+
+
+def _zip_folder(folder: Path) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(Path(folder).rglob("*")):
+            if path.is_file():
+                archive.write(path, path.relative_to(folder).as_posix())
+    return buffer.getvalue()
+
+
+def _unzip_into(data: bytes, folder: Path) -> None:
+    """Write an archive's files under ``folder``; ``result.json`` last and atomically (the done marker)."""
+    folder = Path(folder)
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        names = archive.namelist()
+        for name in names:
+            if name == "result.json":
+                continue
+            target = (folder / name).resolve()
+            if folder.resolve() not in target.parents:
+                raise ValueError(f"unsafe path in a run archive: {name}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.part")
+            tmp.write_bytes(archive.read(name))
+            os.replace(tmp, target)
+        if "result.json" in names:
+            write_json_atomic(folder / "result.json", json.loads(archive.read("result.json")))
+        else:
+            (folder / "result.json").unlink(missing_ok=True)
+
+
+def dask_task(spec_data: dict[str, Any], config_data: dict[str, Any], archive: bytes | None) -> bytes:
+    """The Dask task of one run: unpack what the client has of it, run :func:`execute_run` in a temporary
+    folder on the worker (posting progress as Dask events), return the run folder as a zip archive."""
+    spec = RunSpec(**spec_data)
+    config = SweepConfig.from_json(config_data)
+
+    def post(run_id: str, progress: dict[str, Any]) -> None:
+        from distributed import get_worker
+
+        event = {"run_id": run_id, **{k: progress.get(k) for k in ("timesteps", "total", "wall_seconds", "state")}}
+        with contextlib.suppress(Exception):  # progress is best effort
+            get_worker().log_event(PROGRESS_TOPIC, event)
+
+    with tempfile.TemporaryDirectory(prefix="sb3_trpo_bench_") as tmp:
+        run_dir = Path(tmp) / "run"
+        run_dir.mkdir()
+        if archive:
+            _unzip_into(archive, run_dir)
+        execute_run(spec, config, run_dir, on_progress=post)
+        return _zip_folder(run_dir)
+
+
+def run_dask(
+    out: Path,
+    config: SweepConfig,
+    specs: Iterable[RunSpec],
+    address: str,
+    cpu_resource: bool = False,
+    on_progress: ProgressCallback | None = None,
+    on_done: Callable[[RunSpec, dict[str, Any]], None] | None = None,
+    tick: Callable[[], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run ``specs`` on the Dask distributed cluster at ``address``: one task per run.
+
+    Each task gets the run folder's current files (a zip; empty for a new run, the checkpoints for a cut one),
+    runs the run on its worker and returns the folder as a zip, which is written under the output folder as
+    soon as the task ends (``result.json`` last). A task uses one CPU: by default the cluster is expected to run
+    one task per worker thread (start workers with ``--nthreads 1``, or ``--nthreads`` = their cores);
+    with ``cpu_resource`` the tasks ask for ``resources={"CPU": 1}`` (workers started with ``--resources CPU=N``).
+
+    :raises SweepError: dask/distributed not installed (the message names the ``dask`` extra)
+    """
+    try:
+        from distributed import Client
+    except ImportError as error:
+        raise SweepError(DASK_EXTRA_MESSAGE) from error
+
+    results = []
+    lock = threading.Lock()
+    with Client(address) as client:
+        if on_progress is not None:
+
+            def handler(event: tuple[float, dict[str, Any]]) -> None:
+                message = dict(event[1])
+                with lock:
+                    on_progress(message.pop("run_id"), message)
+
+            client.subscribe_topic(PROGRESS_TOPIC, handler)
+        futures = {}
+        for spec in specs:
+            run_dir = run_dir_of(out, spec)
+            archive = _zip_folder(run_dir) if run_dir.is_dir() else None
+            key = f"sb3-trpo-bench-{spec.algo}-{spec.env}-seed{spec.seed}-{time.time_ns()}"
+            kwargs: dict[str, Any] = {"key": key, "pure": False}
+            if cpu_resource:
+                kwargs["resources"] = {"CPU": 1}
+            future = client.submit(dask_task, asdict(spec), config.to_json(), archive, **kwargs)
+            futures[future] = spec
+        pending = set(futures)
+        while pending:
+            done_now = [f for f in list(pending) if f.done()]
+            for future in done_now:
+                pending.discard(future)
+                spec = futures[future]
+                run_dir = run_dir_of(out, spec)
+                try:
+                    _unzip_into(future.result(), run_dir)
+                    result = _read_json(run_dir / "result.json") or _read_json(run_dir / "error.json") or {}
+                except Exception as error:  # the task itself failed (e.g. its workers died)
+                    result = {"status": "failed", **asdict(spec), "reason": repr(error), "stderr_tail": ""}
+                    run_dir.mkdir(parents=True, exist_ok=True)
+                    write_json_atomic(run_dir / "error.json", result)
+                results.append(result)
+                if on_done is not None:
+                    on_done(spec, result)
+            if tick is not None:
+                with lock:
+                    tick()
+            if pending:
+                time.sleep(0.5)
+    return results
