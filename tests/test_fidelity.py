@@ -13,7 +13,8 @@ from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from torch.nn.utils import parameters_to_vector
 
 from sb3_trpo_ext import TRPO
-from sb3_trpo_ext.trpo.policies import MlpPolicy, lean_action_sampler
+from sb3_trpo_ext.trpo.numpy_actor import NumpyActor
+from sb3_trpo_ext.trpo.policies import MlpPolicy, uses_sb3_methods
 
 SMALL_NET = dict(net_arch=[16])
 
@@ -51,7 +52,7 @@ def test_custom_policy_is_collected_through_its_own_methods(policy):
     for reference in (False, True):
         env = make_vec_env("CartPole-v1", n_envs=2, seed=0)
         model = TRPO(policy, env, n_steps=32, batch_size=32, policy_kwargs=SMALL_NET, seed=3)
-        assert lean_action_sampler(model.policy) is None
+        assert NumpyActor.from_policy(model.policy) is None and not uses_sb3_methods(model.policy)
         buffers.append(_collect(model, reference))
     ours, sb3 = buffers
     for name in ("observations", "actions", "episode_starts"):

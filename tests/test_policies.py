@@ -1,4 +1,4 @@
-"""Policy aliases, the actor/critic split and the lean per-step sampler."""
+"""Policy aliases, the actor/critic split, the lean critic chain and where the numpy actor declines."""
 
 import gymnasium as gym
 import numpy as np
@@ -9,7 +9,8 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
 
 from sb3_trpo_ext import TRPO
-from sb3_trpo_ext.trpo.policies import _lean_mlp, lean_action_sampler, lean_value_function, split_actor_critic
+from sb3_trpo_ext.trpo.numpy_actor import NumpyActor
+from sb3_trpo_ext.trpo.policies import _lean_mlp, lean_value_function, split_actor_critic
 
 
 class _Env(gym.Env):
@@ -28,27 +29,6 @@ FLAT = spaces.Box(-1, 1, (2, 3), np.float32)
 
 def _model(action_space, observation_space=FLAT, **kwargs):
     return TRPO("MlpPolicy", _Env(observation_space, action_space), n_steps=8, batch_size=8, seed=0, **kwargs)
-
-
-@pytest.mark.parametrize(
-    "action_space, policy_kwargs",
-    [
-        (spaces.Box(-1, 1, (3,), np.float32), {}),
-        (spaces.Discrete(4), {}),
-        (spaces.Box(-1, 1, (2,), np.float32), {"activation_fn": nn.ReLU, "net_arch": [7, 5]}),
-    ],
-)
-def test_lean_sampler_draws_what_sb3_draws(action_space, policy_kwargs):
-    policy = _model(action_space, policy_kwargs=policy_kwargs).policy
-    sampler = lean_action_sampler(policy)
-    assert sampler is not None
-    obs = th.as_tensor(np.stack([FLAT.sample() for _ in range(5)]))
-    with th.no_grad():
-        th.manual_seed(7)
-        expected = policy.get_distribution(obs).get_actions()
-        th.manual_seed(7)
-        actual = sampler(obs)
-    assert th.equal(actual, expected)
 
 
 def _critic_by_hand(policy, observation_space, obs):
@@ -108,14 +88,12 @@ def test_lean_value_function_equals_predict_values(observation_space, policy_kwa
     "make",
     [
         lambda: _model(spaces.Box(-1, 1, (2,), np.float32), use_sde=True),  # gSDE
-        lambda: _model(spaces.MultiDiscrete([2, 3])),
-        lambda: _model(spaces.MultiBinary(3)),
         lambda: _model(spaces.Discrete(2), policy_kwargs={"activation_fn": nn.ELU}),
         lambda: _model(spaces.Discrete(2), observation_space=spaces.Discrete(5)),  # one-hot preprocessing
     ],
 )
-def test_lean_sampler_declines_what_it_does_not_cover(make):
-    assert lean_action_sampler(make().policy) is None
+def test_numpy_actor_declines_what_it_does_not_cover(make):
+    assert NumpyActor.from_policy(make().policy) is None
 
 
 @pytest.mark.parametrize("share", [False, True])

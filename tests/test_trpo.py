@@ -334,7 +334,14 @@ def test_collect_rollouts_matches_sb3_reference(case):
     for reference in (False, True):
         policy, env, kwargs = REFERENCE_CASES[case]()
         model = TRPO(
-            policy, env, n_steps=n_steps, batch_size=32, gamma=0.9, seed=7, **{"policy_kwargs": SMALL_NET, **kwargs}
+            policy,
+            env,
+            n_steps=n_steps,
+            batch_size=32,
+            gamma=0.9,
+            seed=7,
+            fast_collect=False,  # torch draws the actions, as in SB3's loop (the numpy path: test_numpy_actor.py)
+            **{"policy_kwargs": SMALL_NET, **kwargs},
         )
         buffers.append(_collect(model, n_steps * 2, reference=reference))
         models.append(model)

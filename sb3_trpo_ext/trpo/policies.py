@@ -13,7 +13,6 @@ from typing import Any
 import torch as th
 import torch.nn.functional as F
 from gymnasium import spaces
-from stable_baselines3.common.distributions import CategoricalDistribution, DiagGaussianDistribution
 from stable_baselines3.common.policies import (
     ActorCriticCnnPolicy,
     ActorCriticPolicy,
@@ -22,7 +21,6 @@ from stable_baselines3.common.policies import (
 from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.torch_layers import FlattenExtractor, MlpExtractor
 from torch import nn
-from torch.distributions import Categorical, Normal
 
 
 class MlpPolicy(ActorCriticPolicy):
@@ -121,15 +119,15 @@ _FUNCTIONAL_LAYERS: dict[type[nn.Module], Callable[[nn.Module, th.Tensor], th.Te
 }
 
 
-def _lean_mlp(
+def plain_mlp_layers(
     policy: ActorCriticPolicy, features_extractor: nn.Module, net: nn.Module | None, head: nn.Module
-) -> Callable[[th.Tensor], th.Tensor] | None:
-    """``obs -> head(net(features_extractor(preprocess(obs))))`` as a plain function chain, or None.
+) -> list[nn.Module] | None:
+    """The layers of ``obs -> head(net(features_extractor(preprocess(obs))))``, or None where a plain chain of
+    them would not compute exactly what the policy does.
 
-    Supported: a policy that uses SB3's own methods (:func:`uses_sb3_methods`), a flat ``Box`` observation (preprocessing is a float cast), SB3's ``FlattenExtractor``, and
-    ``net`` an ``nn.Sequential`` of Linear/Tanh/ReLU layers followed by a Linear ``head``. The chain runs the
-    same operations as the modules, so the same values, without module dispatch (forward hooks on these
-    modules are not called).
+    Supported: a policy that uses SB3's own methods (:func:`uses_sb3_methods`), a flat ``Box`` observation
+    (preprocessing is a float cast), SB3's ``FlattenExtractor``, and ``net`` an ``nn.Sequential`` of
+    Linear/Tanh/ReLU layers followed by a Linear ``head``.
     """
     layers = [*net, head] if isinstance(net, nn.Sequential) else []
     supported = (
@@ -140,7 +138,17 @@ def _lean_mlp(
         and len(layers) > 0
         and all(type(layer) in _FUNCTIONAL_LAYERS for layer in layers)
     )
-    if not supported:
+    return layers if supported else None
+
+
+def _lean_mlp(
+    policy: ActorCriticPolicy, features_extractor: nn.Module, net: nn.Module | None, head: nn.Module
+) -> Callable[[th.Tensor], th.Tensor] | None:
+    """``obs -> head(net(features_extractor(preprocess(obs))))`` as a plain function chain of torch operations
+    where :func:`plain_mlp_layers` supports it, else None. The chain runs the same operations as the modules, so
+    the same values, without module dispatch (forward hooks on these modules are not called)."""
+    layers = plain_mlp_layers(policy, features_extractor, net, head)
+    if layers is None:
         return None
     steps = [(_FUNCTIONAL_LAYERS[type(layer)], layer) for layer in layers]
 
@@ -151,33 +159,6 @@ def _lean_mlp(
         return x
 
     return forward
-
-
-def lean_action_sampler(policy: ActorCriticPolicy) -> Callable[[th.Tensor], th.Tensor] | None:
-    """A per-step action sampler for the common case, or None where the policy does not fit it.
-
-    Collection calls the actor once per environment step, where on small networks the cost is call
-    overhead (module dispatch, SB3's preprocessing and distribution wrappers), not arithmetic. For an MLP
-    actor that :func:`_lean_mlp` supports and a diagonal Gaussian (without gSDE) or categorical action
-    distribution, this does what ``policy.get_distribution(obs).get_actions()`` does as a plain function
-    chain: same values, same random-number draws.
-    """
-    if type(policy.action_dist) not in (DiagGaussianDistribution, CategoricalDistribution):
-        return None
-    actor = _lean_mlp(
-        policy, policy.pi_features_extractor, getattr(policy.mlp_extractor, "policy_net", None), policy.action_net
-    )
-    if actor is None:
-        return None
-    gaussian = type(policy.action_dist) is DiagGaussianDistribution
-
-    def sample(obs: th.Tensor) -> th.Tensor:
-        x = actor(obs)
-        if gaussian:  # as DiagGaussianDistribution.proba_distribution(...).get_actions()
-            return Normal(x, th.ones_like(x) * policy.log_std.exp()).rsample()
-        return Categorical(logits=x).sample()
-
-    return sample
 
 
 def lean_value_function(policy: ActorCriticPolicy) -> Callable[[th.Tensor], th.Tensor]:

@@ -19,6 +19,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
+from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, RolloutBufferSamples, Schedule
 from stable_baselines3.common.utils import explained_variance, obs_as_tensor
@@ -42,13 +43,14 @@ from sb3_trpo_ext.common.vine import (
     VineRolloutBuffer,
     VineSampler,
 )
+from sb3_trpo_ext.trpo.numpy_actor import NumpyActor
 from sb3_trpo_ext.trpo.policies import (
     CnnPolicy,
     MlpPolicy,
     MultiInputPolicy,
-    lean_action_sampler,
     lean_value_function,
     split_actor_critic,
+    uses_sb3_methods,
 )
 
 SelfTRPO = TypeVar("SelfTRPO", bound="TRPO")
@@ -59,6 +61,19 @@ SAMPLING_SCHEMES = ("single_path", "vine")
 _AUTOMATIC_BUFFERS = (None, RolloutBuffer, DictRolloutBuffer)
 #: Hyperparameters every TRPO checkpoint (ours or sb3-contrib's) holds.
 _TRPO_SAVED_KEYS = ("target_kl", "cg_max_steps", "cg_damping", "line_search_max_iter", "n_critic_updates")
+
+
+@contextmanager
+def _torch_threads(n_threads: int | None) -> Iterator[None]:
+    """Run the block with ``n_threads`` torch intra-op threads (None: as they are), then restore the setting."""
+    previous = th.get_num_threads()
+    if n_threads is not None and n_threads != previous:
+        th.set_num_threads(n_threads)
+    try:
+        yield
+    finally:
+        if th.get_num_threads() != previous:
+            th.set_num_threads(previous)
 
 
 @contextmanager
@@ -176,6 +191,14 @@ class TRPO(OnPolicyAlgorithm):
     :param vine_horizon: Vine: length ``H`` of a branch rollout, its first action included
     :param vine_bootstrap: Vine: add ``gamma^H V(s_H)`` to the return of a branch that runs its whole horizon
         (a branch cut by a time limit always bootstraps, one that terminates never does)
+    :param num_threads: torch intra-op threads while ``learn()`` runs, the previous setting restored afterwards:
+        ``"auto"`` (one thread for networks without an image input, whose tiny operations only lose time to a
+        thread pool, all the more when other processes share the cores; torch's own setting for CNN policies),
+        an integer >= 1, or None (leave torch's setting alone)
+    :param fast_collect: Collect with a numpy copy of the actor where it computes exactly what the policy does
+        (SB3's MLP policies on flat ``Box`` observations with diagonal Gaussian without gSDE, categorical,
+        multi-categorical or Bernoulli actions); its own generator, seeded from ``seed``, draws the actions.
+        ``False``: every step calls the policy in torch
     :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
         the reported success rate, mean episode length, and mean reward over
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
@@ -222,6 +245,8 @@ class TRPO(OnPolicyAlgorithm):
         vine_n_actions: int = 4,
         vine_horizon: int = 20,
         vine_bootstrap: bool = True,
+        num_threads: int | str | None = "auto",
+        fast_collect: bool = True,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -269,6 +294,10 @@ class TRPO(OnPolicyAlgorithm):
         self.vine_n_actions = vine_n_actions
         self.vine_horizon = vine_horizon
         self.vine_bootstrap = vine_bootstrap
+        self.num_threads = num_threads
+        self.fast_collect = fast_collect
+        #: simulator steps of vine's branches so far (never counted in ``num_timesteps``)
+        self.vine_branch_steps = 0
         self._vine: VineSampler | None = None
         if _init_setup_model:
             self._setup_model()
@@ -324,6 +353,14 @@ class TRPO(OnPolicyAlgorithm):
         check("vine_n_actions", is_int(self.vine_n_actions) and self.vine_n_actions >= 2, "an integer >= 2")
         check("vine_horizon", is_int(self.vine_horizon) and self.vine_horizon >= 1, "an integer >= 1")
         check("vine_bootstrap", isinstance(self.vine_bootstrap, (bool, np.bool_)), "True or False")
+        check(
+            "num_threads",
+            self.num_threads is None
+            or self.num_threads == "auto"
+            or (is_int(self.num_threads) and self.num_threads >= 1),
+            "'auto', None or an integer >= 1",
+        )
+        check("fast_collect", isinstance(self.fast_collect, (bool, np.bool_)), "True or False")
         if self.sampling == "vine" and self.rollout_buffer_class not in _AUTOMATIC_BUFFERS:
             check(
                 "rollout_buffer_class",
@@ -410,8 +447,14 @@ class TRPO(OnPolicyAlgorithm):
         super().set_env(env, force_reset=force_reset)
         self._setup_vine()
 
+    def set_random_seed(self, seed: int | None = None) -> None:
+        """See SB3's ``set_random_seed``; also seeds the generator that draws the actions of fast collection."""
+        super().set_random_seed(seed)
+        # a stream of its own: [seed, 1] is independent of numpy's global generator seeded with `seed`
+        self._collect_rng = np.random.default_rng(None if seed is None else [seed, 1])
+
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_actor_params", "_critic_params", "_vine"]
+        return [*super()._excluded_save_params(), "_actor_params", "_critic_params", "_vine", "_collect_rng"]
 
     # ------------------------------------------------------------- collection
     def collect_rollouts(
@@ -426,11 +469,12 @@ class TRPO(OnPolicyAlgorithm):
 
         Same contract as SB3's ``collect_rollouts`` (per-step callbacks that may stop training, episode
         statistics, bootstrapping on time-limit truncation, gSDE noise resets, any ``rollout_buffer_class``).
-        Where a lean function chain computes exactly what the policy's own methods would (SB3's MLP policies,
-        see :func:`lean_action_sampler`), each step runs only the actor to sample actions and values and
-        log-probabilities are computed in one batch after the loop; callbacks then see ``new_obs``, ``actions``,
-        ``clipped_actions``, ``rewards``, ``dones`` and ``infos`` as locals, but no per-step ``values``. Any
-        other policy is called per step through its ``forward``, exactly as SB3 does.
+        A policy that uses SB3's own methods only samples actions per step, and values and log-probabilities
+        are computed in one batch after the loop (callbacks then see ``new_obs``, ``actions``,
+        ``clipped_actions``, ``rewards``, ``dones`` and ``infos`` as locals, but no per-step ``values``): with
+        ``fast_collect`` and an MLP actor, from a numpy snapshot of the actor (:class:`NumpyActor`) and the
+        model's own generator, else through ``policy.get_distribution`` (the same random draws as SB3's loop).
+        Any other policy is called per step through its ``forward``, exactly as SB3 does.
 
         :return: True if ``n_rollout_steps`` were collected, False if a callback stopped the rollout.
         """
@@ -440,12 +484,13 @@ class TRPO(OnPolicyAlgorithm):
         if self.use_sde:
             self.policy.reset_noise(env.num_envs)
         callback.on_rollout_start()
-        lean_sample = lean_action_sampler(self.policy)
+        numpy_actor = NumpyActor.from_policy(self.policy) if self.fast_collect else None
+        per_step_forward = numpy_actor is None and not uses_sb3_methods(self.policy)
         if self._vine is not None:
             self._vine.plan(n_rollout_steps)
 
         observations: list[Any] = []
-        sampled_actions: list[th.Tensor] = []
+        sampled_actions: list[np.ndarray] = []
         step_values: list[th.Tensor] = []  # per-step path only
         step_log_probs: list[th.Tensor] = []
         step_rewards: list[np.ndarray] = []
@@ -457,15 +502,19 @@ class TRPO(OnPolicyAlgorithm):
                 self.policy.reset_noise(env.num_envs)
             if self._vine is not None:
                 self._vine.on_trunk_step(n_steps, self._last_obs)
-            with th.no_grad(), _fast_distributions():
-                obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
-                if lean_sample is not None:
-                    action_tensor = lean_sample(obs_tensor)
-                else:
-                    action_tensor, values, log_probs = self.policy(obs_tensor)
-                    step_values.append(values.flatten())
-                    step_log_probs.append(log_probs)
-            actions = action_tensor.cpu().numpy().reshape((-1, *self.action_space.shape))
+            if numpy_actor is not None:
+                sampled = numpy_actor.sample(self._last_obs, self._collect_rng)  # type: ignore[arg-type]
+            else:
+                with th.no_grad(), _fast_distributions():
+                    obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
+                    if per_step_forward:
+                        action_tensor, values, log_probs = self.policy(obs_tensor)
+                        step_values.append(values.flatten())
+                        step_log_probs.append(log_probs)
+                    else:
+                        action_tensor = self.policy.get_distribution(obs_tensor).get_actions()
+                sampled = action_tensor.cpu().numpy()
+            actions = sampled.reshape((-1, *self.action_space.shape))
             clipped_actions = self._to_env_actions(actions)
 
             new_obs, rewards, dones, infos = env.step(clipped_actions)
@@ -486,7 +535,7 @@ class TRPO(OnPolicyAlgorithm):
                 if isinstance(self._last_obs, dict)
                 else np.array(self._last_obs)
             )
-            sampled_actions.append(action_tensor)
+            sampled_actions.append(sampled)
             step_rewards.append(np.array(rewards, dtype=np.float32))
             episode_starts.append(np.array(self._last_episode_starts))
             n_steps += 1
@@ -494,12 +543,12 @@ class TRPO(OnPolicyAlgorithm):
             self._last_episode_starts = dones
 
         with th.no_grad(), _fast_distributions():
-            batch_actions = th.cat(sampled_actions)
-            if lean_sample is not None:
+            batch_actions = th.as_tensor(np.concatenate(sampled_actions), device=self.device)
+            if per_step_forward:
+                values, log_probs = th.cat(step_values), th.cat(step_log_probs)
+            else:
                 batch_obs = obs_as_tensor(_stack_obs(observations), self.device)
                 values, log_probs, _ = self.policy.evaluate_actions(batch_obs, batch_actions)
-            else:
-                values, log_probs = th.cat(step_values), th.cat(step_log_probs)
             values = values.view(n_steps, env.num_envs)
             log_probs = log_probs.view(n_steps, env.num_envs)
             if truncated:  # time-limit truncation: bootstrap with the value of the terminal state
@@ -709,16 +758,30 @@ class TRPO(OnPolicyAlgorithm):
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
     ) -> SelfTRPO:
-        """Train for ``total_timesteps`` environment steps (see SB3's ``learn``). The default TensorBoard
-        run name ``TRPO_ext`` keeps our runs apart from sb3-contrib's ``TRPO`` runs in a shared folder."""
-        return super().learn(
-            total_timesteps=total_timesteps,
-            callback=callback,
-            log_interval=log_interval,
-            tb_log_name=tb_log_name,
-            reset_num_timesteps=reset_num_timesteps,
-            progress_bar=progress_bar,
+        """Train for ``total_timesteps`` environment steps (see SB3's ``learn``), with ``num_threads`` torch
+        threads. The default TensorBoard run name ``TRPO_ext`` keeps our runs apart from sb3-contrib's ``TRPO``
+        runs in a shared folder."""
+        with _torch_threads(self._learn_threads()):
+            return super().learn(
+                total_timesteps=total_timesteps,
+                callback=callback,
+                log_interval=log_interval,
+                tb_log_name=tb_log_name,
+                reset_num_timesteps=reset_num_timesteps,
+                progress_bar=progress_bar,
+            )
+
+    def _learn_threads(self) -> int | None:
+        """The torch threads ``learn()`` runs with (None: torch's setting as it is)."""
+        if self.num_threads != "auto":
+            return self.num_threads  # type: ignore[return-value]
+        spaces_in = (
+            self.observation_space.spaces.values()
+            if isinstance(self.observation_space, spaces.Dict)
+            else [self.observation_space]
         )
+        has_image = any(is_image_space(space) for space in spaces_in)
+        return None if has_image else 1
 
     @classmethod
     def load(  # type: ignore[override]
