@@ -98,7 +98,7 @@ def test_branch_steps_are_logged_not_counted():
         per_update.append(model.logger.name_to_value["rollout/vine_branch_steps"])
     assert model.num_timesteps == 128
     assert all(0 < n <= 8 * 2 * 5 for n in per_update)  # CartPole: K = 2 actions, every one tried
-    assert model.logger.name_to_value["rollout/vine_branch_steps_total"] == sum(per_update)
+    assert model.logger.name_to_value["rollout/vine_branch_steps_total"] == sum(per_update) == model.vine_branch_steps
     assert model.logger.name_to_value["rollout/vine_q_std"] >= 0
 
 
@@ -108,7 +108,7 @@ def test_monitor_files_hold_trunk_episodes_only(tmp_path):
     model.learn(128)
     rows = (tmp_path / "0.monitor.csv").read_text().strip().splitlines()[2:]  # two header lines
     assert len(rows) == 128 // 3  # only the trunk's episodes, though every branch ended one
-    assert model._vine.branch_steps_total > 0
+    assert model.vine_branch_steps > 0
 
 
 # ------------------------------------------------------------------------------ common random numbers
@@ -299,8 +299,9 @@ assert (model.sampling, model.vine_n_states, model.vine_n_actions, model.vine_ho
 print(repr(model.predict(np.array([[0.3, -0.2, 0.1]], dtype=np.float32), deterministic=True)[0].tolist()))
 from stable_baselines3.common.env_util import make_vec_env
 model = TRPO.load({str(tmp_path / "vine")!r}, env=make_vec_env("Pendulum-v1"))
+saved_branch_steps = model.vine_branch_steps  # saved with the model
 model.learn(64)
-assert model._vine is not None and model._vine.branch_steps_total > 0
+assert model._vine is not None and model.vine_branch_steps > saved_branch_steps > 0
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr

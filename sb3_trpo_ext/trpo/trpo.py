@@ -576,8 +576,9 @@ class TRPO(OnPolicyAlgorithm):
             with _fast_distributions():
                 rollout_buffer.rollout_set, branch_steps = self._vine.run_branches(self.policy, self._to_env_actions)
             # branch steps are not timesteps: logged on their own (never in num_timesteps or episode statistics)
+            self.vine_branch_steps += branch_steps
             self.logger.record("rollout/vine_branch_steps", branch_steps)
-            self.logger.record("rollout/vine_branch_steps_total", self._vine.branch_steps_total)
+            self.logger.record("rollout/vine_branch_steps_total", self.vine_branch_steps)
             self.logger.record("rollout/vine_q_std", rollout_buffer.rollout_set.q_values.std(dim=1).mean().item())
 
         callback.update_locals(locals())
