@@ -43,6 +43,7 @@ from sb3_trpo_ext.common.vine import (
     VineRolloutBuffer,
     VineSampler,
 )
+from sb3_trpo_ext.trpo.critic import PlainMlpCritic
 from sb3_trpo_ext.trpo.numpy_actor import NumpyActor
 from sb3_trpo_ext.trpo.policies import (
     CnnPolicy,
@@ -720,18 +721,23 @@ class TRPO(OnPolicyAlgorithm):
         :return: the mean minibatch loss
         """
         n_samples = batch.returns.shape[0]
+        hand_derived = PlainMlpCritic.from_policy(self.policy)
         value_of = lean_value_function(self.policy)
         critic_before = [param.detach().clone() for param in self._critic_params]
         losses = []
         for _ in range(self.n_critic_updates):
             permutation = th.from_numpy(np.random.permutation(n_samples)).to(self.device)
+            # one gather per epoch; the minibatches are then contiguous slices of it
+            observations, returns = _index_obs(batch.observations, permutation), batch.returns[permutation]
             for start in range(0, n_samples, self.batch_size):
-                index = permutation[start : start + self.batch_size]
-                values = value_of(_index_obs(batch.observations, index))
-                loss = F.mse_loss(values, batch.returns[index])
-                grads = th.autograd.grad(loss, self._critic_params)
-                for param, grad in zip(self._critic_params, grads, strict=True):
-                    param.grad = grad
+                minibatch = slice(start, start + self.batch_size)
+                if hand_derived is not None:
+                    loss = hand_derived.set_gradients(observations[minibatch], returns[minibatch])  # type: ignore[index]
+                else:
+                    loss = F.mse_loss(value_of(_index_obs(observations, minibatch)), returns[minibatch])
+                    grads = th.autograd.grad(loss, self._critic_params)
+                    for param, grad in zip(self._critic_params, grads, strict=True):
+                        param.grad = grad
                 self.policy.optimizer.step()
                 losses.append(loss.detach())
         mean_loss = th.stack(losses).mean()

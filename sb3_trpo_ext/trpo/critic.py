@@ -1,0 +1,73 @@
+"""The critic's regression step for plain MLP critics, with a hand-derived backward pass.
+
+The critic's regression takes ``n_critic_updates * n_steps * n_envs / batch_size`` minibatch steps per update
+(160 by default) on a network of a few thousand weights, where autograd's graph building and module dispatch
+cost more than the arithmetic. :class:`PlainMlpCritic` computes the mean squared error and its gradient for a
+chain ``Linear, activation, ..., Linear`` by hand (the chain rule written out, no graph), stores the gradient
+in each parameter's ``.grad``, and leaves the step to the configured optimizer, so the regression's semantics
+(minibatches, optimizer, learning-rate schedule) are unchanged.
+"""
+
+from __future__ import annotations
+
+import torch as th
+from stable_baselines3.common.policies import ActorCriticPolicy
+from torch import nn
+
+from sb3_trpo_ext.trpo.policies import plain_mlp_layers
+
+
+class PlainMlpCritic:
+    """MSE regression gradients of ``V(obs) = head(act(... act(Linear(obs))))`` by hand.
+
+    :param linears: the Linear layers, the head (one output) last
+    :param activations: ``nn.Tanh`` or ``nn.ReLU`` modules after each Linear layer but the head
+    """
+
+    def __init__(self, linears: list[nn.Linear], activations: list[nn.Module]):
+        self.linears = linears
+        self.tanh = [isinstance(activation, nn.Tanh) for activation in activations]
+
+    @classmethod
+    def from_policy(cls, policy: ActorCriticPolicy) -> PlainMlpCritic | None:
+        """The hand-derived regression for ``policy``'s critic, or None where it does not apply (see
+        :func:`plain_mlp_layers`: SB3's own methods, flat ``Box`` observations, Linear/Tanh/ReLU layers)."""
+        layers = plain_mlp_layers(
+            policy, policy.vf_features_extractor, getattr(policy.mlp_extractor, "value_net", None), policy.value_net
+        )
+        if layers is None or not all(isinstance(layer, nn.Linear) for layer in layers[::2]):
+            return None
+        linears, activations = layers[::2], layers[1::2]
+        if len(activations) != len(linears) - 1 or any(isinstance(a, nn.Linear) for a in activations):
+            return None
+        if any(layer.bias is None for layer in linears):
+            return None
+        return cls(linears, activations)  # type: ignore[arg-type]
+
+    def set_gradients(self, obs: th.Tensor, returns: th.Tensor) -> th.Tensor:
+        """Store ``d loss / d theta`` in every layer's ``.grad`` for ``loss = mean((V(obs) - returns)^2)``.
+
+        :return: the loss (detached)
+        """
+        with th.no_grad():
+            # forward, keeping each layer's input
+            inputs = []
+            x = obs.float().flatten(1)
+            for index, layer in enumerate(self.linears):
+                inputs.append(x)
+                x = th.addmm(layer.bias, x, layer.weight.t())
+                if index < len(self.tanh):
+                    x = th.tanh(x) if self.tanh[index] else th.relu(x)
+            error = x.squeeze(1) - returns
+            loss = error.square().mean()
+            # backward: d loss / d V = 2 (V - R) / B, then the chain rule layer by layer
+            delta = (error * (2.0 / len(error))).unsqueeze(1)
+            for index in range(len(self.linears) - 1, -1, -1):
+                layer = self.linears[index]
+                layer.weight.grad = delta.t() @ inputs[index]
+                layer.bias.grad = delta.sum(0)
+                if index > 0:
+                    upstream = delta @ layer.weight
+                    out = inputs[index]  # the previous activation's output
+                    delta = upstream * (1 - out * out) if self.tanh[index - 1] else upstream * (out > 0)
+        return loss

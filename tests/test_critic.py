@@ -1,0 +1,71 @@
+"""The hand-derived regression of plain MLP critics against autograd: the same losses and the same parameters
+after several optimizer steps, with Adam and with SGD; other critics keep autograd."""
+
+import numpy as np
+import pytest
+import torch as th
+from torch import nn
+
+from sb3_trpo_ext import TRPO
+from sb3_trpo_ext.trpo.critic import PlainMlpCritic
+from sb3_trpo_ext.trpo.policies import MlpPolicy
+
+CRITICS = [
+    dict(net_arch=[16]),
+    dict(net_arch=dict(pi=[8], vf=[12, 7]), activation_fn=nn.ReLU),
+    dict(net_arch=dict(pi=[8], vf=[])),
+]
+OPTIMIZERS = [dict(), dict(optimizer_class=th.optim.SGD, optimizer_kwargs=dict(momentum=0.9))]
+
+
+def _trained_critic(policy_kwargs, hand_derived, monkeypatch):
+    if not hand_derived:
+        monkeypatch.setattr(PlainMlpCritic, "from_policy", classmethod(lambda cls, policy: None))
+    model = TRPO(
+        "MlpPolicy", "Pendulum-v1", n_steps=96, batch_size=32, n_critic_updates=3, policy_kwargs=policy_kwargs, seed=0
+    )
+    model.learn(96)  # a real batch of observations and returns
+    batch = next(model.rollout_buffer.get(batch_size=None))
+    np.random.seed(1)  # the minibatch permutations
+    loss = model._update_critic(batch)
+    monkeypatch.undo()
+    return loss, [p.detach().clone() for p in model._critic_params]
+
+
+@pytest.mark.parametrize("critic", range(len(CRITICS)))
+@pytest.mark.parametrize("optimizer", range(len(OPTIMIZERS)))
+def test_hand_derived_regression_equals_autograd(critic, optimizer, monkeypatch):
+    policy_kwargs = {**CRITICS[critic], **OPTIMIZERS[optimizer]}
+    model = TRPO("MlpPolicy", "Pendulum-v1", n_steps=96, batch_size=32, policy_kwargs=policy_kwargs)
+    assert PlainMlpCritic.from_policy(model.policy) is not None
+    fast_loss, fast_params = _trained_critic(policy_kwargs, True, monkeypatch)
+    slow_loss, slow_params = _trained_critic(policy_kwargs, False, monkeypatch)
+    assert fast_loss == pytest.approx(slow_loss, rel=1e-5)
+    for fast, slow in zip(fast_params, slow_params):
+        th.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-6)
+
+
+def test_gradients_equal_autograd_on_one_minibatch():
+    model = TRPO("MlpPolicy", "Pendulum-v1", policy_kwargs=dict(net_arch=[9, 5], activation_fn=nn.ReLU), seed=3)
+    critic = PlainMlpCritic.from_policy(model.policy)
+    obs, returns = th.randn(40, 3), th.randn(40) * 5
+    loss = critic.set_gradients(obs, returns)
+    fast = [p.grad.clone() for p in model._critic_params]
+    expected = nn.functional.mse_loss(model.policy.predict_values(obs).flatten(), returns)
+    reference = th.autograd.grad(expected, model._critic_params)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    for got, want in zip(fast, reference):
+        th.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+class ScaledValues(MlpPolicy):
+    def predict_values(self, obs):
+        return 2 * super().predict_values(obs)
+
+
+@pytest.mark.parametrize(
+    ("policy", "policy_kwargs"), [(MlpPolicy, dict(activation_fn=nn.ELU)), (ScaledValues, None)], ids=["elu", "custom"]
+)
+def test_other_critics_keep_autograd(policy, policy_kwargs):
+    model = TRPO(policy, "Pendulum-v1", policy_kwargs=policy_kwargs)
+    assert PlainMlpCritic.from_policy(model.policy) is None
