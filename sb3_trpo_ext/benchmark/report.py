@@ -102,15 +102,22 @@ def iqm_interval(
     matrix = np.asarray(scores, dtype=float)
     if matrix.ndim == 1:
         matrix = matrix[:, None]
-    with warnings.catch_warnings():  # arch (under rliable) deprecates random_state; rliable still passes it
-        warnings.simplefilter("ignore", FutureWarning)
-        points, intervals = library.get_interval_estimates(
-            {"x": matrix},
-            lambda x: np.array([metrics.aggregate_iqm(x)]),
-            reps=reps,
-            confidence_interval_size=size,
-            random_state=np.random.RandomState(seed),
-        )
+    # rliable 1.2's StratifiedBootstrap draws its indices from NumPy's global generator (np.random.choice), not
+    # from random_state: seed the global generator for this call and restore its state afterwards.
+    saved = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        with warnings.catch_warnings():  # arch (under rliable) deprecates random_state; rliable still passes it
+            warnings.simplefilter("ignore", FutureWarning)
+            points, intervals = library.get_interval_estimates(
+                {"x": matrix},
+                lambda x: np.array([metrics.aggregate_iqm(x)]),
+                reps=reps,
+                confidence_interval_size=size,
+                random_state=np.random.RandomState(seed),
+            )
+    finally:
+        np.random.set_state(saved)
     return float(points["x"][0]), float(intervals["x"][0][0]), float(intervals["x"][1][0])
 
 
@@ -312,8 +319,9 @@ def _plot_env(table: Any, env: str, out: Path, reps: int, rng: np.random.Generat
         seeds = [g.sort_values("timesteps") for _, g in group.groupby("seed")]
         seeds = [g for g in seeds if g["wall_seconds"].notna().all() and len(g)]
         if seeds:
+            start = max(float(g["wall_seconds"].iloc[0]) for g in seeds)  # where every seed has a value
             end = min(float(g["wall_seconds"].iloc[-1]) for g in seeds)
-            grid = np.linspace(0.0, end, 50)
+            grid = np.linspace(start, max(start, end), 50)
             curves = np.array([np.interp(grid, g["wall_seconds"], g["eval_mean"]) for g in seeds])
             point, low, high = _bootstrap_band(curves, reps, rng)
             ax_wall.plot(grid, point, label=algo)

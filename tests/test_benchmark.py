@@ -1,0 +1,241 @@
+"""sb3_trpo_ext.benchmark: sweeps through the Zoo (local pool, Dask on loopback), resumption, report, errors.
+
+Every sweep here is tiny (CartPole-v1, ~1k timesteps, evaluation every 500): most of the time is the start-up
+of the run processes (torch + rl_zoo3 imports), a few seconds each.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rl_zoo3")
+pd = pytest.importorskip("pandas")
+
+from sb3_trpo_ext.benchmark import main  # noqa: E402
+from sb3_trpo_ext.benchmark.report import collect_rows, iqm, iqm_interval, normalize, write_report  # noqa: E402
+
+SWEEP = ["--algos", "trpo_ext", "ppo", "--envs", "CartPole-v1", "--seeds", "0", "1"]
+SMALL = ["-n", "1000", "--eval-freq", "500", "--eval-episodes", "2", "--save-freq", "500", "--no-progress"]
+DETERMINISTIC = ["algo", "env", "seed", "timesteps", "env_steps", "eval_mean", "eval_std"]
+
+
+@pytest.fixture(scope="module")
+def local_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny sweep, run once on 2 local workers."""
+    folder = tmp_path_factory.mktemp("bench") / "local"
+    main(["run", *SWEEP, *SMALL, "-f", str(folder), "--workers", "2"])
+    return folder
+
+
+def _segments(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "segments.jsonl").read_text().splitlines()]
+
+
+# -- runner and report ------------------------------------------------------------------------------------------
+def test_local_sweep_writes_runs_and_report(local_sweep: Path, tmp_path: Path) -> None:
+    config = json.loads((local_sweep / "sweep.json").read_text())
+    assert config["algos"] == ["trpo_ext", "ppo"] and config["seeds"] == [0, 1]
+    assert config["budgets"] == {"trpo_ext": {"CartPole-v1": 1000}, "ppo": {"CartPole-v1": 1000}}
+    for algo in ("trpo_ext", "ppo"):
+        for seed in (0, 1):
+            run = local_sweep / "runs" / algo / "CartPole-v1" / f"seed_{seed}"
+            result = json.loads((run / "result.json").read_text())
+            assert result["status"] == "done" and result["timesteps"] >= 1000
+            argv = _segments(run)[0]["argv"]
+            assert argv[argv.index("--") + 1 :][:7] == [
+                "train",
+                "--algo",
+                algo,
+                "--env",
+                "CartPole-v1",
+                "--seed",
+                str(seed),
+            ]
+
+    out = tmp_path / "report"
+    written = write_report([local_sweep], out, reps=500)
+    table = pd.read_csv(written["csv"])
+    assert list(table.columns) == [
+        "algo",
+        "env",
+        "seed",
+        "timesteps",
+        "env_steps",
+        "wall_seconds",
+        "eval_mean",
+        "eval_std",
+    ]
+    assert set(table["algo"]) == {"trpo_ext", "ppo"} and set(table["seed"]) == {0, 1}
+    for (_, _), run in table.groupby(["algo", "seed"]):
+        assert len(run) >= 2 and run["timesteps"].is_monotonic_increasing
+        assert (run["wall_seconds"] > 0).all() and run["wall_seconds"].is_monotonic_increasing
+    assert (table["env_steps"] == table["timesteps"]).all()  # no vine run here: no branch steps
+    markdown = written["markdown"].read_text()
+    for text in (
+        "## CartPole-v1",
+        "| trpo_ext |",
+        "| ppo |",
+        "95% CI",
+        "Aggregate over environments",
+        "torch",
+        "1,000",
+    ):
+        assert text in markdown
+    for name in ("curves_CartPole-v1", "aggregate"):
+        assert written[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # a plain Zoo log folder gives the same evaluations (from evaluations.npz)
+    zoo_folder = local_sweep / "runs" / "ppo" / "CartPole-v1" / "seed_0" / "zoo"
+    zoo_table, _ = collect_rows([zoo_folder])
+    ours = table[(table["algo"] == "ppo") & (table["seed"] == 0)]
+    assert zoo_table["timesteps"].tolist() == ours["timesteps"].tolist()
+    np.testing.assert_allclose(zoo_table["eval_mean"], ours["eval_mean"])
+    assert (zoo_table["wall_seconds"] > 0).all()
+
+
+def test_rerun_skips_finished_runs(local_sweep: Path) -> None:
+    before = {p: p.stat().st_mtime_ns for p in local_sweep.glob("runs/*/*/*/segments.jsonl")}
+    main(["run", *SWEEP, *SMALL, "-f", str(local_sweep), "--workers", "2"])
+    assert {p: p.stat().st_mtime_ns for p in local_sweep.glob("runs/*/*/*/segments.jsonl")} == before
+
+
+# -- Dask ---------------------------------------------------------------------------------------------------------
+def test_dask_sweep_gives_the_same_rows(local_sweep: Path, tmp_path: Path) -> None:
+    """Same rows as the local sweep: each run is the same process with the same seed on one torch thread, so
+    timesteps and evaluation returns are identical; only wall_seconds differ."""
+    distributed = pytest.importorskip("distributed")
+    folder = tmp_path / "dask"
+    with distributed.LocalCluster(
+        host="127.0.0.1", n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+        assert all(w.startswith("tcp://127.0.0.1:") for w in cluster.scheduler_info["workers"])
+        assert all(nanny.address.startswith("tcp://127.0.0.1:") for nanny in cluster.workers.values())
+        main(["run", *SWEEP, *SMALL, "-f", str(folder), "--dask", cluster.scheduler_address])
+    local, _ = collect_rows([local_sweep])
+    remote, _ = collect_rows([folder])
+    pd.testing.assert_frame_equal(local[DETERMINISTIC], remote[DETERMINISTIC])
+    for run in folder.glob("runs/*/*/*"):  # the whole run folder came back
+        assert (run / "result.json").is_file() and any(run.glob("zoo/*/*/evaluations.npz"))
+
+
+# -- resumption ---------------------------------------------------------------------------------------------------
+def test_killed_sweep_resumes_from_checkpoint(tmp_path: Path) -> None:
+    folder = tmp_path / "cut"
+    budget = 8000
+    argv = [sys.executable, "-m", "sb3_trpo_ext.benchmark", "run", "--algos", "ppo", "--envs", "CartPole-v1"]
+    argv += ["--seeds", "0", "1", "-n", str(budget), "--eval-freq", "500", "--eval-episodes", "2"]
+    argv += ["--save-freq", "500", "--workers", "1", "--no-progress", "-f", str(folder)]
+    first, cut = folder / "runs/ppo/CartPole-v1/seed_0", folder / "runs/ppo/CartPole-v1/seed_1"
+
+    sweep = subprocess.Popen(argv, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and sweep.poll() is None:
+            timeline = cut / "timeline.jsonl"
+            if timeline.is_file() and '"checkpoint"' in timeline.read_text():
+                break
+            time.sleep(0.05)
+    finally:
+        os.killpg(sweep.pid, signal.SIGKILL)  # the sweep and its run process
+        sweep.wait()
+    assert (first / "result.json").is_file(), "the first run should have finished before the cut"
+    assert not (cut / "result.json").is_file(), "the second run finished before it could be cut"
+
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=240)
+    assert len(_segments(first)) == 1  # not rerun
+    segments = _segments(cut)
+    assert len(segments) == 2 and segments[0]["trained_agent"] is None
+    resumed = segments[1]
+    assert resumed["trained_agent"] and resumed["offset_steps"] > 0
+    assert resumed["n_timesteps"] == budget - resumed["offset_steps"]
+    zoo_argv = resumed["argv"]
+    assert zoo_argv[zoo_argv.index("--trained-agent") + 1] == str(cut / resumed["trained_agent"])
+    assert zoo_argv[zoo_argv.index("-n") + 1] == str(budget - resumed["offset_steps"])
+    assert "Loading pretrained agent" in (cut / "segment_1.out").read_text()
+    result = json.loads((cut / "result.json").read_text())
+    assert result["segments"] == 2 and result["timesteps"] >= budget
+    evals = [r for r in map(json.loads, (cut / "timeline.jsonl").read_text().splitlines()) if r["kind"] == "eval"]
+    steps = [r["timesteps"] for r in evals]
+    assert steps == sorted(set(steps)) and steps[-1] >= budget - 500  # no evaluation twice, none missing at the end
+    assert {r["segment"] for r in evals} == {0, 1}
+
+
+# -- statistics ---------------------------------------------------------------------------------------------------
+def test_iqm_by_hand() -> None:
+    assert iqm(np.arange(1, 9)) == pytest.approx(4.5)  # middle half of 1..8: 3, 4, 5, 6
+    assert iqm(np.array([0, 1, 2, 3, 100, 4, 5, 6])) == pytest.approx(3.5)  # 2, 3, 4, 5: the outlier is cut
+    assert iqm(np.array([[1.0, 10.0], [2.0, 20.0], [3.0, 30.0], [4.0, 40.0]])) == pytest.approx((3 + 4 + 10 + 20) / 4)
+
+
+def test_iqm_interval_properties() -> None:
+    scores = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0])
+    point, low, high = iqm_interval(scores, reps=2000, seed=3)
+    assert point == pytest.approx(4.5)
+    assert scores.min() <= low < point < high <= scores.max()
+    assert (point, low, high) == iqm_interval(scores, reps=2000, seed=3)  # fixed seed: same interval
+    assert iqm_interval(np.full(5, 2.0), reps=200) == (2.0, 2.0, 2.0)
+    # stratified: runs are resampled within each task, so tasks constant over runs give a zero-width interval
+    matrix = np.array([[1.0, 3.0]] * 4)
+    assert iqm_interval(matrix, reps=500) == pytest.approx((2.0, 2.0, 2.0))
+    narrow = iqm_interval(scores, reps=2000, seed=3, size=0.5)
+    assert low <= narrow[1] <= narrow[2] <= high
+
+
+def test_normalize() -> None:
+    assert normalize("CartPole-v1", 500.0) == pytest.approx(1.0)
+    assert normalize("CartPole-v1", 22.0) == pytest.approx(0.0)
+    assert normalize("Hopper-v5", -20.272305) == pytest.approx(0.0)
+    assert normalize("NoReference-v0", 1.0) is None
+
+
+# -- errors before anything runs ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--algos", "nope", "--envs", "CartPole-v1", "--seeds", "0"], "unknown algorithm 'nope'"),
+        (["--algos", "ppo", "--envs", "NoSuchEnv-v0", "--seeds", "0"], "unknown environment id 'NoSuchEnv-v0'"),
+        (["--algos", "ppo", "--envs", "CartPole-v1", "--seeds", "0", "-n", "0"], "must be a positive integer"),
+        (["--algos", "ppo", "--envs", "CartPole-v1", "--seeds", "0", "-n", "-5"], "must be a positive integer"),
+        (["--algos", "ppo", "--envs", "CartPole-v1", "--seeds", "0", "-n", "1.5"], "must be a positive integer"),
+        (["--algos", "ppo", "--envs", "CartPole-v1", "--seeds", "0", "-n", "many"], "must be a positive integer"),
+    ],
+)
+def test_errors_before_running(
+    tmp_path: Path, capsys: pytest.CaptureFixture, arguments: list[str], message: str
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", *arguments, "-f", str(tmp_path / "out"), "--no-progress"])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_other_configuration_in_folder(local_sweep: Path, capsys: pytest.CaptureFixture) -> None:
+    before = (local_sweep / "sweep.json").read_text()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", *SWEEP[:-2], "0", "1", "2", *SMALL, "-f", str(local_sweep)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "holds a sweep of another configuration" in err and "seeds: [0, 1] there, [0, 1, 2] now" in err
+    assert "not supported" in err
+    assert (local_sweep / "sweep.json").read_text() == before
+    assert not (local_sweep / "runs" / "ppo" / "CartPole-v1" / "seed_2").exists()
+
+
+def test_dask_without_dask_installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.setitem(sys.modules, "distributed", None)  # `import distributed` raises ImportError
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", *SWEEP, *SMALL, "-f", str(tmp_path / "out"), "--dask", "tcp://127.0.0.1:1"])
+    assert exit_info.value.code == 2
+    assert 'pip install "sb3-trpo-ext[dask]"' in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
