@@ -177,14 +177,14 @@ _ArgsLoader.add_constructor(
 )
 
 
-def _vine_steps(model_zip: Path) -> int:
-    """``vine_branch_steps`` in a saved model's ``data`` (0 when absent)."""
+def _saved_counts(model_zip: Path) -> tuple[int, int] | None:
+    """(``num_timesteps``, ``vine_branch_steps``) in a saved model's ``data`` (None when unreadable)."""
     try:
         with zipfile.ZipFile(model_zip) as archive:
             data = json.loads(archive.read("data"))
-        return int(data.get("vine_branch_steps", 0) or 0)
+        return int(data.get("num_timesteps", 0) or 0), int(data.get("vine_branch_steps", 0) or 0)
     except (OSError, KeyError, ValueError, zipfile.BadZipFile):
-        return 0
+        return None
 
 
 def _monitor_clock(folder: Path) -> tuple[np.ndarray, np.ndarray] | None:
@@ -219,14 +219,11 @@ def _zoo_rows(folder: Path) -> list[dict[str, Any]]:
         seed = args.get("seed", int(run.name.rsplit("_", 1)[1]))
         data = np.load(npz)
         timesteps, results = data["timesteps"], data["results"]
-        known = [(0, 0)]
-        for checkpoint in run.glob("rl_model_*_steps.zip"):
-            match = re.fullmatch(r"rl_model_(\d+)_steps\.zip", checkpoint.name)
-            if match:
-                known.append((int(match[1]), _vine_steps(checkpoint)))
-        final = run / f"{env_name}.zip"
-        if final.is_file() and len(timesteps):
-            known.append((int(timesteps[-1]), _vine_steps(final)))
+        known = [(0, 0)]  # (timesteps, vine_branch_steps) of the saved models: checkpoints and the final one
+        for model_zip in [*run.glob("rl_model_*_steps.zip"), run / f"{env_name}.zip"]:
+            counts = _saved_counts(model_zip) if model_zip.is_file() else None
+            if counts is not None:
+                known.append(counts)
         known.sort()
         vine = np.interp(timesteps, [k for k, _ in known], [v for _, v in known])
         clock = _monitor_clock(run)
