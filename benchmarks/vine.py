@@ -37,6 +37,12 @@ Run from the repository root, one training process at a time::
     python benchmarks/vine.py curves --envs CartPole-v1 Acrobot-v1 --seeds 0 1 2
     python benchmarks/vine.py curves --envs Hopper-v5 --seeds 0 --timesteps 100000
     python benchmarks/vine.py report
+
+To measure a fixed commit while the working tree changes, run on a snapshot of the package (recorded in the
+results as ``code``)::
+
+    git archive HEAD sb3_trpo_ext | tar -x -C /tmp/vine_pkg && git rev-parse --short HEAD > /tmp/vine_pkg/COMMIT
+    PYTHONPATH=/tmp/vine_pkg python benchmarks/vine.py curves --envs Hopper-v5
 """
 
 from __future__ import annotations
@@ -115,9 +121,13 @@ VARIANCE_SCHEMES = ("vine", "single_path_equal_q", "single_path_equal_sim", "sin
 
 # ------------------------------------------------------------------------------------------------ helpers
 def code_version() -> str:
-    """Where ``sb3_trpo_ext`` was imported from, and the repository's HEAD commit."""
+    """Where ``sb3_trpo_ext`` was imported from: a snapshot's commit (a ``COMMIT`` file beside the package), or
+    the working tree and the repository's HEAD commit."""
+    location = Path(sb3_trpo_ext.__file__).parent.parent
+    if (location / "COMMIT").exists():
+        return f"sb3_trpo_ext snapshot of commit {(location / 'COMMIT').read_text().strip()} ({location})"
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
-    return f"sb3_trpo_ext from {Path(sb3_trpo_ext.__file__).parent.parent}, repository HEAD {head.strip()}"
+    return f"sb3_trpo_ext from {location}, repository HEAD {head.strip()}"
 
 
 def append_record(path: Path, record: dict[str, Any]) -> None:
@@ -698,12 +708,13 @@ def write_report() -> None:
         "Commands run (from the repository root, `.venv/bin/python`):",
         "",
         "```bash",
-        *[c.replace(str(ROOT) + "/", "") for c in commands],
+        *[f"python {c.replace(str(ROOT) + '/', '')}" for c in commands],
         "python benchmarks/vine.py report",
         "```",
         "",
         "Code measured (recorded with each result; the curves ran on a snapshot of a commit, "
-        "`git archive <commit> sb3_trpo_ext | tar -x -C /tmp/vine_pkg` and `PYTHONPATH=/tmp/vine_pkg`, because "
+        "`git archive <commit> sb3_trpo_ext | tar -x -C /tmp/vine_pkg`, the commit written to "
+        "`/tmp/vine_pkg/COMMIT`, and `PYTHONPATH=/tmp/vine_pkg`, because "
         "the working tree was being edited meanwhile):",
         "",
         *[f"- {c}" for c in dict.fromkeys(r.get("code", UNRECORDED_CODE) for r in [*variance, *curves])],
