@@ -562,15 +562,25 @@ class TRPO(OnPolicyAlgorithm):
             last_values = self.policy.predict_values(obs_as_tensor(new_obs, self.device))  # type: ignore[arg-type]
 
         buffer_actions = batch_actions.cpu().numpy().reshape(n_steps, env.num_envs, -1)
-        for step in range(n_steps):
-            rollout_buffer.add(
-                observations[step],
-                buffer_actions[step],
-                step_rewards[step],
-                episode_starts[step],
-                values[step],
-                log_probs[step],
-            )
+        if type(rollout_buffer).add is RolloutBuffer.add and n_steps == rollout_buffer.buffer_size:
+            # SB3's own add, n_steps times, as whole-array copies (a custom buffer's add is called per step)
+            rollout_buffer.observations[:] = np.stack(observations).reshape(rollout_buffer.observations.shape)
+            rollout_buffer.actions[:] = buffer_actions
+            rollout_buffer.rewards[:] = np.stack(step_rewards)
+            rollout_buffer.episode_starts[:] = np.stack(episode_starts)
+            rollout_buffer.values[:] = values.cpu().numpy()
+            rollout_buffer.log_probs[:] = log_probs.cpu().numpy()
+            rollout_buffer.pos, rollout_buffer.full = n_steps, True
+        else:
+            for step in range(n_steps):
+                rollout_buffer.add(
+                    observations[step],
+                    buffer_actions[step],
+                    step_rewards[step],
+                    episode_starts[step],
+                    values[step],
+                    log_probs[step],
+                )
         rollout_buffer.compute_returns_and_advantage(last_values=last_values, dones=dones)
         if self._vine is not None:
             assert isinstance(rollout_buffer, VineBufferMixin)
