@@ -7,6 +7,7 @@ analytic product == autograd (Hessian of KL) product == explicit ``mean_s J_s^T 
 import numpy as np
 import pytest
 import torch as th
+from gymnasium import spaces as gym_spaces
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -19,6 +20,7 @@ from stable_baselines3.common.distributions import (
 )
 
 from sb3_trpo_ext.common.fisher import (
+    GaussianFamily,
     action_family,
     analytic_fisher_product,
     autograd_fisher_product,
@@ -258,3 +260,60 @@ def test_fisher_times_is_the_hessian_of_the_kl(case, seed):
     hessian_times = th.autograd.grad(sum((g * t).sum() for g, t in zip(grads, tangent)), free)
     for ours, expected in zip(family.fisher_times(at, tangent), hessian_times, strict=True):
         th.testing.assert_close(ours, expected, rtol=1e-7, atol=1e-9)
+
+
+# ------------------------------------------------------------------- hand-derived product of plain MLP actors
+def _mlp_case(action_space, policy_kwargs):
+    import gymnasium as gym
+
+    from sb3_trpo_ext import TRPO
+
+    class _Env(gym.Env):
+        observation_space = gym.spaces.Box(-1, 1, (5,), np.float32)
+
+        def __init__(self):
+            self.action_space = action_space
+
+        def reset(self, *, seed=None, options=None):
+            return self.observation_space.sample(), {}
+
+        def step(self, action):
+            return self.observation_space.sample(), 0.0, False, False, {}
+
+    model = TRPO("MlpPolicy", _Env(), n_steps=8, batch_size=8, policy_kwargs=policy_kwargs, seed=0)
+    generator = th.Generator().manual_seed(1)
+    with th.no_grad():
+        for param in model.policy.parameters():
+            param.copy_(th.randn(param.shape, generator=generator) * 0.5)
+    return model
+
+
+@pytest.mark.parametrize(
+    "action_space",
+    [
+        gym_spaces.Box(-1, 1, (3,), np.float32),
+        gym_spaces.Discrete(4),
+        gym_spaces.MultiDiscrete([3, 2]),
+        gym_spaces.MultiBinary(3),
+    ],
+    ids=["gaussian", "categorical", "multicategorical", "bernoulli"],
+)
+@pytest.mark.parametrize(
+    "policy_kwargs", [dict(net_arch=[16]), dict(net_arch=[7, 5], activation_fn=th.nn.ReLU), dict(net_arch=[])]
+)
+def test_mlp_fisher_product_equals_the_autograd_jacobian_product(action_space, policy_kwargs):
+    from sb3_trpo_ext.common.fisher import mlp_fisher_product
+    from sb3_trpo_ext.trpo.policies import plain_mlp_actor
+
+    model = _mlp_case(action_space, policy_kwargs)
+    obs = th.randn(50, 5, generator=th.Generator().manual_seed(2))
+    distribution = model.policy.get_distribution(obs)
+    family = action_family(distribution)
+    params = model._actor_params
+    reference = analytic_fisher_product(family.params(distribution), params, family, damping=0.1)
+    linears, tanh = plain_mlp_actor(model.policy)
+    log_std = model.policy.log_std if isinstance(family, GaussianFamily) else None
+    fast = mlp_fisher_product(linears, tanh, log_std, obs, params, family, damping=0.1)
+    for seed in range(3):
+        vector = th.randn(sum(p.numel() for p in params), generator=th.Generator().manual_seed(seed))
+        th.testing.assert_close(fast(vector), reference(vector), rtol=1e-4, atol=1e-6)

@@ -33,6 +33,7 @@ from stable_baselines3.common.distributions import (
     MultiCategoricalDistribution,
     StateDependentNoiseDistribution,
 )
+from torch import nn
 
 DistParams = tuple[th.Tensor, ...]
 
@@ -215,5 +216,88 @@ def autograd_fisher_product(
     def product(vector: th.Tensor) -> th.Tensor:
         hv = _grad([grad_kl @ vector], params, [th.ones(())], retain_graph=True)
         return flatten(hv) + damping * vector
+
+    return product
+
+
+def mlp_fisher_product(
+    linears: Sequence[nn.Linear],
+    tanh: Sequence[bool],
+    log_std: th.Tensor | None,
+    obs: th.Tensor,
+    params: Sequence[th.Tensor],
+    family: ActionFamily,
+    damping: float = 0.0,
+) -> Callable[[th.Tensor], th.Tensor]:
+    """``v -> (mean_s J_s^T M_s J_s) v + damping * v`` for a plain MLP actor, with ``J v`` (tangents pushed
+    forward layer by layer) and ``J^T u`` (the chain rule backwards) written out: no autograd graph, about a
+    third of the operations of :func:`analytic_fisher_product`, the same product.
+
+    The head's raw outputs stand for the distribution's parameters: for categorical families ``M`` applied to
+    a tangent of the raw logits is the Fisher in the raw logits (the softmax's Jacobian is absorbed), for the
+    Gaussian the head is the mean and ``log_std`` a state-independent parameter.
+
+    :param linears: the actor's Linear layers, the action head last
+    :param tanh: for each activation between them, True for tanh, False for ReLU
+    :param log_std: the Gaussian's ``log_std`` parameter, else None
+    :param obs: the states, flat
+    :param params: the actor's parameters, in the order of the flat vectors: every Linear's ``weight`` and
+        ``bias`` and ``log_std``, each exactly once
+    :param family: the action distribution family
+    :param damping: Tikhonov damping added to the product
+    """
+    with th.no_grad():
+        inputs = []  # each Linear's input at theta_old
+        x = obs.float().flatten(1)
+        for index, layer in enumerate(linears):
+            inputs.append(x)
+            x = th.addmm(layer.bias, x, layer.weight.t())
+            if index < len(tanh):
+                x = th.tanh(x) if tanh[index] else th.relu(x)
+        head = x
+        if isinstance(family, GaussianFamily):
+            assert log_std is not None
+            at: DistParams = (head, log_std.detach().expand_as(head))
+        else:
+            at = (th.log_softmax(head, dim=-1),) if isinstance(family, CategoricalFamily) else (head,)
+            if isinstance(family, MultiCategoricalFamily):
+                blocks = th.split(head, family.action_dims, dim=-1)
+                at = (th.cat([th.log_softmax(block, dim=-1) for block in blocks], dim=-1),)
+    n_states = obs.shape[0]
+    position = {id(p): i for i, p in enumerate(params)}
+
+    def activation_slope(index: int) -> th.Tensor:
+        out = inputs[index + 1]  # the activation's output is the next Linear's input
+        return 1 - out * out if tanh[index] else (out > 0).to(out.dtype)
+
+    def product(vector: th.Tensor) -> th.Tensor:
+        with th.no_grad():
+            pieces = unflatten(vector, params)
+            # J v: push the parameter tangent forward through the layers
+            incoming = None  # the tangent of the layer's input (the observations have none)
+            for index, layer in enumerate(linears):
+                d_weight, d_bias = pieces[position[id(layer.weight)]], pieces[position[id(layer.bias)]]
+                tangent = th.addmm(d_bias, inputs[index], d_weight.t())
+                if incoming is not None:
+                    tangent = th.addmm(tangent, incoming, layer.weight.t())
+                if index < len(tanh):
+                    incoming = tangent * activation_slope(index)
+            if isinstance(family, GaussianFamily):
+                jv: DistParams = (tangent, pieces[position[id(log_std)]].expand_as(tangent))
+            else:
+                jv = (tangent,)
+            weighted = [t / n_states for t in family.fisher_times(at, jv)]
+            # J^T u: the chain rule backwards
+            result = [th.zeros_like(p) for p in params]
+            if isinstance(family, GaussianFamily):
+                result[position[id(log_std)]] = weighted[1].sum(dim=0)
+            delta = weighted[0]
+            for index in range(len(linears) - 1, -1, -1):
+                layer = linears[index]
+                result[position[id(layer.weight)]] = delta.t() @ inputs[index]
+                result[position[id(layer.bias)]] = delta.sum(dim=0)
+                if index > 0:
+                    delta = (delta @ layer.weight) * activation_slope(index - 1)
+            return flatten(result) + damping * vector
 
     return product

@@ -14,35 +14,26 @@ import torch as th
 from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
 
-from sb3_trpo_ext.trpo.policies import plain_mlp_layers
+from sb3_trpo_ext.trpo.policies import plain_mlp_critic
 
 
 class PlainMlpCritic:
     """MSE regression gradients of ``V(obs) = head(act(... act(Linear(obs))))`` by hand.
 
     :param linears: the Linear layers, the head (one output) last
-    :param activations: ``nn.Tanh`` or ``nn.ReLU`` modules after each Linear layer but the head
+    :param tanh: for each activation between them, True for tanh, False for ReLU
     """
 
-    def __init__(self, linears: list[nn.Linear], activations: list[nn.Module]):
+    def __init__(self, linears: list[nn.Linear], tanh: list[bool]):
         self.linears = linears
-        self.tanh = [isinstance(activation, nn.Tanh) for activation in activations]
+        self.tanh = tanh
 
     @classmethod
     def from_policy(cls, policy: ActorCriticPolicy) -> PlainMlpCritic | None:
         """The hand-derived regression for ``policy``'s critic, or None where it does not apply (see
-        :func:`plain_mlp_layers`: SB3's own methods, flat ``Box`` observations, Linear/Tanh/ReLU layers)."""
-        layers = plain_mlp_layers(
-            policy, policy.vf_features_extractor, getattr(policy.mlp_extractor, "value_net", None), policy.value_net
-        )
-        if layers is None or not all(isinstance(layer, nn.Linear) for layer in layers[::2]):
-            return None
-        linears, activations = layers[::2], layers[1::2]
-        if len(activations) != len(linears) - 1 or any(isinstance(a, nn.Linear) for a in activations):
-            return None
-        if any(layer.bias is None for layer in linears):
-            return None
-        return cls(linears, activations)  # type: ignore[arg-type]
+        :func:`sb3_trpo_ext.trpo.policies.plain_mlp_layers`: SB3's own methods, flat ``Box`` observations, Linear/Tanh/ReLU layers)."""
+        chain = plain_mlp_critic(policy)
+        return None if chain is None else cls(*chain)
 
     def set_gradients(self, obs: th.Tensor, returns: th.Tensor) -> th.Tensor:
         """Store ``d loss / d theta`` in every layer's ``.grad`` for ``loss = mean((V(obs) - returns)^2)``.

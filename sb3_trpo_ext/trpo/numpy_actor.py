@@ -21,12 +21,11 @@ from stable_baselines3.common.distributions import (
     MultiCategoricalDistribution,
 )
 from stable_baselines3.common.policies import ActorCriticPolicy
-from torch import nn
 
-from sb3_trpo_ext.trpo.policies import plain_mlp_layers
+from sb3_trpo_ext.trpo.policies import plain_mlp_actor
 
 #: SB3 distribution class -> family name (the exact classes: gSDE and subclasses take the torch path)
-_FAMILIES = {
+PLAIN_DISTRIBUTIONS = {
     DiagGaussianDistribution: "gaussian",
     CategoricalDistribution: "categorical",
     MultiCategoricalDistribution: "multicategorical",
@@ -58,19 +57,13 @@ class NumpyActor:
     @classmethod
     def from_policy(cls, policy: ActorCriticPolicy) -> NumpyActor | None:
         """A snapshot of ``policy``'s actor, or None where numpy would not compute exactly what the policy does
-        (see :func:`plain_mlp_layers`; gSDE, squashed and other distributions)."""
-        family = _FAMILIES.get(type(policy.action_dist))
-        layers = plain_mlp_layers(
-            policy, policy.pi_features_extractor, getattr(policy.mlp_extractor, "policy_net", None), policy.action_net
-        )
-        if family is None or layers is None:
+        (see :func:`sb3_trpo_ext.trpo.policies.plain_mlp_layers`; gSDE, squashed and other distributions)."""
+        family = PLAIN_DISTRIBUTIONS.get(type(policy.action_dist))
+        chain = plain_mlp_actor(policy)
+        if family is None or chain is None:
             return None
-        linears = [layer for layer in layers if isinstance(layer, nn.Linear)]
-        activations = [
-            "tanh" if isinstance(layer, nn.Tanh) else "relu" for layer in layers if not isinstance(layer, nn.Linear)
-        ]
-        if len(activations) != len(linears) - 1 or not all(isinstance(a, nn.Linear) for a in layers[::2]):
-            return None  # only Linear, activation, Linear, ..., Linear
+        linears, tanh = chain
+        activations = ["tanh" if is_tanh else "relu" for is_tanh in tanh]
         weights = [(_numpy(layer.weight).T.copy(), _numpy(layer.bias)) for layer in linears]
         std = _numpy(policy.log_std.exp()) if family == "gaussian" else None
         action_dims = list(policy.action_dist.action_dims) if family == "multicategorical" else None

@@ -141,6 +141,37 @@ def plain_mlp_layers(
     return layers if supported else None
 
 
+def linear_chain(layers: list[nn.Module] | None) -> tuple[list[nn.Linear], list[bool]] | None:
+    """``Linear, activation, Linear, ..., Linear`` (from :func:`plain_mlp_layers`) as its Linear layers and, for
+    each activation, True for tanh and False for ReLU; None for any other arrangement or a Linear without bias."""
+    if layers is None:
+        return None
+    linears, activations = layers[::2], layers[1::2]
+    if not all(type(layer) is nn.Linear and layer.bias is not None for layer in linears):
+        return None
+    if len(activations) != len(linears) - 1 or not all(type(a) in (nn.Tanh, nn.ReLU) for a in activations):
+        return None
+    return linears, [type(a) is nn.Tanh for a in activations]  # type: ignore[return-value]
+
+
+def plain_mlp_actor(policy: ActorCriticPolicy) -> tuple[list[nn.Linear], list[bool]] | None:
+    """The actor as a :func:`linear_chain`, or None (see :func:`plain_mlp_layers`)."""
+    return linear_chain(
+        plain_mlp_layers(
+            policy, policy.pi_features_extractor, getattr(policy.mlp_extractor, "policy_net", None), policy.action_net
+        )
+    )
+
+
+def plain_mlp_critic(policy: ActorCriticPolicy) -> tuple[list[nn.Linear], list[bool]] | None:
+    """The critic as a :func:`linear_chain`, or None (see :func:`plain_mlp_layers`)."""
+    return linear_chain(
+        plain_mlp_layers(
+            policy, policy.vf_features_extractor, getattr(policy.mlp_extractor, "value_net", None), policy.value_net
+        )
+    )
+
+
 def _lean_mlp(
     policy: ActorCriticPolicy, features_extractor: nn.Module, net: nn.Module | None, head: nn.Module
 ) -> Callable[[th.Tensor], th.Tensor] | None:

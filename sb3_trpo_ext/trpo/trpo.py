@@ -6,7 +6,7 @@ import io
 import math
 import pathlib
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar, TypeVar
 
@@ -28,11 +28,13 @@ from torch import nn
 
 from sb3_trpo_ext.common.cg import CGResult, conjugate_gradient
 from sb3_trpo_ext.common.fisher import (
+    ActionFamily,
     GaussianFamily,
     action_family,
     analytic_fisher_product,
     autograd_fisher_product,
     flatten,
+    mlp_fisher_product,
     unflatten,
 )
 from sb3_trpo_ext.common.vine import (
@@ -44,12 +46,13 @@ from sb3_trpo_ext.common.vine import (
     VineSampler,
 )
 from sb3_trpo_ext.trpo.critic import PlainMlpCritic
-from sb3_trpo_ext.trpo.numpy_actor import NumpyActor
+from sb3_trpo_ext.trpo.numpy_actor import PLAIN_DISTRIBUTIONS, NumpyActor
 from sb3_trpo_ext.trpo.policies import (
     CnnPolicy,
     MlpPolicy,
     MultiInputPolicy,
     lean_value_function,
+    plain_mlp_actor,
     split_actor_critic,
     uses_sb3_methods,
 )
@@ -680,10 +683,11 @@ class TRPO(OnPolicyAlgorithm):
         # Search direction s ~ F^-1 g by conjugate gradient, then the full step to the trust-region
         # boundary: 1/2 (beta s)^T F (beta s) = target_kl  =>  beta = sqrt(2 target_kl / s^T F s)  (Appendix C)
         # Fisher of the mean KL at theta_old, on every sub_sampling_factor-th state (Appendix C)
+        fisher_obs = obs
         if self.sub_sampling_factor > 1:
-            subsample = _index_obs(obs, slice(None, None, self.sub_sampling_factor))
-            dist_params = family.params(self.policy.get_distribution(subsample))
-        fisher_product = FISHER_PRODUCTS[self.fisher](dist_params, actor_params, family, self.cg_damping)
+            fisher_obs = _index_obs(obs, slice(None, None, self.sub_sampling_factor))
+            dist_params = family.params(self.policy.get_distribution(fisher_obs))
+        fisher_product = self._fisher_product(fisher_obs, dist_params, family)
         cg: CGResult = conjugate_gradient(fisher_product, gradient, max_iter=self.cg_max_steps, rtol=self.cg_rtol)
         stats.update(cg_iterations=cg.iterations, cg_residual=cg.residual_norm, cg_stop_reason=cg.reason)
         curvature = th.dot(cg.x, fisher_product(cg.x))
@@ -717,6 +721,18 @@ class TRPO(OnPolicyAlgorithm):
             self._set_actor(actor_params, theta_old)  # no acceptable step: keep the old policy
         stats["line_search_steps"] = self.line_search_max_iter
         return stats
+
+    def _fisher_product(
+        self, obs: PyTorchObs, dist_params: tuple[th.Tensor, ...], family: ActionFamily
+    ) -> Callable[[th.Tensor], th.Tensor]:
+        """The damped Fisher-vector product at ``obs``: ``fisher="analytic"`` writes ``J v`` and ``J^T u`` out by
+        hand for a plain MLP actor (:func:`mlp_fisher_product`) and takes them from autograd otherwise."""
+        chain = plain_mlp_actor(self.policy) if self.fisher == "analytic" else None
+        if chain is not None and type(self.policy.action_dist) in PLAIN_DISTRIBUTIONS:
+            linears, tanh = chain
+            log_std = self.policy.log_std if isinstance(family, GaussianFamily) else None
+            return mlp_fisher_product(linears, tanh, log_std, obs, self._actor_params, family, self.cg_damping)  # type: ignore[arg-type]
+        return FISHER_PRODUCTS[self.fisher](dist_params, self._actor_params, family, self.cg_damping)
 
     @staticmethod
     def _set_actor(actor_params: list[nn.Parameter], flat: th.Tensor) -> None:
