@@ -266,9 +266,10 @@ def mlp_fisher_product(
     n_states = obs.shape[0]
     position = {id(p): i for i, p in enumerate(params)}
 
-    def activation_slope(index: int) -> th.Tensor:
-        out = inputs[index + 1]  # the activation's output is the next Linear's input
-        return 1 - out * out if tanh[index] else (out > 0).to(out.dtype)
+    # the activations' derivatives at theta_old, once (an activation's output is the next Linear's input)
+    slopes = [
+        1 - inputs[i + 1] ** 2 if is_tanh else (inputs[i + 1] > 0).to(head.dtype) for i, is_tanh in enumerate(tanh)
+    ]
 
     def product(vector: th.Tensor) -> th.Tensor:
         with th.no_grad():
@@ -281,7 +282,7 @@ def mlp_fisher_product(
                 if incoming is not None:
                     tangent = th.addmm(tangent, incoming, layer.weight.t())
                 if index < len(tanh):
-                    incoming = tangent * activation_slope(index)
+                    incoming = tangent * slopes[index]
             if isinstance(family, GaussianFamily):
                 jv: DistParams = (tangent, pieces[position[id(log_std)]].expand_as(tangent))
             else:
@@ -297,7 +298,7 @@ def mlp_fisher_product(
                 result[position[id(layer.weight)]] = delta.t() @ inputs[index]
                 result[position[id(layer.bias)]] = delta.sum(dim=0)
                 if index > 0:
-                    delta = (delta @ layer.weight) * activation_slope(index - 1)
+                    delta = (delta @ layer.weight) * slopes[index - 1]
             return flatten(result) + damping * vector
 
     return product

@@ -16,6 +16,10 @@ from torch import nn
 
 from sb3_trpo_ext.trpo.policies import plain_mlp_critic
 
+# aten's fused derivatives: one operation instead of three
+_tanh_backward = th.ops.aten.tanh_backward
+_relu_backward = th.ops.aten.threshold_backward
+
 
 class PlainMlpCritic:
     """MSE regression gradients of ``V(obs) = head(act(... act(Linear(obs))))`` by hand.
@@ -57,8 +61,8 @@ class PlainMlpCritic:
                 layer = self.linears[index]
                 layer.weight.grad = delta.t() @ inputs[index]
                 layer.bias.grad = delta.sum(0)
-                if index > 0:
+                if index > 0:  # through the previous activation, whose output is this layer's input
                     upstream = delta @ layer.weight
-                    out = inputs[index]  # the previous activation's output
-                    delta = upstream * (1 - out * out) if self.tanh[index - 1] else upstream * (out > 0)
+                    out = inputs[index]
+                    delta = _tanh_backward(upstream, out) if self.tanh[index - 1] else _relu_backward(upstream, out, 0)
         return loss

@@ -606,7 +606,8 @@ class TRPO(OnPolicyAlgorithm):
             return actions
         if self.policy.squash_output:
             return self.policy.unscale_action(actions)
-        return np.clip(actions, self.action_space.low, self.action_space.high)
+        # np.clip's result, without its dispatch overhead (several times the cost on a few numbers)
+        return np.minimum(np.maximum(actions, self.action_space.low), self.action_space.high)
 
     # ----------------------------------------------------------------- update
     def train(self) -> None:
