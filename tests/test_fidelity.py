@@ -58,7 +58,7 @@ def test_custom_policy_is_collected_through_its_own_methods(policy):
     for name in ("observations", "actions", "episode_starts"):
         np.testing.assert_array_equal(getattr(ours, name), getattr(sb3, name), err_msg=name)
     for name in ("rewards", "values", "log_probs", "returns", "advantages"):
-        np.testing.assert_allclose(getattr(ours, name), getattr(sb3, name), rtol=1e-6, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(getattr(ours, name), getattr(sb3, name), rtol=1e-5, atol=1e-5, err_msg=name)
     if policy is ConstantValuePolicy:
         assert (ours.values == 7.0).all()
     else:  # the shifted logits make action 1 far more frequent than the untrained policy's ~50%

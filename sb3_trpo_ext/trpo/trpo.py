@@ -112,6 +112,26 @@ def _as_batch_of_one(observation: Any) -> Any:
     return np.asarray(observation)[None]
 
 
+def _compute_gae(buffer: RolloutBuffer, last_values: np.ndarray, dones: np.ndarray) -> None:
+    """SB3's ``compute_returns_and_advantage`` (GAE, Schulman et al. 2016), the same recursion over plain floats:
+    SB3 runs it as numpy operations on ``n_envs``-sized arrays, whose per-call overhead is most of its cost."""
+    gamma, gae_lambda = buffer.gamma, buffer.gae_lambda
+    n_steps, n_envs = buffer.rewards.shape
+    rewards, values = buffer.rewards.T.tolist(), buffer.values.T.tolist()
+    starts = buffer.episode_starts.T.tolist()
+    for env in range(n_envs):
+        r, v, start = rewards[env], values[env], starts[env]
+        column = [0.0] * n_steps
+        next_value, next_non_terminal, running = float(last_values[env]), 1.0 - float(dones[env]), 0.0
+        for t in range(n_steps - 1, -1, -1):
+            delta = r[t] + gamma * next_value * next_non_terminal - v[t]
+            running = delta + gamma * gae_lambda * next_non_terminal * running
+            column[t] = running
+            next_value, next_non_terminal = v[t], 1.0 - start[t]
+        buffer.advantages[:, env] = column
+    buffer.returns = buffer.advantages + buffer.values
+
+
 def describe_non_finite(buffer: RolloutBuffer) -> str:
     """What is non-finite in a filled rollout buffer (and its vine rollout set), or "" if nothing: for each
     array, how many entries and at which (step, env) positions, e.g. ``rewards: 1 at (step, env) [(299, 0)]``."""
@@ -584,7 +604,10 @@ class TRPO(OnPolicyAlgorithm):
                     values[step],
                     log_probs[step],
                 )
-        rollout_buffer.compute_returns_and_advantage(last_values=last_values, dones=dones)
+        if type(rollout_buffer).compute_returns_and_advantage is RolloutBuffer.compute_returns_and_advantage:
+            _compute_gae(rollout_buffer, last_values.cpu().numpy().flatten(), dones)
+        else:
+            rollout_buffer.compute_returns_and_advantage(last_values=last_values, dones=dones)
         if self._vine is not None:
             assert isinstance(rollout_buffer, VineBufferMixin)
             with _fast_distributions():
