@@ -139,8 +139,9 @@ def benchmark_env(
 
 def fisher_product_ms(model: OnPolicyAlgorithm, calls: int = 20) -> dict[str, float]:
     """Median wall time [ms] of one damped Fisher-vector product on ``model``'s last rollout batch, for each of
-    our ``fisher`` variants (``analytic``: ``J^T M J v``; ``autograd``: Hessian of the KL, as sb3-contrib computes
-    it), called alternately."""
+    our ``fisher`` variants (``analytic``: ``J^T M J v`` with autograd's ``J``; ``analytic_mlp``: the same with ``J v``
+    and ``J^T u`` written out for MLP actors, what ``train()`` uses; ``autograd``: Hessian of the KL, as sb3-contrib
+    computes it), called alternately."""
     from sb3_trpo_ext.common.fisher import action_family
     from sb3_trpo_ext.trpo.trpo import FISHER_PRODUCTS
 
@@ -150,6 +151,7 @@ def fisher_product_ms(model: OnPolicyAlgorithm, calls: int = 20) -> dict[str, fl
     family = action_family(distribution)
     dist_params = family.params(distribution)
     products = {name: make(dist_params, params, family, 0.1) for name, make in FISHER_PRODUCTS.items()}
+    products["analytic_mlp"] = model._fisher_product(observations, dist_params, family)  # what train() uses
     vector = th.randn(sum(p.numel() for p in params))
     times: dict[str, list[float]] = {name: [] for name in products}
     for _ in range(calls):
@@ -294,8 +296,9 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
     for env_id, result in results.items():
         fisher = result["fisher_product_ms"]
         print(
-            f"{env_id:<12} analytic {fisher['analytic']:.2f} ms, autograd (Hessian of KL) {fisher['autograd']:.2f} ms"
-            f" -> autograd/analytic {fisher['autograd'] / fisher['analytic']:.2f}x"
+            f"{env_id:<12} analytic, MLP by hand {fisher['analytic_mlp']:.2f} ms; analytic, autograd J "
+            f"{fisher['analytic']:.2f} ms; autograd (Hessian of KL) {fisher['autograd']:.2f} ms"
+            f" -> Hessian/ours {fisher['autograd'] / fisher['analytic_mlp']:.2f}x"
         )
 
 

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -345,9 +346,10 @@ def _class_key(cls: type) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
-def _mro_keys(cls: type) -> Iterator[str]:
-    for base in cls.__mro__:
-        yield _class_key(base)
+@functools.cache
+def _mro_keys(cls: type) -> tuple[str, ...]:
+    """The keys of ``cls`` and its bases, nearest first (cached: every snapshot looks them up)."""
+    return tuple(_class_key(base) for base in cls.__mro__)
 
 
 # Python-side attributes of a MuJoCo environment that are never saved: the simulator itself, the renderer,
@@ -457,7 +459,8 @@ def _save_rng(base: gym.Env) -> _RngState | None:
     if not isinstance(generator, np.random.Generator):
         return None
     bit_generator = generator.bit_generator
-    return _RngState(type(bit_generator), copy.deepcopy(bit_generator.state), attrs.get("_np_random_seed", _MISSING))
+    # the `state` getter builds a new dict of plain ints each call: already a copy
+    return _RngState(type(bit_generator), bit_generator.state, attrs.get("_np_random_seed", _MISSING))
 
 
 def _restore_rng(base: gym.Env, saved: _RngState) -> None:
@@ -517,14 +520,16 @@ def _error(layer: Any, env: Any, what: str, reason: str) -> UnrestorableEnvError
     )
 
 
+@functools.cache
+def _wrapper_entry(cls: type) -> tuple[_AttrAdapter | None, frozenset[str]]:
+    """The known-wrapper entry of ``cls`` (nearest base first) and the instance attributes it allows."""
+    entry = next((_WRAPPERS[key] for key in _mro_keys(cls) if key in _WRAPPERS), None)
+    return entry, _WRAPPER_BASE_KEYS if entry is None else _WRAPPER_BASE_KEYS | entry.allowed
+
+
 def _wrapper_adapter(layer: gym.Wrapper, env: gym.Env) -> _Adapter | None:
-    entry = None
-    for key in _mro_keys(type(layer)):
-        entry = _WRAPPERS.get(key)
-        if entry is not None:
-            break
-    allowed = _WRAPPER_BASE_KEYS if entry is None else _WRAPPER_BASE_KEYS | entry.allowed
-    unknown = sorted(set(vars(layer)) - allowed)
+    entry, allowed = _wrapper_entry(type(layer))
+    unknown = sorted(vars(layer).keys() - allowed)
     if unknown:
         kind = "wrapper" if entry is None else "known wrapper"
         raise _error(
