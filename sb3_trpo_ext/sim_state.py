@@ -42,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import weakref
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -107,6 +108,8 @@ def _copy_value(value: Any) -> Any:
     if cls is list:
         return [_copy_value(v) for v in value]
     if cls is tuple:
+        if all(isinstance(v, _IMMUTABLE) for v in value):
+            return value  # immutable all the way down
         return tuple(_copy_value(v) for v in value)
     if cls is dict:
         return {k: _copy_value(v) for k, v in value.items()}
@@ -179,19 +182,60 @@ class _AttrAdapter(_Adapter):
     :param state: attributes saved and restored
     :param const: attributes that do not change after construction (allowed, not saved)
     :param ignored: attributes that change but are not part of the simulation (allowed, not saved)
+    :param flat: attributes among ``state`` that are lists or deques of numbers and strings: copied whole in C
+        (episode statistics grow with training, and a per-element copy at every branch step would cost more
+        than the step)
     """
 
-    def __init__(self, state: tuple[str, ...] = (), const: tuple[str, ...] = (), ignored: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        state: tuple[str, ...] = (),
+        const: tuple[str, ...] = (),
+        ignored: tuple[str, ...] = (),
+        flat: tuple[str, ...] = (),
+    ):
         self.state = state
+        self.flat = frozenset(flat)
         self.allowed = frozenset(state) | frozenset(const) | frozenset(ignored)
 
     def save(self, layer: Any) -> dict[str, Any]:
         attrs = vars(layer)
-        return {name: _copy_value(attrs[name]) if name in attrs else _MISSING for name in self.state}
+        return {
+            name: _MISSING
+            if name not in attrs
+            else _copy_flat(attrs[name])
+            if name in self.flat
+            else _copy_value(attrs[name])
+            for name in self.state
+        }
 
     def restore(self, layer: Any, data: dict[str, Any]) -> None:
         for name, saved in data.items():
-            _restore_attr(layer, name, saved)
+            if name in self.flat:
+                _restore_flat(layer, name, saved)
+            else:
+                _restore_attr(layer, name, saved)
+
+
+def _copy_flat(value: Any) -> Any:
+    """A copy of a list or deque of immutable values (or any other value, by :func:`_copy_value`)."""
+    if type(value) is list:
+        return value[:]
+    if type(value) is deque:
+        return deque(value, maxlen=value.maxlen)
+    return _copy_value(value)
+
+
+def _restore_flat(obj: Any, name: str, saved: Any) -> None:
+    """:func:`_restore_attr` for a value saved by :func:`_copy_flat`: lists and deques updated in place."""
+    current = vars(obj).get(name, _MISSING)
+    if type(saved) is list and type(current) is list:
+        current[:] = saved
+    elif type(saved) is deque and type(current) is deque and current.maxlen == saved.maxlen:
+        current.clear()
+        current.extend(saved)
+    else:
+        _restore_attr(obj, name, saved)
 
 
 # Keys that gymnasium's `Wrapper.__init__` (and the helpers every wrapper may mix in) set on an instance.
@@ -239,6 +283,7 @@ _WRAPPERS: dict[str, _AttrAdapter] = {
             "length_queue",
         ),
         const=("_stats_key",),
+        flat=("time_queue", "return_queue", "length_queue"),
     ),
     "gymnasium.wrappers.common:Autoreset": _AttrAdapter(state=("autoreset",)),
     # gymnasium.wrappers.stateful_*
@@ -309,6 +354,7 @@ _WRAPPERS: dict[str, _AttrAdapter] = {
             "current_reset_info",
         ),
         const=("t_start", "results_writer", "reset_keywords", "info_keywords", "allow_early_resets"),
+        flat=("rewards", "episode_returns", "episode_lengths", "episode_times"),
     ),
     "stable_baselines3.common.atari_wrappers:StickyActionEnv": _AttrAdapter(
         state=("_sticky_action",), const=("action_repeat_probability",)
@@ -403,7 +449,16 @@ class _MujocoAdapter(_Adapter):
                 f"This snapshot was taken from a different MuJoCo model than the one of {type(layer).__name__}."
             )
         mujoco.mj_copyData(layer.data, layer.model, data)
+        current = vars(layer)
         for name, value in attrs.items():
+            now = current.get(name, _MISSING)
+            if now is value or (
+                type(value) is np.ndarray
+                and type(now) is np.ndarray
+                and now.dtype == value.dtype
+                and np.array_equal(now, value)
+            ):
+                continue  # unchanged (the usual case: these are mostly settings), no copy needed
             setattr(layer, name, _copy_value(value))
 
 
@@ -568,11 +623,35 @@ def _base_adapter(layer: gym.Env, env: gym.Env) -> _Adapter:
     )
 
 
+#: The plan of each environment seen, with the layers it was made for: vine snapshots and restores an
+#: environment at every branch step, and the walk with its checks would cost more than a classic-control step.
+_PLANS: weakref.WeakKeyDictionary[gym.Env, tuple[list[gym.Env], list[tuple[int, _Adapter]], tuple[int, ...]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def _plan(env: gym.Env) -> tuple[list[gym.Env], list[tuple[int, _Adapter]]]:
-    """The layers walked (outermost first) and the adapter of each layer that has state.
+    """The layers walked (outermost first) and the adapter of each layer that has state; reused while the
+    chain holds the same layer objects with as many instance attributes each.
 
     Raises :class:`UnrestorableEnvError` for any layer that cannot be restored. Reads no state.
     """
+    cached = _PLANS.get(env) if isinstance(env, gym.Env) else None
+    if cached is not None:
+        layers, adapters, keys = cached
+        if all(a is b for a, b in zip(_iter_layers(env), layers)) and _attribute_counts(layers) == keys:
+            return layers, adapters
+    layers, adapters = _make_plan(env)
+    _PLANS[env] = (layers, adapters, _attribute_counts(layers))
+    return layers, adapters
+
+
+def _attribute_counts(layers: list[gym.Env]) -> tuple[int, ...]:
+    """How many instance attributes each layer has: a wrapper that grew one is checked again."""
+    return tuple(len(vars(layer)) for layer in layers)
+
+
+def _make_plan(env: gym.Env) -> tuple[list[gym.Env], list[tuple[int, _Adapter]]]:
     if not isinstance(env, gym.Env):
         raise _error(env, env, "object", "it is not a gymnasium.Env (pass a single environment, not a VecEnv)")
     layers: list[gym.Env] = []

@@ -532,3 +532,20 @@ def test_get_state_reusing_a_spent_snapshot_replays_identically():
     for (o1, r1, t1, u1), (o2, r2, t2, u2) in zip(*replays):
         np.testing.assert_array_equal(o1, o2)
         assert (r1, t1, u1) == (r2, t2, u2)
+
+
+def test_a_wrapper_that_grows_state_after_a_snapshot_is_refused_at_the_next() -> None:
+    """Snapshots reuse the dispatch of an environment while its layers stay the same; a wrapper that gains an
+    attribute afterwards is checked again."""
+
+    class LateCounter(gym.Wrapper):
+        def step(self, action):
+            self.steps_seen = getattr(self, "steps_seen", 0) + 1
+            return self.env.step(action)
+
+    env = LateCounter(gym.make("CartPole-v1"))
+    env.reset(seed=0)
+    get_state(env)
+    env.step(0)
+    with pytest.raises(UnrestorableEnvError, match="LateCounter.*steps_seen"):
+        get_state(env)

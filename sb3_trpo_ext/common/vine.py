@@ -171,10 +171,12 @@ class BranchRunner:
         self.env = env
         self._snapshots: dict[int, sim_state.EnvState] = {}
         self._branches: dict[int, sim_state.EnvState] = {}
+        self._spent: list[sim_state.EnvState] = []  # branch states of earlier rollouts: buffers to reuse
         self._trunk: sim_state.EnvState | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "env": None}  # the worker's environment is the worker's own
+        # the worker's environment is the worker's own; snapshots are not sent
+        return {**self.__dict__, "env": None, "_snapshots": {}, "_branches": {}, "_spent": [], "_trunk": None}
 
     def __call__(self, command: str, per_env: dict[int, Any]) -> Any:
         if self.env is not None:
@@ -202,8 +204,10 @@ class BranchRunner:
             for branch, key, action in branches:
                 sim_state.set_state(env, self._branches.get(branch) or self._snapshots[key])
                 obs, reward, terminated, truncated, _ = env.step(action)
-                # the branch's previous state is spent: its buffers take the new one
-                self._branches[branch] = sim_state.get_state(env, reuse=self._branches.get(branch))
+                # the branch's previous state is spent: its buffers take the new one (a MuJoCo MjData costs
+                # ~0.5 ms to allocate, more than the step)
+                spent = self._branches.get(branch) or (self._spent.pop() if self._spent else None)
+                self._branches[branch] = sim_state.get_state(env, reuse=spent)
                 results.append((obs, float(reward), bool(terminated), bool(truncated)))
         return results
 
@@ -211,6 +215,7 @@ class BranchRunner:
         """Put the environment back into the trunk's state and forget the rollout's snapshots."""
         if self._trunk is not None:
             sim_state.set_state(env, self._trunk)
+        self._spent.extend(self._branches.values())
         self._trunk, self._snapshots, self._branches = None, {}, {}
 
 
