@@ -130,6 +130,8 @@ def _restore_attr(obj: Any, name: str, saved: Any) -> None:
         attrs.pop(name, None)
         return
     current = attrs.get(name, _MISSING)
+    if current is saved and isinstance(saved, _IMMUTABLE):
+        return  # unchanged (flags and counters that did not move)
     cls = type(saved)
     if cls is type(current):
         if cls is list:
