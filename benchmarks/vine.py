@@ -52,6 +52,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -78,6 +79,7 @@ RESULTS = ROOT / "docs" / "vine"
 CACHE = ROOT / "runs" / "vine"  # fixed policies of the variance study (git-ignored)
 VARIANCE_FILE = RESULTS / "variance.jsonl"
 CURVES_FILE = RESULTS / "curves.jsonl"
+THROUGHPUT_FILE = RESULTS / "throughput.jsonl"
 REPORT_FILE = ROOT / "docs" / "vine.md"
 
 #: Per environment: VecEnv layout, TRPO hyperparameters shared by both schemes, vine's own, curve budget.
@@ -168,7 +170,7 @@ def make_model(env_id: str, scheme: str, venv: VecEnv, seed: int, **overrides: A
 
 def branch_steps(model: TRPO) -> int:
     """Cumulative branch simulator steps of a model (0 for single path)."""
-    return model._vine.branch_steps_total if model._vine is not None else 0
+    return model.vine_branch_steps
 
 
 # ----------------------------------------------------------------------------------------------- variance
@@ -348,6 +350,65 @@ def throughput(records: list[dict[str, Any]], env_id: str) -> dict[str, float] |
         "branch_steps_per_s_timed": vine["branch_steps"] / vine["branch_seconds_median"],
         "ratio": branch_rate / trunk_rate,
     }
+
+
+def run_throughput(envs: list[str], repeats: int = 7) -> None:
+    """Steady-state trunk and branch steps/s, measured side by side: a single-path and a vine model of the same
+    configuration are warmed up with one update each, then their ``collect_rollouts`` calls alternate; the trunk
+    rate is single path's, the branch rate is vine's branch steps over its extra collection time (medians)."""
+    for env_id in envs:
+        models = {}
+        for scheme in ("single_path", "vine"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                models[scheme] = make_model(env_id, scheme, make_env(env_id, seed=0), seed=0)
+            models[scheme].learn(models[scheme].n_steps * models[scheme].n_envs)
+        seconds: dict[str, list[float]] = {scheme: [] for scheme in models}
+        branches: list[int] = []
+        for _ in range(repeats):
+            for scheme, model in models.items():
+                _, callback = model._setup_learn(10**9, callback=None, reset_num_timesteps=False)
+                before = model.vine_branch_steps
+                start = time.perf_counter()
+                model.collect_rollouts(model.env, callback, model.rollout_buffer, n_rollout_steps=model.n_steps)
+                seconds[scheme].append(time.perf_counter() - start)
+                if scheme == "vine":
+                    branches.append(model.vine_branch_steps - before)
+        single, vine = statistics.median(seconds["single_path"]), statistics.median(seconds["vine"])
+        trunk = models["vine"].n_steps * models["vine"].n_envs
+        record = {
+            "env": env_id,
+            "code": code_version(),
+            "repeats": repeats,
+            "trunk_steps": trunk,
+            "branch_steps": statistics.median(branches),
+            "trunk_steps_per_s": trunk / single,
+            "branch_steps_per_s": statistics.median(branches) / (vine - single),
+        }
+        record["ratio"] = record["branch_steps_per_s"] / record["trunk_steps_per_s"]
+        append_record(THROUGHPUT_FILE, record)
+        print(
+            f"{env_id}: trunk {record['trunk_steps_per_s']:.0f} steps/s, branches {record['branch_steps_per_s']:.0f} "
+            f"steps/s, ratio {record['ratio']:.2f}",
+            flush=True,
+        )
+        for model in models.values():
+            model.env.close()
+
+
+def steady_throughput_table(records: list[dict[str, Any]]) -> list[str]:
+    """The latest steady-state measurement of each environment (``throughput`` command)."""
+    latest = {r["env"]: r for r in records}
+    lines = [
+        "| env | trunk steps | branch steps | trunk steps/s | branch steps/s | ratio branch / trunk | code |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for env_id, r in latest.items():
+        lines.append(
+            f"| {env_id} | {r['trunk_steps']} | {r['branch_steps']:.0f} | {r['trunk_steps_per_s']:.0f} "
+            f"| {r['branch_steps_per_s']:.0f} | {r['ratio']:.2f} | {r['code']} |"
+        )
+    return lines
 
 
 # ------------------------------------------------------------------------------------------------- curves
@@ -782,6 +843,12 @@ def write_report() -> None:
         "",
         *throughput_table(variance),
         "",
+        "Steady state on the code as of the last `python benchmarks/vine.py throughput` (both models warmed up "
+        "by one update, then their collections alternate; medians of 7; the trunk of single path uses the numpy "
+        "actor, so the comparison is against the fastest trunk):",
+        "",
+        *steady_throughput_table(read_records(THROUGHPUT_FILE)),
+        "",
         "A branch step can be cheaper than a trunk step: the branches of one step share one batched policy "
         "forward pass, while the trunk calls the policy once per step for one or two environments; each branch "
         "step also restores and snapshots the simulator state (not timed separately here).",
@@ -815,7 +882,7 @@ def write_report() -> None:
 # --------------------------------------------------------------------------------------------------- main
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("variance", "curves", "report"))
+    parser.add_argument("command", choices=("variance", "curves", "throughput", "report"))
     parser.add_argument("--envs", nargs="+", default=None, help="environments (default per command)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="curves: training seeds")
     parser.add_argument("--timesteps", type=int, default=None, help="curves: trunk steps (default per env)")
@@ -824,6 +891,8 @@ def main() -> None:
     th.set_num_threads(1)
     if args.command == "variance":
         run_variance(args.envs or ["CartPole-v1", "Hopper-v5"], args.batches)
+    elif args.command == "throughput":
+        run_throughput(args.envs or ["CartPole-v1", "Hopper-v5"])
     elif args.command == "curves":
         run_curves(args.envs or ["CartPole-v1", "Acrobot-v1"], args.seeds, args.timesteps)
     else:

@@ -353,7 +353,6 @@ class VineSampler:
         self.enumerate_actions = isinstance(self.action_space, spaces.Discrete) and self.action_space.n <= n_actions
         self._plan: dict[int, list[int]] = {}
         self._states: list[tuple[int, Any]] = []  # (env index, observation as the policy saw it), snapshot key = index
-        self.branch_steps_total = 0
 
     # ------------------------------------------------------------------ trunk
     def plan(self, n_steps: int) -> None:
@@ -478,7 +477,6 @@ class VineSampler:
                 obs = obs_as_tensor(self._observe([bootstrap_obs[b] for b in cut]), device)
                 values = policy.predict_values(obs).flatten().cpu().numpy()
             returns[cut] += discount[cut] * values
-        self.branch_steps_total += branch_steps
         rollout_set = RolloutSet(
             observations=set_obs,
             actions=actions,
