@@ -1,6 +1,6 @@
 # Developer entry points for sb3-trpo-ext.
 #
-#   make venv       create $(VENV) and install the package (editable) with the test, mujoco, zoo and atari extras
+#   make venv       create $(VENV) and install the package (editable) with the test, mujoco, zoo, atari and dask extras
 #   make demo       train TRPO on CartPole-v1, evaluate it and save the model under runs/demo/
 #   make test       fast test suite (everything not marked `slow`)
 #   make test-slow  learning tests only (minutes)
@@ -15,7 +15,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= 2.13.0
-EXTRAS ?= test,mujoco,zoo,atari
+EXTRAS ?= test,mujoco,zoo,atari,dask
 PYTEST_ARGS ?=
 # -qq: only errors (plain -q still prints every pip warning, e.g. about unreachable extra indexes).
 PIP_FLAGS ?= -qq --disable-pip-version-check
