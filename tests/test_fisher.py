@@ -311,7 +311,7 @@ def test_mlp_fisher_product_equals_the_autograd_jacobian_product(action_space, p
     family = action_family(distribution)
     params = model._actor_params
     reference = analytic_fisher_product(family.params(distribution), params, family, damping=0.1)
-    linears, tanh = plain_mlp_actor(model.policy)
+    linears, tanh, _ = plain_mlp_actor(model.policy)
     log_std = model.policy.log_std if isinstance(family, GaussianFamily) else None
     fast = mlp_fisher_product(linears, tanh, log_std, obs, params, family, damping=0.1)
     for seed in range(3):

@@ -14,23 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch as th
-from stable_baselines3.common.distributions import (
-    BernoulliDistribution,
-    CategoricalDistribution,
-    DiagGaussianDistribution,
-    MultiCategoricalDistribution,
-)
 from stable_baselines3.common.policies import ActorCriticPolicy
 
 from sb3_trpo_ext.trpo.policies import plain_mlp_actor
-
-#: SB3 distribution class -> family name (the exact classes: gSDE and subclasses take the torch path)
-PLAIN_DISTRIBUTIONS = {
-    DiagGaussianDistribution: "gaussian",
-    CategoricalDistribution: "categorical",
-    MultiCategoricalDistribution: "multicategorical",
-    BernoulliDistribution: "bernoulli",
-}
 
 
 def _numpy(tensor: th.Tensor) -> np.ndarray:
@@ -58,11 +44,10 @@ class NumpyActor:
     def from_policy(cls, policy: ActorCriticPolicy) -> NumpyActor | None:
         """A snapshot of ``policy``'s actor, or None where numpy would not compute exactly what the policy does
         (see :func:`sb3_trpo_ext.trpo.policies.plain_mlp_layers`; gSDE, squashed and other distributions)."""
-        family = PLAIN_DISTRIBUTIONS.get(type(policy.action_dist))
-        chain = plain_mlp_actor(policy)
-        if family is None or chain is None:
+        plain = plain_mlp_actor(policy)
+        if plain is None:
             return None
-        linears, tanh = chain
+        linears, tanh, family = plain
         activations = ["tanh" if is_tanh else "relu" for is_tanh in tanh]
         weights = [(_numpy(layer.weight).T.copy(), _numpy(layer.bias)) for layer in linears]
         std = _numpy(policy.log_std.exp()) if family == "gaussian" else None

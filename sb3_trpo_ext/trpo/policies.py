@@ -13,6 +13,12 @@ from typing import Any
 import torch as th
 import torch.nn.functional as F
 from gymnasium import spaces
+from stable_baselines3.common.distributions import (
+    BernoulliDistribution,
+    CategoricalDistribution,
+    DiagGaussianDistribution,
+    MultiCategoricalDistribution,
+)
 from stable_baselines3.common.policies import (
     ActorCriticCnnPolicy,
     ActorCriticPolicy,
@@ -154,13 +160,26 @@ def linear_chain(layers: list[nn.Module] | None) -> tuple[list[nn.Linear], list[
     return linears, [type(a) is nn.Tanh for a in activations]  # type: ignore[return-value]
 
 
-def plain_mlp_actor(policy: ActorCriticPolicy) -> tuple[list[nn.Linear], list[bool]] | None:
-    """The actor as a :func:`linear_chain`, or None (see :func:`plain_mlp_layers`)."""
-    return linear_chain(
+#: SB3 distribution class -> family, for the actor's fast paths (numpy collection, Fisher products written out):
+#: the exact classes, whose parameters are the head's raw outputs (and ``log_std``); gSDE takes the torch paths.
+PLAIN_DISTRIBUTIONS = {
+    DiagGaussianDistribution: "gaussian",
+    CategoricalDistribution: "categorical",
+    MultiCategoricalDistribution: "multicategorical",
+    BernoulliDistribution: "bernoulli",
+}
+
+
+def plain_mlp_actor(policy: ActorCriticPolicy) -> tuple[list[nn.Linear], list[bool], str] | None:
+    """The actor as a :func:`linear_chain` and its distribution family (:data:`PLAIN_DISTRIBUTIONS`), or None
+    where the actor's fast paths do not apply (see :func:`plain_mlp_layers`)."""
+    family = PLAIN_DISTRIBUTIONS.get(type(policy.action_dist))
+    chain = linear_chain(
         plain_mlp_layers(
             policy, policy.pi_features_extractor, getattr(policy.mlp_extractor, "policy_net", None), policy.action_net
         )
     )
+    return None if family is None or chain is None else (*chain, family)
 
 
 def plain_mlp_critic(policy: ActorCriticPolicy) -> tuple[list[nn.Linear], list[bool]] | None:

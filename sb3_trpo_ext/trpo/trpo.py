@@ -46,7 +46,7 @@ from sb3_trpo_ext.common.vine import (
     VineSampler,
 )
 from sb3_trpo_ext.trpo.critic import PlainMlpCritic
-from sb3_trpo_ext.trpo.numpy_actor import PLAIN_DISTRIBUTIONS, NumpyActor
+from sb3_trpo_ext.trpo.numpy_actor import NumpyActor
 from sb3_trpo_ext.trpo.policies import (
     CnnPolicy,
     MlpPolicy,
@@ -751,9 +751,9 @@ class TRPO(OnPolicyAlgorithm):
     ) -> Callable[[th.Tensor], th.Tensor]:
         """The damped Fisher-vector product at ``obs``: ``fisher="analytic"`` writes ``J v`` and ``J^T u`` out by
         hand for a plain MLP actor (:func:`mlp_fisher_product`) and takes them from autograd otherwise."""
-        chain = plain_mlp_actor(self.policy) if self.fisher == "analytic" else None
-        if chain is not None and type(self.policy.action_dist) in PLAIN_DISTRIBUTIONS:
-            linears, tanh = chain
+        plain = plain_mlp_actor(self.policy) if self.fisher == "analytic" else None
+        if plain is not None:
+            linears, tanh, _ = plain
             log_std = self.policy.log_std if isinstance(family, GaussianFamily) else None
             return mlp_fisher_product(linears, tanh, log_std, obs, self._actor_params, family, self.cg_damping)  # type: ignore[arg-type]
         return FISHER_PRODUCTS[self.fisher](dist_params, self._actor_params, family, self.cg_damping)
