@@ -69,3 +69,24 @@ class ScaledValues(MlpPolicy):
 def test_other_critics_keep_autograd(policy, policy_kwargs):
     model = TRPO(policy, "Pendulum-v1", policy_kwargs=policy_kwargs)
     assert PlainMlpCritic.from_policy(model.policy) is None
+
+
+@pytest.mark.parametrize("dtype", [th.float32, th.float64])
+def test_tanh_in_place_matches_torch(dtype):
+    from sb3_trpo_ext.common.activations import tanh_
+
+    x = th.linspace(-12, 12, 4001, dtype=dtype).reshape(1, -1) * th.ones(3, 1, dtype=dtype)
+    expected = th.tanh(x)
+    result = tanh_(x)
+    assert result.data_ptr() == x.data_ptr()  # written over the input (NumPy's tanh on its view)
+    tolerance = dict(rtol=2e-7, atol=1e-7) if dtype == th.float32 else dict(rtol=1e-15, atol=1e-15)
+    th.testing.assert_close(result, expected, **tolerance)
+    # a tensor autograd needs keeps torch's tanh (and its gradient); so does a non-contiguous one
+    leaf = th.randn(4, 3, requires_grad=True)
+    out = tanh_(leaf)
+    assert out.data_ptr() != leaf.data_ptr()
+    out.sum().backward()
+    th.testing.assert_close(leaf.grad, 1 - th.tanh(leaf.detach()) ** 2)
+    strided = th.randn(6, 4).t()
+    before = strided.clone()
+    th.testing.assert_close(tanh_(strided), th.tanh(before))

@@ -35,6 +35,8 @@ from stable_baselines3.common.distributions import (
 )
 from torch import nn
 
+from sb3_trpo_ext.common.activations import tanh_
+
 DistParams = tuple[th.Tensor, ...]
 
 
@@ -253,7 +255,7 @@ def mlp_fisher_product(
             inputs.append(x)
             x = th.addmm(layer.bias, x, layer.weight.t())
             if index < len(tanh):
-                x = th.tanh(x) if tanh[index] else th.relu(x)
+                x = tanh_(x) if tanh[index] else th.relu(x)
         head = x
         if isinstance(family, GaussianFamily):
             assert log_std is not None

@@ -14,6 +14,7 @@ import torch as th
 from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
 
+from sb3_trpo_ext.common.activations import tanh_
 from sb3_trpo_ext.trpo.policies import plain_mlp_critic
 
 # aten's fused derivatives: one operation instead of three
@@ -52,7 +53,7 @@ class PlainMlpCritic:
                 inputs.append(x)
                 x = th.addmm(layer.bias, x, layer.weight.t())
                 if index < len(self.tanh):
-                    x = th.tanh(x) if self.tanh[index] else th.relu(x)
+                    x = tanh_(x) if self.tanh[index] else th.relu(x)
             error = x.squeeze(1) - returns
             loss = error.square().mean()
             # backward: d loss / d V = 2 (V - R) / B, then the chain rule layer by layer
