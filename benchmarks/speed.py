@@ -162,6 +162,26 @@ def fisher_product_ms(model: OnPolicyAlgorithm, calls: int = 20) -> dict[str, fl
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def tanh_microseconds(shape: tuple[int, int] = (128, 64), calls: int = 2000) -> dict[str, float]:
+    """Median time [µs] of one tanh of a critic minibatch's hidden layer (``shape``, float32): torch's ``tanh``
+    against NumPy's in place (:func:`sb3_trpo_ext.common.activations.tanh_`, what the critic's regression uses),
+    called alternately."""
+    from sb3_trpo_ext.common.activations import tanh_
+
+    x = th.randn(*shape)
+    scratch = x.clone()
+    times: dict[str, list[float]] = {"torch": [], "numpy_in_place": []}
+    for _ in range(calls):
+        start = perf_counter()
+        th.tanh(x)
+        times["torch"].append(1e6 * (perf_counter() - start))
+        scratch.copy_(x)
+        start = perf_counter()
+        tanh_(scratch)
+        times["numpy_in_place"].append(1e6 * (perf_counter() - start))
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def simulator_steps_per_second(env_id: str, steps: int = 20_000, seed: int = 0) -> float:
     """Steps/s of the bare environment (``gym.make``, random actions drawn beforehand, reset on episode end):
     the physical limit of any training loop on this machine."""
@@ -338,8 +358,13 @@ def main(argv: list[str] | None = None) -> None:
         }
         raw[env_id] = {name: asdict(timings[name]) for name in ALGORITHMS}
     threads = [] if args.no_threads else thread_check()
+    tanh_us = tanh_microseconds()
     print()
     print_table(results)
+    print(
+        f"one tanh of 128 x 64 float32 (critic minibatch, median): torch {tanh_us['torch']:.1f} us, "
+        f"NumPy in place {tanh_us['numpy_in_place']:.1f} us"
+    )
     for row in threads:
         print(
             f"threads, Pendulum-v1 20k steps, {row['busy_neighbours']} busy neighbour(s): torch default threads "
@@ -355,6 +380,7 @@ def main(argv: list[str] | None = None) -> None:
             "targets": TARGETS,
             "results": results,
             "threads": threads,
+            "tanh_us": tanh_us,
             "raw": raw,
         }
         args.json.write_text(json.dumps(payload, indent=2) + "\n")
