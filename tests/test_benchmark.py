@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -100,6 +101,23 @@ def test_local_sweep_writes_runs_and_report(local_sweep: Path, tmp_path: Path) -
     assert zoo_table["timesteps"].tolist() == ours["timesteps"].tolist()
     np.testing.assert_allclose(zoo_table["eval_mean"], ours["eval_mean"])
     assert (zoo_table["wall_seconds"] > 0).all()
+
+
+def test_report_names_unfinished_and_missing_runs(local_sweep: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "sweep"
+    shutil.copytree(local_sweep, folder, ignore=shutil.ignore_patterns("zoo", "resume"))
+    cut = folder / "runs" / "ppo" / "CartPole-v1" / "seed_1"
+    (cut / "result.json").unlink()  # as if the sweep had been stopped during this run
+    last_eval = [json.loads(line) for line in (cut / "timeline.jsonl").read_text().splitlines()][-1]["timesteps"]
+    shutil.rmtree(folder / "runs" / "trpo_ext" / "CartPole-v1" / "seed_0")  # never started
+    written = write_report([folder], tmp_path / "report", reps=200)
+    markdown = written["markdown"].read_text()
+    assert (
+        f"Unfinished runs (their last evaluation is used): ppo/CartPole-v1/seed 1 ({last_eval:,} of 1,000" in markdown
+    )
+    assert "Runs not started (no rows): trpo_ext/CartPole-v1/seed 0" in markdown
+    table = pd.read_csv(written["csv"])
+    assert set(zip(table["algo"], table["seed"])) == {("trpo_ext", 1), ("ppo", 0), ("ppo", 1)}
 
 
 def test_rerun_skips_finished_runs(local_sweep: Path) -> None:

@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from sb3_trpo_ext.benchmark.sweep import read_jsonl
+
 __all__ = [
     "COLUMNS",
     "REFERENCE_SCORES",
@@ -136,16 +138,6 @@ def _bootstrap_band(matrix: np.ndarray, reps: int, rng: np.random.Generator) -> 
 
 
 # -- reading --------------------------------------------------------------------------------------------------
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
-
-
 def _bench_rows(folder: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Rows of a sweep folder and its information (configuration, machines, run states)."""
     config = json.loads((folder / "sweep.json").read_text())
@@ -155,15 +147,14 @@ def _bench_rows(folder: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
             for seed in config["seeds"]:
                 run = folder / "runs" / algo / env / f"seed_{seed}"
                 result = run / "result.json"
-                states[(algo, env, seed)] = "done" if result.is_file() else "incomplete"
+                evals = [r for r in read_jsonl(run / "timeline.jsonl") if r.get("kind") == "eval"]
                 if result.is_file():
+                    states[(algo, env, seed)] = "done"
                     machines.append(json.loads(result.read_text()).get("machine", {}))
-                timeline = run / "timeline.jsonl"
-                if not timeline.is_file():
-                    continue
-                for record in _read_jsonl(timeline):
-                    if record.get("kind") == "eval":
-                        rows.append({"algo": algo, "env": env, "seed": seed, **{c: record[c] for c in COLUMNS[3:]}})
+                else:  # cut short (its last evaluation's timesteps) or never evaluated
+                    states[(algo, env, seed)] = evals[-1]["timesteps"] if evals else "not started"
+                for record in evals:
+                    rows.append({"algo": algo, "env": env, "seed": seed, **{c: record[c] for c in COLUMNS[3:]}})
     return rows, {"config": config, "machines": machines, "states": states}
 
 
@@ -409,9 +400,18 @@ def write_report(paths: Sequence[Path], out: Path, reps: int = 10_000, seed: int
 
     lines = ["# Benchmark report", "", "Machine(s):", "", *_machine_lines(infos), "", "Budgets:", ""]
     lines += [*_budget_lines(table, infos), ""]
-    incomplete = [f"{a}/{e}/seed {s}" for info in infos for (a, e, s), st in info["states"].items() if st != "done"]
-    if incomplete:
-        lines += [f"Incomplete runs (their last evaluation is used): {', '.join(incomplete)}", ""]
+    unfinished, not_started = [], []
+    for info in infos:
+        for (algo, env, seed), state in info["states"].items():
+            if state == "not started":
+                not_started.append(f"{algo}/{env}/seed {seed}")
+            elif state != "done":
+                budget = info["config"]["budgets"][algo][env]
+                unfinished.append(f"{algo}/{env}/seed {seed} ({state:,} of {budget:,} timesteps)")
+    if unfinished:
+        lines += [f"Unfinished runs (their last evaluation is used): {', '.join(unfinished)}", ""]
+    if not_started:
+        lines += [f"Runs not started (no rows): {', '.join(not_started)}", ""]
     lines += [
         f"Final score: the last evaluation of each run; IQM over seeds (interquartile mean, rliable) with its 95% "
         f"stratified-bootstrap confidence interval ({reps:,} replications, seed {seed}).",

@@ -250,7 +250,8 @@ def plan_runs(out: Path, config: SweepConfig) -> tuple[list[RunSpec], list[RunSp
 
 
 # -- one run --------------------------------------------------------------------------------------------------
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file (none if it does not exist; a line cut by a kill is skipped)."""
     if not path.is_file():
         return []
     records = []
@@ -286,7 +287,7 @@ def _final_model(run_dir: Path, spec: RunSpec) -> Path | None:
 
 
 def _write_result(run_dir: Path, spec: RunSpec, progress: dict[str, Any], segments: int) -> dict[str, Any]:
-    evals = [r for r in _read_jsonl(run_dir / "timeline.jsonl") if r.get("kind") == "eval"]
+    evals = [r for r in read_jsonl(run_dir / "timeline.jsonl") if r.get("kind") == "eval"]
     result = {
         "status": "done",
         **asdict(spec),
@@ -304,7 +305,7 @@ def _write_result(run_dir: Path, spec: RunSpec, progress: dict[str, Any], segmen
 def _resume_point(run_dir: Path, budget: int) -> dict[str, Any] | None:
     """The latest recorded checkpoint whose file exists, before the budget; evaluations after it are dropped."""
     timeline_path = run_dir / "timeline.jsonl"
-    timeline = _read_jsonl(timeline_path)
+    timeline = read_jsonl(timeline_path)
     checkpoints = [r for r in timeline if r.get("kind") == "checkpoint" and (run_dir / r["path"]).is_file()]
     checkpoints = [r for r in checkpoints if r["timesteps"] < budget]
     if not checkpoints:
@@ -343,7 +344,7 @@ def execute_run(
     if is_done(run_dir):
         return json.loads((run_dir / "result.json").read_text())
     run_dir.mkdir(parents=True, exist_ok=True)
-    segments = _read_jsonl(run_dir / "segments.jsonl")
+    segments = read_jsonl(run_dir / "segments.jsonl")
     progress = _read_json(run_dir / "progress.json") or {}
     if progress.get("finished") and progress.get("timesteps", 0) >= spec.budget and _final_model(run_dir, spec):
         return _write_result(run_dir, spec, progress, len(segments))  # finished, marker not yet written
