@@ -188,6 +188,25 @@ def test_killed_sweep_resumes_from_checkpoint(tmp_path: Path) -> None:
     assert {r["segment"] for r in evals} == {0, 1}
 
 
+def test_off_policy_checkpoint_keeps_the_replay_buffer(tmp_path: Path) -> None:
+    from stable_baselines3 import TD3
+
+    folder = tmp_path / "td3"
+    main(["run", "--algos", "td3", "--envs", "Pendulum-v1", "--seeds", "0", "-n", "600", "--eval-freq", "300"]
+         + ["--eval-episodes", "1", "--save-freq", "300", "--workers", "1", "--no-progress", "-f", str(folder)])  # fmt: skip
+    run = folder / "runs" / "td3" / "Pendulum-v1" / "seed_0"
+    checkpoints = [
+        r for r in map(json.loads, (run / "timeline.jsonl").read_text().splitlines()) if r["kind"] == "checkpoint"
+    ]
+    latest = run / checkpoints[-1]["path"]
+    buffer_file = latest.parent / "replay_buffer.pkl"  # where the Zoo's --trained-agent looks for it
+    assert buffer_file.is_file()
+    model = TD3.load(latest)
+    model.load_replay_buffer(buffer_file)
+    # the checkpoint is written in the step's callback, before SB3 stores that step's transition
+    assert checkpoints[-1]["timesteps"] == 600 and model.replay_buffer.size() == 599
+
+
 # -- statistics ---------------------------------------------------------------------------------------------------
 def test_iqm_by_hand() -> None:
     assert iqm(np.arange(1, 9)) == pytest.approx(4.5)  # middle half of 1..8: 3, 4, 5, 6

@@ -27,7 +27,9 @@ Counting, across resumed segments (the Zoo's ``--trained-agent`` restarts ``num_
 
 At each checkpoint a resume bundle ``resume/<steps>/`` is made: a hard link (or copy) of the Zoo's
 ``rl_model_<steps>_steps.zip`` and, when the run normalizes, ``<env>/vecnormalize.pkl`` with the statistics
-of that moment, where the Zoo's ``--trained-agent`` looks for them. Only the latest bundle is kept.
+of that moment, and for off-policy algorithms ``replay_buffer.pkl``, where the Zoo's ``--trained-agent`` looks
+for them. Only the latest bundle is kept. (The Zoo restarts ``num_timesteps`` at 0 on ``--trained-agent``, so
+an off-policy run resumed before its ``learning_starts`` is over starts that count again: the Zoo's own resume.)
 """
 
 from __future__ import annotations
@@ -219,6 +221,10 @@ class BenchRecorder(BaseCallback):
         if vec_normalize is not None:
             (bundle / self.env_name).mkdir()
             vec_normalize.save(str(bundle / self.env_name / "vecnormalize.pkl"))
+        if getattr(self.model, "replay_buffer", None) is not None:
+            # Off-policy runs: the Zoo's checkpoints hold no replay buffer, but its --trained-agent loads a
+            # replay_buffer.pkl found next to the model, so a cut run continues with the transitions it had.
+            self.model.save_replay_buffer(bundle / "replay_buffer.pkl")
         self._append(
             {
                 "kind": "checkpoint",
