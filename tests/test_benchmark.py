@@ -188,6 +188,30 @@ def test_killed_sweep_resumes_from_checkpoint(tmp_path: Path) -> None:
     assert {r["segment"] for r in evals} == {0, 1}
 
 
+def test_interrupt_stops_running_and_queued_runs(tmp_path: Path) -> None:
+    from sb3_trpo_ext.benchmark.sweep import plan_runs, prepare_sweep, run_dir_of, run_local
+
+    folder = tmp_path / "interrupted"
+    config = prepare_sweep(folder, ["ppo"], ["CartPole-v1"], [0, 1], n_timesteps=200_000, save_freq=500)
+    _, todo = plan_runs(folder, config)
+    first, second = (run_dir_of(folder, spec) for spec in todo)
+    started = time.time()
+
+    def tick() -> None:  # Ctrl-C once the first run has written its first checkpoint
+        timeline = first / "timeline.jsonl"
+        if timeline.is_file() and '"checkpoint"' in timeline.read_text():
+            raise KeyboardInterrupt
+        assert time.time() - started < 120, "no checkpoint in 120 s"
+
+    with pytest.raises(KeyboardInterrupt):
+        run_local(folder, config, todo, workers=1, tick=tick)
+    assert time.time() - started < 150  # the 200k-step run was terminated, not trained to the end
+    assert not (first / "result.json").exists() and not (first / "error.json").exists()  # not a failure
+    assert not second.exists()  # the queued run never started
+    (segment,) = _segments(first)
+    assert segment["trained_agent"] is None
+
+
 def test_off_policy_checkpoint_keeps_the_replay_buffer(tmp_path: Path) -> None:
     from stable_baselines3 import TD3
 

@@ -127,7 +127,14 @@ def _run(args: argparse.Namespace) -> int:
         if args.dask is not None:
             results = run_dask(args.folder, config, todo, args.dask, args.dask_cpu_resource, **hooks)
         else:
-            results = run_local(args.folder, config, todo, args.workers, **hooks)
+            try:
+                results = run_local(args.folder, config, todo, args.workers, **hooks)
+            except KeyboardInterrupt:
+                progress.console.print(
+                    f"{PROG}: interrupted; finished runs are kept, the cut ones resume from their last checkpoint "
+                    "when the same command is run again"
+                )
+                return 130
     failed = [r for r in results if r.get("status") != "done"]
     progress.console.print(
         f"{PROG}: {len(results) - len(failed)} run(s) finished now, {len(failed)} failed, {len(finished)} before; "

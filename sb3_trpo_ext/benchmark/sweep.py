@@ -332,6 +332,7 @@ def execute_run(
     run_dir: Path,
     on_progress: ProgressCallback | None = None,
     poll_seconds: float = 0.5,
+    stop: threading.Event | None = None,
 ) -> dict[str, Any]:
     """Run (or resume, or skip) one run in ``run_dir``, in its own process; return its ``result.json`` or error.
 
@@ -339,6 +340,8 @@ def execute_run(
     (return code, stderr tail) and returns it with ``status: "failed"``.
 
     :param on_progress: called with ``(run_id, progress)`` while the process runs (``progress.json``'s content)
+    :param stop: when set, the run's process is terminated and ``status: "interrupted"`` returned (nothing is
+        recorded as failed: the same sweep resumes the run from its last checkpoint)
     """
     run_dir = Path(run_dir)
     if is_done(run_dir):
@@ -395,7 +398,12 @@ def execute_run(
         if on_progress is not None:
             on_progress(spec.run_id, {"timesteps": offset_steps, "total": spec.budget, "state": "running"})
         while process.poll() is None:
-            time.sleep(poll_seconds)
+            if stop is not None and stop.wait(poll_seconds):
+                process.terminate()
+                process.wait()
+                return {"status": "interrupted", **asdict(spec), "segment": segment}
+            if stop is None:
+                time.sleep(poll_seconds)
             current = _read_json(run_dir / "progress.json")
             if on_progress is not None and current:
                 on_progress(spec.run_id, {**current, "state": "running"})
@@ -431,25 +439,38 @@ def run_local(
 
     :param on_done: called in the calling thread with each run's result (or error) as it ends
     :param tick: called in the calling thread about twice a second (the live display)
+    :raises KeyboardInterrupt: after stopping: queued runs are not started and running ones are terminated
+        (resumable from their last checkpoint by the same command)
     """
     results = []
+    stop = threading.Event()
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = {pool.submit(execute_run, spec, config, run_dir_of(out, spec), on_progress): spec for spec in specs}
+        futures = {
+            pool.submit(execute_run, spec, config, run_dir_of(out, spec), on_progress, stop=stop): spec
+            for spec in specs
+        }
         pending = set(futures)
-        while pending:
-            finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-            for future in finished:
-                spec = futures[future]
-                try:
-                    result = future.result()
-                except Exception as error:  # a bug of ours, not of the training: record it and go on
-                    result = {"status": "failed", **asdict(spec), "reason": repr(error), "stderr_tail": ""}
-                    write_json_atomic(run_dir_of(out, spec) / "error.json", result)
-                results.append(result)
-                if on_done is not None:
-                    on_done(spec, result)
-            if tick is not None:
-                tick()
+        try:
+            while pending:
+                finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    spec = futures[future]
+                    try:
+                        result = future.result()
+                    except Exception as error:  # a bug of ours, not of the training: record it and go on
+                        result = {"status": "failed", **asdict(spec), "reason": repr(error), "stderr_tail": ""}
+                        write_json_atomic(run_dir_of(out, spec) / "error.json", result)
+                    results.append(result)
+                    if on_done is not None:
+                        on_done(spec, result)
+                if tick is not None:
+                    tick()
+        except KeyboardInterrupt:
+            # Without this, leaving the pool would wait for every queued run to be trained.
+            stop.set()
+            for future in pending:
+                future.cancel()
+            raise
     return results
 
 
