@@ -156,3 +156,25 @@ def test_converges_to_the_direct_solve_at_any_conditioning(system, log10_rtol):
     assert float(th.linalg.vector_norm(result.x - exact)) <= (
         (rtol * b_norm + rounding) / lambda_min + 1e-12 * condition * float(th.linalg.vector_norm(exact))
     )
+
+
+@pytest.mark.parametrize("max_iter", [1, 3, 30])
+def test_a_x_is_the_product_of_the_returned_iterate(max_iter):
+    """``a_x`` (what the step size x^T A x uses) equals ``A x`` of the returned x, without an extra product."""
+    a, b = _spd(30, 5, condition=1e3)
+    a_t, b_t = th.from_numpy(a), th.from_numpy(b)
+    calls = []
+
+    def matvec(v):
+        calls.append(1)
+        return a_t @ v
+
+    result = conjugate_gradient(matvec, b_t, max_iter=max_iter, rtol=1e-12)
+    assert len(calls) == result.iterations  # a_x costs no product of its own
+    np.testing.assert_allclose(result.a_x.numpy(), a @ result.x.numpy(), rtol=1e-9, atol=1e-11)
+    x = result.x.numpy()
+    np.testing.assert_allclose(float(result.x @ result.a_x), x @ a @ x, rtol=1e-10)
+    # after an early stop on non-positive curvature, a_x still belongs to the returned iterate
+    indefinite = th.from_numpy(np.diag([1.0, 2.0, -1.0]))
+    stopped = conjugate_gradient(lambda v: indefinite @ v, th.tensor([1.0, 1.0, 1.0], dtype=th.float64), max_iter=5)
+    np.testing.assert_allclose(stopped.a_x.numpy(), (indefinite @ stopped.x).numpy(), atol=1e-12)

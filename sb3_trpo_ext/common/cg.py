@@ -26,12 +26,15 @@ class CGResult:
     :param iterations: number of matrix-vector products spent on iterations
     :param residual_norm: ``||b - A x||`` of the returned ``x`` (tracked by the recurrence)
     :param reason: ``"converged"``, ``"max_iter"`` or ``"non_positive_curvature"``
+    :param a_x: ``A x``, accumulated from the iterations' products (``x = sum alpha_i p_i`` so
+        ``A x = sum alpha_i A p_i``): the step size ``x^T A x`` needs no further product
     """
 
     x: th.Tensor
     iterations: int
     residual_norm: float
     reason: str
+    a_x: th.Tensor
 
     @property
     def converged(self) -> bool:
@@ -59,25 +62,27 @@ def conjugate_gradient(
     if max_iter < 1:
         raise ValueError(f"max_iter must be >= 1, got {max_iter}")
     x = th.zeros_like(b)
+    a_x = th.zeros_like(b)
     r = b.clone()  # residual b - A x for x = 0
     p = r.clone()
     r_dot_r = th.dot(r, r)
     threshold = max(rtol * float(th.linalg.vector_norm(b)), atol)
     if float(r_dot_r.sqrt()) <= threshold:
-        return CGResult(x, 0, float(r_dot_r.sqrt()), CONVERGED)
+        return CGResult(x, 0, float(r_dot_r.sqrt()), CONVERGED, a_x)
 
     for iteration in range(1, max_iter + 1):
         a_p = matvec(p)
         curvature = th.dot(p, a_p)
         if not curvature > 0:  # also catches NaN
-            return CGResult(x, iteration, float(r_dot_r.sqrt()), NON_POSITIVE_CURVATURE)
+            return CGResult(x, iteration, float(r_dot_r.sqrt()), NON_POSITIVE_CURVATURE, a_x)
         alpha = r_dot_r / curvature
         x = x + alpha * p
+        a_x = a_x + alpha * a_p
         r = r - alpha * a_p
         new_r_dot_r = th.dot(r, r)
         residual_norm = float(new_r_dot_r.sqrt())
         if residual_norm <= threshold:
-            return CGResult(x, iteration, residual_norm, CONVERGED)
+            return CGResult(x, iteration, residual_norm, CONVERGED, a_x)
         p = r + (new_r_dot_r / r_dot_r) * p
         r_dot_r = new_r_dot_r
-    return CGResult(x, max_iter, residual_norm, MAX_ITER)
+    return CGResult(x, max_iter, residual_norm, MAX_ITER, a_x)

@@ -714,7 +714,7 @@ class TRPO(OnPolicyAlgorithm):
         fisher_product = self._fisher_product(fisher_obs, dist_params, family)
         cg: CGResult = conjugate_gradient(fisher_product, gradient, max_iter=self.cg_max_steps, rtol=self.cg_rtol)
         stats.update(cg_iterations=cg.iterations, cg_residual=cg.residual_norm, cg_stop_reason=cg.reason)
-        curvature = th.dot(cg.x, fisher_product(cg.x))
+        curvature = th.dot(cg.x, cg.a_x)  # s^T F s from CG's own products (one Fisher product fewer)
         if not (th.isfinite(cg.x).all() and th.isfinite(curvature) and curvature > 0):
             warnings.warn(
                 f"TRPO: invalid search direction (s^T F s = {curvature.item()}), the actor update is skipped",
