@@ -397,13 +397,12 @@ def execute_run(
         process = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
         if on_progress is not None:
             on_progress(spec.run_id, {"timesteps": offset_steps, "total": spec.budget, "state": "running"})
+        stop = stop if stop is not None else threading.Event()  # never set: the wait is the poll interval
         while process.poll() is None:
-            if stop is not None and stop.wait(poll_seconds):
+            if stop.wait(poll_seconds):
                 process.terminate()
                 process.wait()
                 return {"status": "interrupted", **asdict(spec), "segment": segment}
-            if stop is None:
-                time.sleep(poll_seconds)
             current = _read_json(run_dir / "progress.json")
             if on_progress is not None and current:
                 on_progress(spec.run_id, {**current, "state": "running"})

@@ -35,7 +35,7 @@ from stable_baselines3.common.distributions import (
 )
 from torch import nn
 
-from sb3_trpo_ext.common.activations import tanh_
+from sb3_trpo_ext.common.mlp_forward import mlp_forward
 
 DistParams = tuple[th.Tensor, ...]
 
@@ -248,15 +248,8 @@ def mlp_fisher_product(
     :param family: the action distribution family
     :param damping: Tikhonov damping added to the product
     """
+    inputs, head = mlp_forward(linears, tanh, obs)  # each Linear's input at theta_old
     with th.no_grad():
-        inputs = []  # each Linear's input at theta_old
-        x = obs.float().flatten(1)
-        for index, layer in enumerate(linears):
-            inputs.append(x)
-            x = th.addmm(layer.bias, x, layer.weight.t())
-            if index < len(tanh):
-                x = tanh_(x) if tanh[index] else th.relu(x)
-        head = x
         if isinstance(family, GaussianFamily):
             assert log_std is not None
             at: DistParams = (head, log_std.detach().expand_as(head))

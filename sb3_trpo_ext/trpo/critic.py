@@ -14,7 +14,7 @@ import torch as th
 from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
 
-from sb3_trpo_ext.common.activations import tanh_
+from sb3_trpo_ext.common.mlp_forward import mlp_forward
 from sb3_trpo_ext.trpo.policies import plain_mlp_critic
 
 # aten's fused derivatives: one operation instead of three
@@ -45,16 +45,9 @@ class PlainMlpCritic:
 
         :return: the loss (detached)
         """
+        inputs, values = mlp_forward(self.linears, self.tanh, obs)
         with th.no_grad():
-            # forward, keeping each layer's input
-            inputs = []
-            x = obs.float().flatten(1)
-            for index, layer in enumerate(self.linears):
-                inputs.append(x)
-                x = th.addmm(layer.bias, x, layer.weight.t())
-                if index < len(self.tanh):
-                    x = tanh_(x) if self.tanh[index] else th.relu(x)
-            error = x.squeeze(1) - returns
+            error = values.squeeze(1) - returns
             loss = error.square().mean()
             # backward: d loss / d V = 2 (V - R) / B, then the chain rule layer by layer
             delta = (error * (2.0 / len(error))).unsqueeze(1)
