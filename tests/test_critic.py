@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import torch as th
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from sb3_trpo_ext import TRPO
-from sb3_trpo_ext.trpo.critic import PlainMlpCritic
+from sb3_trpo_ext.trpo.critic import PlainMlpCritic, optimizer_step
 from sb3_trpo_ext.trpo.policies import MlpPolicy
 
 CRITICS = [
@@ -90,3 +91,56 @@ def test_tanh_in_place_matches_torch(dtype):
     strided = th.randn(6, 4).t()
     before = strided.clone()
     th.testing.assert_close(tanh_(strided), th.tanh(before))
+
+
+def _two_optimizers(optimizer_class, **kwargs):
+    th.manual_seed(0)
+    params = [nn.Parameter(th.randn(5, 3)), nn.Parameter(th.randn(5))]
+    twins = [nn.Parameter(p.detach().clone()) for p in params]
+    return (params, optimizer_class(params, **kwargs)), (twins, optimizer_class(twins, **kwargs))
+
+
+@pytest.mark.parametrize(
+    "optimizer_class, kwargs",
+    [
+        (th.optim.Adam, dict(lr=0.1, fused=True)),
+        (th.optim.Adam, dict(lr=0.1)),
+        (th.optim.SGD, dict(lr=0.1, momentum=0.9)),
+    ],
+)
+def test_optimizer_step_is_the_optimizers_step(optimizer_class, kwargs):
+    (params, optimizer), (twins, reference) = _two_optimizers(optimizer_class, **kwargs)
+    for _ in range(4):
+        grads = [th.randn_like(p) for p in params]
+        for p, q, g in zip(params, twins, grads):
+            p.grad, q.grad = g.clone(), g.clone()
+        optimizer_step(optimizer)
+        reference.step()
+    for p, q in zip(params, twins):
+        assert th.equal(p, q)
+    assert str(optimizer.state_dict()) == str(reference.state_dict())
+
+
+def test_optimizer_step_runs_hooks_instance_steps_and_keeps_the_profiler_label():
+    (params, optimizer), _ = _two_optimizers(th.optim.Adam, lr=0.1)
+    for p in params:
+        p.grad = th.ones_like(p)
+    calls = []
+    handle = optimizer.register_step_post_hook(lambda *args: calls.append("local"))
+    optimizer_step(optimizer)
+    handle.remove()
+    handle = register_optimizer_step_pre_hook(lambda *args: calls.append("global"))
+    try:
+        optimizer_step(optimizer)
+    finally:
+        handle.remove()
+    optimizer_step(optimizer)  # no hook left: nothing more recorded
+    step = optimizer.step
+    optimizer.step = lambda: (calls.append("instance"), step())
+    optimizer_step(optimizer)
+    del optimizer.step
+    assert calls == ["local", "global", "instance"]
+    assert optimizer.state[params[0]]["step"].item() == 4
+    with th.profiler.profile() as profile:
+        optimizer_step(optimizer)
+    assert any(event.name == "Optimizer.step#Adam.step" for event in profile.events())

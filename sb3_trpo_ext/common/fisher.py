@@ -35,7 +35,7 @@ from stable_baselines3.common.distributions import (
 )
 from torch import nn
 
-from sb3_trpo_ext.common.mlp_forward import mlp_forward
+from sb3_trpo_ext.common.mlp_forward import PlainMlp
 
 DistParams = tuple[th.Tensor, ...]
 
@@ -248,7 +248,7 @@ def mlp_fisher_product(
     :param family: the action distribution family
     :param damping: Tikhonov damping added to the product
     """
-    inputs, head = mlp_forward(linears, tanh, obs)  # each Linear's input at theta_old
+    inputs, head = PlainMlp(linears, tanh).forward(obs)  # each Linear's input at theta_old
     with th.no_grad():
         if isinstance(family, GaussianFamily):
             assert log_std is not None

@@ -25,22 +25,32 @@ def tanh_(x: th.Tensor) -> th.Tensor:
     return th.tanh(x)
 
 
-def mlp_forward(
-    linears: Sequence[nn.Linear], tanh: Sequence[bool], obs: th.Tensor
-) -> tuple[list[th.Tensor], th.Tensor]:
-    """``head(act(... act(Linear(obs))))`` without autograd, keeping what a hand-written backward pass needs.
+class PlainMlp:
+    """A chain ``Linear, activation, ..., Linear`` read for the hand-written passes (critic regression, Fisher
+    product): detached views of the weights, biases and transposed weights, taken once and shared with the
+    parameters, so in-place optimizer steps show through. No autograd graph is built on them.
 
     :param linears: the Linear layers, the head last
     :param tanh: for each activation between them, True for tanh, False for ReLU
-    :param obs: the inputs, flattened to one row per sample
-    :return: each Linear's input (the activations' outputs after the first), and the head's output
     """
-    with th.no_grad():
+
+    def __init__(self, linears: Sequence[nn.Linear], tanh: Sequence[bool]):
+        self.weights = [layer.weight.detach() for layer in linears]
+        self.weights_t = [weight.t() for weight in self.weights]
+        self.biases = [layer.bias.detach() for layer in linears]
+        self.tanh = list(tanh)
+
+    def forward(self, obs: th.Tensor) -> tuple[list[th.Tensor], th.Tensor]:
+        """``head(act(... act(Linear(obs))))``, keeping what a hand-written backward pass needs.
+
+        :param obs: the inputs, flattened to one row per sample
+        :return: each Linear's input (the activations' outputs after the first), and the head's output
+        """
         inputs = []
-        x = obs.float().flatten(1)
-        for index, layer in enumerate(linears):
+        x = obs.detach().float().flatten(1)
+        for index, (bias, weight_t) in enumerate(zip(self.biases, self.weights_t, strict=True)):
             inputs.append(x)
-            x = th.addmm(layer.bias, x, layer.weight.t())
-            if index < len(tanh):
-                x = tanh_(x) if tanh[index] else th.relu(x)
-    return inputs, x
+            x = th.addmm(bias, x, weight_t)
+            if index < len(self.tanh):
+                x = tanh_(x) if self.tanh[index] else th.relu(x)
+        return inputs, x

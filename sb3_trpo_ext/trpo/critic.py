@@ -11,10 +11,11 @@ in each parameter's ``.grad``, and leaves the step to the configured optimizer, 
 from __future__ import annotations
 
 import torch as th
+import torch.optim.optimizer as torch_optimizer
 from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
 
-from sb3_trpo_ext.common.mlp_forward import mlp_forward
+from sb3_trpo_ext.common.mlp_forward import PlainMlp
 from sb3_trpo_ext.trpo.policies import plain_mlp_critic
 
 # aten's fused derivatives: one operation instead of three
@@ -25,13 +26,20 @@ _relu_backward = th.ops.aten.threshold_backward
 class PlainMlpCritic:
     """MSE regression gradients of ``V(obs) = head(act(... act(Linear(obs))))`` by hand.
 
+    Built once per update: it takes detached views of the weights (see :class:`PlainMlp`) and gives every
+    parameter a ``.grad`` buffer that each minibatch overwrites in place (``out=``), so a minibatch step allocates
+    no gradient tensors and sets no attributes; measured 157 -> 120 us per 128-sample minibatch of the default
+    64-64 critic (CartPole-v1, one thread).
+
     :param linears: the Linear layers, the head (one output) last
     :param tanh: for each activation between them, True for tanh, False for ReLU
     """
 
     def __init__(self, linears: list[nn.Linear], tanh: list[bool]):
         self.linears = linears
-        self.tanh = tanh
+        self.mlp = PlainMlp(linears, tanh)
+        self.weight_grads = [_grad_buffer(layer.weight) for layer in linears]
+        self.bias_grads = [_grad_buffer(layer.bias) for layer in linears]
 
     @classmethod
     def from_policy(cls, policy: ActorCriticPolicy) -> PlainMlpCritic | None:
@@ -41,22 +49,54 @@ class PlainMlpCritic:
         return None if chain is None else cls(*chain)
 
     def set_gradients(self, obs: th.Tensor, returns: th.Tensor) -> th.Tensor:
-        """Store ``d loss / d theta`` in every layer's ``.grad`` for ``loss = mean((V(obs) - returns)^2)``.
+        """Write ``d loss / d theta`` into every layer's ``.grad`` for ``loss = mean((V(obs) - returns)^2)``.
 
         :return: the loss (detached)
         """
-        inputs, values = mlp_forward(self.linears, self.tanh, obs)
-        with th.no_grad():
-            error = values.squeeze(1) - returns
-            loss = error.square().mean()
-            # backward: d loss / d V = 2 (V - R) / B, then the chain rule layer by layer
-            delta = (error * (2.0 / len(error))).unsqueeze(1)
-            for index in range(len(self.linears) - 1, -1, -1):
-                layer = self.linears[index]
-                layer.weight.grad = delta.t() @ inputs[index]
-                layer.bias.grad = delta.sum(0)
-                if index > 0:  # through the previous activation, whose output is this layer's input
-                    upstream = delta @ layer.weight
-                    out = inputs[index]
-                    delta = _tanh_backward(upstream, out) if self.tanh[index - 1] else _relu_backward(upstream, out, 0)
+        mlp = self.mlp
+        inputs, values = mlp.forward(obs)
+        error = values.view(-1).sub_(returns)  # the head's output is a fresh tensor: reuse it
+        loss = th.dot(error, error).div_(len(error))  # the mean of squares; torch's mean() costs ~10 us here
+        # backward: d loss / d V = 2 (V - R) / B, then the chain rule layer by layer
+        delta = error.mul_(2.0 / len(error)).unsqueeze(1)
+        for index in range(len(inputs) - 1, -1, -1):
+            th.mm(delta.t(), inputs[index], out=self.weight_grads[index])
+            th.sum(delta, 0, out=self.bias_grads[index])
+            if index > 0:  # through the previous activation, whose output is this layer's input
+                upstream = delta @ mlp.weights[index]
+                out = inputs[index]
+                delta = _tanh_backward(upstream, out) if mlp.tanh[index - 1] else _relu_backward(upstream, out, 0)
         return loss
+
+
+def optimizer_step(optimizer: th.optim.Optimizer) -> None:
+    """``optimizer.step()``, without torch.optim's per-call wrapper where it would do nothing.
+
+    ``Optimizer`` wraps every subclass's ``step`` to run the step hooks inside a profiler label; on CPU that costs
+    ~30 us a call even with no hook and no profiler (measured: 160 steps of the default critic's Adam with
+    set_gradients between them, 36.6 -> 31.7 ms), and the critic takes 160 steps an update. With no hook
+    registered, no profiler running and ``step`` not replaced on the instance, the wrapped function alone is the
+    same step; otherwise ``optimizer.step()`` runs.
+    """
+    step = type(optimizer).step
+    unwrapped = getattr(step, "__wrapped__", None) if getattr(step, "hooked", False) else None
+    if (
+        unwrapped is None
+        or "step" in vars(optimizer)  # replaced on the instance: call what is there
+        or optimizer._optimizer_step_pre_hooks
+        or optimizer._optimizer_step_post_hooks
+        or torch_optimizer._global_optimizer_pre_hooks
+        or torch_optimizer._global_optimizer_post_hooks
+        or th.autograd._profiler_enabled()
+    ):
+        optimizer.step()
+    else:
+        unwrapped(optimizer)
+
+
+def _grad_buffer(param: th.Tensor) -> th.Tensor:
+    """``param.grad``, (re)allocated where it is missing or not a plain dense buffer of ``param``'s shape."""
+    grad = param.grad
+    if grad is None or grad.shape != param.shape or grad.dtype != param.dtype or not grad.is_contiguous():
+        grad = param.grad = th.zeros_like(param, memory_format=th.contiguous_format)
+    return grad

@@ -45,7 +45,7 @@ from sb3_trpo_ext.common.vine import (
     VineRolloutBuffer,
     VineSampler,
 )
-from sb3_trpo_ext.trpo.critic import PlainMlpCritic
+from sb3_trpo_ext.trpo.critic import PlainMlpCritic, optimizer_step
 from sb3_trpo_ext.trpo.numpy_actor import NumpyActor
 from sb3_trpo_ext.trpo.policies import (
     CnnPolicy,
@@ -788,7 +788,7 @@ class TRPO(OnPolicyAlgorithm):
                     grads = th.autograd.grad(loss, self._critic_params)
                     for param, grad in zip(self._critic_params, grads, strict=True):
                         param.grad = grad
-                self.policy.optimizer.step()
+                optimizer_step(self.policy.optimizer)
                 losses.append(loss.detach())
         mean_loss = th.stack(losses).mean()
         # One check after the loop instead of one per minibatch (a sync point each): a non-finite loss or
