@@ -28,7 +28,7 @@ class PlainMlpCritic:
 
     Built once per update: it takes detached views of the weights (see :class:`PlainMlp`) and gives every
     parameter a ``.grad`` buffer that each minibatch overwrites in place (``out=``), so a minibatch step allocates
-    no gradient tensors and sets no attributes; measured 157 -> 120 us per 128-sample minibatch of the default
+    no gradient tensors and sets no attributes; measured 157 -> ~125 us per 128-sample minibatch of the default
     64-64 critic (CartPole-v1, one thread).
 
     :param linears: the Linear layers, the head (one output) last
@@ -36,7 +36,6 @@ class PlainMlpCritic:
     """
 
     def __init__(self, linears: list[nn.Linear], tanh: list[bool]):
-        self.linears = linears
         self.mlp = PlainMlp(linears, tanh)
         self.weight_grads = [_grad_buffer(layer.weight) for layer in linears]
         self.bias_grads = [_grad_buffer(layer.bias) for layer in linears]
@@ -56,7 +55,7 @@ class PlainMlpCritic:
         mlp = self.mlp
         inputs, values = mlp.forward(obs)
         error = values.view(-1).sub_(returns)  # the head's output is a fresh tensor: reuse it
-        loss = th.dot(error, error).div_(len(error))  # the mean of squares; torch's mean() costs ~10 us here
+        loss = error.square().mean()
         # backward: d loss / d V = 2 (V - R) / B, then the chain rule layer by layer
         delta = error.mul_(2.0 / len(error)).unsqueeze(1)
         for index in range(len(inputs) - 1, -1, -1):
