@@ -79,13 +79,17 @@ def optimizer_step(optimizer: th.optim.Optimizer) -> None:
     """
     step = type(optimizer).step
     unwrapped = getattr(step, "__wrapped__", None) if getattr(step, "hooked", False) else None
+    # torch.optim's private hook registries; a torch without them takes the plain step() (None: unknown)
+    hooks = (
+        getattr(optimizer, "_optimizer_step_pre_hooks", None),
+        getattr(optimizer, "_optimizer_step_post_hooks", None),
+        getattr(torch_optimizer, "_global_optimizer_pre_hooks", None),
+        getattr(torch_optimizer, "_global_optimizer_post_hooks", None),
+    )
     if (
         unwrapped is None
         or "step" in vars(optimizer)  # replaced on the instance: call what is there
-        or optimizer._optimizer_step_pre_hooks
-        or optimizer._optimizer_step_post_hooks
-        or torch_optimizer._global_optimizer_pre_hooks
-        or torch_optimizer._global_optimizer_post_hooks
+        or any(registry is None or len(registry) > 0 for registry in hooks)
         or th.autograd._profiler_enabled()
     ):
         optimizer.step()
