@@ -1,6 +1,7 @@
 """Saving and loading: round trips (in process and in a fresh interpreter), sb3-contrib TRPO checkpoints,
 and the errors for files that are not TRPO checkpoints."""
 
+import copy
 import json
 import os
 import pathlib
@@ -184,6 +185,41 @@ def test_load_sb3_contrib_checkpoint(tmp_path, make_env, equivalent):
     loaded.learn(128, reset_num_timesteps=False)
     assert loaded.num_timesteps == 256 + 128
     assert not th.equal(parameters_to_vector(loaded.policy.action_net.parameters()), actor)
+
+
+def _actor_step(model, rollout_buffer) -> th.Tensor:
+    """The change of the actor's parameters in one ``train()`` on a copy of ``rollout_buffer``."""
+    model.rollout_buffer = copy.deepcopy(rollout_buffer)
+    actor = [p for name, p in model.policy.named_parameters() if "value" not in name]
+    before = parameters_to_vector(actor).detach().clone()
+    model.train()
+    return parameters_to_vector(actor).detach() - before
+
+
+def test_converted_sb3_contrib_settings_take_sb3_contribs_step():
+    """With d action dimensions, target_kl and cg_damping times d (README, hyperparams/trpo_ext.yml) give
+    sb3-contrib's step on the same batch from the same weights: its Fisher is that of the per-dimension mean KL,
+    ours of the summed KL, d times larger. Converting target_kl alone gives a larger step."""
+    from sb3_contrib import TRPO as ContribTRPO
+
+    settings = dict(n_steps=256, batch_size=64, cg_max_steps=8, policy_kwargs=SMALL_NET, seed=0, device="cpu")
+    contrib = ContribTRPO("MlpPolicy", Box3Env(), target_kl=0.01, cg_damping=0.1, **settings)
+    _, callback = contrib._setup_learn(256)
+    contrib.collect_rollouts(contrib.env, callback, contrib.rollout_buffer, n_rollout_steps=contrib.n_steps)
+    start = copy.deepcopy(contrib.policy.state_dict())
+    reference = _actor_step(contrib, contrib.rollout_buffer)
+    assert contrib.logger.name_to_value["train/is_line_search_success"] == 1.0
+
+    steps = {}
+    for cg_damping in (0.3, 0.1):
+        ours = TRPO("MlpPolicy", Box3Env(), target_kl=0.03, cg_damping=cg_damping, **settings)
+        ours.policy.load_state_dict(start)
+        ours._setup_learn(256)
+        steps[cg_damping] = _actor_step(ours, contrib.rollout_buffer)
+    scale = reference.abs().max().item()
+    np.testing.assert_allclose(steps[0.3].numpy(), reference.numpy(), rtol=1e-3, atol=1e-4 * scale)
+    assert (steps[0.1] - reference).norm() > 0.1 * reference.norm()  # the test can tell the two apart
+    assert steps[0.1].norm() > reference.norm()
 
 
 # -------------------------------------------------------------------------------------------- errors

@@ -334,7 +334,16 @@ def test_every_yaml_block_builds_a_model(
     try:
         assert isinstance(model, TRPO)
         block_values = config[block]
-        for key in ("n_steps", "batch_size", "target_kl", "gamma", "use_sde", "vine_n_states", "vine_horizon"):
+        for key in (
+            "n_steps",
+            "batch_size",
+            "target_kl",
+            "cg_damping",
+            "gamma",
+            "use_sde",
+            "vine_n_states",
+            "vine_horizon",
+        ):
             if key in block_values:
                 assert getattr(model, key) == block_values[key], key
         assert model.sampling == ("vine" if algo == "trpo_vine" else "single_path")

@@ -873,8 +873,9 @@ class TRPO(OnPolicyAlgorithm):
             warnings.warn(
                 f"{path!r} was saved by sb3-contrib's TRPO, whose target_kl={data['target_kl']} bounds the KL "
                 f"averaged over {action_dim} action dimension(s). This TRPO bounds the true (summed) KL, so the "
-                f"same trust region is target_kl={data['target_kl'] * action_dim:g}; the saved value is kept "
-                "unless you pass target_kl=... to load().",
+                f"same trust region is target_kl={data['target_kl'] * action_dim:g}, and its step needs "
+                f"cg_damping={data['cg_damping'] * action_dim:g} (our Fisher is that of the summed KL); the saved "
+                "values are kept unless you pass target_kl=... and cg_damping=... to load().",
                 stacklevel=2,
             )
         return super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
