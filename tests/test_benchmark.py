@@ -6,6 +6,7 @@ of the run processes (torch + rl_zoo3 imports), a few seconds each.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -186,6 +187,46 @@ def test_killed_sweep_resumes_from_checkpoint(tmp_path: Path) -> None:
     steps = [r["timesteps"] for r in evals]
     assert steps == sorted(set(steps)) and steps[-1] >= budget - 500  # no evaluation twice, none missing at the end
     assert {r["segment"] for r in evals} == {0, 1}
+
+
+def _child_pids(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (Linux /proc)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+        except (OSError, ValueError):
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:  # field 4, after the "(command)" field
+            children.append(int(entry.name))
+    return children
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads processes from Linux /proc")
+def test_sigterm_stops_the_sweep_and_its_runs(tmp_path: Path) -> None:
+    """``kill`` on the sweep (how a background sweep is stopped) terminates its training processes too."""
+    folder = tmp_path / "terminated"
+    argv = [sys.executable, "-m", "sb3_trpo_ext.benchmark", "run", "--algos", "ppo", "--envs", "CartPole-v1"]
+    argv += ["--seeds", "0", "-n", "200000", "--eval-freq", "500", "--eval-episodes", "2", "--save-freq", "500"]
+    argv += ["--workers", "1", "--no-progress", "-f", str(folder)]
+    run = folder / "runs/ppo/CartPole-v1/seed_0"
+    sweep = subprocess.Popen(argv, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not ((run / "timeline.jsonl").is_file() and '"checkpoint"' in (run / "timeline.jsonl").read_text()):
+            assert time.time() < deadline and sweep.poll() is None, "no checkpoint in 120 s"
+            time.sleep(0.05)
+        children = _child_pids(sweep.pid)
+        assert children, "the run process should be running"
+        sweep.send_signal(signal.SIGTERM)
+        assert sweep.wait(timeout=60) == 130
+        time.sleep(0.5)
+        assert not [pid for pid in children if Path(f"/proc/{pid}").exists()], "a training process was left running"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(sweep.pid, signal.SIGKILL)
+        sweep.wait()
+    assert not (run / "result.json").exists() and not (run / "error.json").exists()  # resumable, not failed
 
 
 def test_interrupt_stops_running_and_queued_runs(tmp_path: Path) -> None:

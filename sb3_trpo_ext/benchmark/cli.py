@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from sb3_trpo_ext.benchmark.sweep import (
     DASK_EXTRA_MESSAGE,
@@ -128,7 +132,8 @@ def _run(args: argparse.Namespace) -> int:
             results = run_dask(args.folder, config, todo, args.dask, args.dask_cpu_resource, **hooks)
         else:
             try:
-                results = run_local(args.folder, config, todo, args.workers, **hooks)
+                with _sigterm_as_interrupt():
+                    results = run_local(args.folder, config, todo, args.workers, **hooks)
             except KeyboardInterrupt:
                 progress.console.print(
                     f"{PROG}: interrupted; finished runs are kept, the cut ones resume from their last checkpoint "
@@ -141,6 +146,25 @@ def _run(args: argparse.Namespace) -> int:
         f"report: {PROG} report {args.folder} -o REPORT_FOLDER"
     )
     return 1 if failed else 0
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Stop on SIGTERM (``kill``, a batch system's stop) as on Ctrl-C: the running training processes are
+    terminated with the sweep, not left behind, and resume from their checkpoints on the next run. A shell
+    starts background jobs with Ctrl-C ignored, so ``kill`` is how such a sweep is stopped."""
+    if threading.current_thread() is not threading.main_thread():  # signal handlers live in the main thread
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
