@@ -64,7 +64,7 @@ def test_local_sweep_writes_runs_and_report(local_sweep: Path, tmp_path: Path) -
             ]
 
     out = tmp_path / "report"
-    written = write_report([local_sweep], out, reps=500)
+    written = write_report([local_sweep], out, reps=500, seed=7)
     table = pd.read_csv(written["csv"])
     assert list(table.columns) == [
         "algo",
@@ -90,6 +90,7 @@ def test_local_sweep_writes_runs_and_report(local_sweep: Path, tmp_path: Path) -
         "Aggregate over environments",
         "torch",
         "1,000",
+        "(500 replications, seed 7)",  # the bootstrap's seed, not a run's
     ):
         assert text in markdown
     for name in ("curves_CartPole-v1", "aggregate"):

@@ -402,12 +402,12 @@ def write_report(paths: Sequence[Path], out: Path, reps: int = 10_000, seed: int
     lines += [*_budget_lines(table, infos), ""]
     unfinished, not_started = [], []
     for info in infos:
-        for (algo, env, seed), state in info["states"].items():
+        for (algo, env, run_seed), state in info["states"].items():
             if state == "not started":
-                not_started.append(f"{algo}/{env}/seed {seed}")
+                not_started.append(f"{algo}/{env}/seed {run_seed}")
             elif state != "done":
                 budget = info["config"]["budgets"][algo][env]
-                unfinished.append(f"{algo}/{env}/seed {seed} ({state:,} of {budget:,} timesteps)")
+                unfinished.append(f"{algo}/{env}/seed {run_seed} ({state:,} of {budget:,} timesteps)")
     if unfinished:
         lines += [f"Unfinished runs (their last evaluation is used): {', '.join(unfinished)}", ""]
     if not_started:
