@@ -42,6 +42,12 @@ def _segments(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "segments.jsonl").read_text().splitlines()]
 
 
+def _has_checkpoint(run: Path) -> bool:
+    """Whether the run has written a checkpoint into its timeline yet."""
+    timeline = run / "timeline.jsonl"
+    return timeline.is_file() and '"checkpoint"' in timeline.read_text()
+
+
 # -- runner and report ------------------------------------------------------------------------------------------
 def test_local_sweep_writes_runs_and_report(local_sweep: Path, tmp_path: Path) -> None:
     config = json.loads((local_sweep / "sweep.json").read_text())
@@ -160,10 +166,7 @@ def test_killed_sweep_resumes_from_checkpoint(tmp_path: Path) -> None:
     sweep = subprocess.Popen(argv, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 240
-        while time.time() < deadline and sweep.poll() is None:
-            timeline = cut / "timeline.jsonl"
-            if timeline.is_file() and '"checkpoint"' in timeline.read_text():
-                break
+        while time.time() < deadline and sweep.poll() is None and not _has_checkpoint(cut):
             time.sleep(0.05)
     finally:
         os.killpg(sweep.pid, signal.SIGKILL)  # the sweep and its run process
@@ -214,7 +217,7 @@ def test_sigterm_stops_the_sweep_and_its_runs(tmp_path: Path) -> None:
     sweep = subprocess.Popen(argv, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
-        while not ((run / "timeline.jsonl").is_file() and '"checkpoint"' in (run / "timeline.jsonl").read_text()):
+        while not _has_checkpoint(run):
             assert time.time() < deadline and sweep.poll() is None, "no checkpoint in 120 s"
             time.sleep(0.05)
         children = _child_pids(sweep.pid)
@@ -240,8 +243,7 @@ def test_interrupt_stops_running_and_queued_runs(tmp_path: Path) -> None:
     started = time.time()
 
     def tick() -> None:  # Ctrl-C once the first run has written its first checkpoint
-        timeline = first / "timeline.jsonl"
-        if timeline.is_file() and '"checkpoint"' in timeline.read_text():
+        if _has_checkpoint(first):
             raise KeyboardInterrupt
         assert time.time() - started < 120, "no checkpoint in 120 s"
 
