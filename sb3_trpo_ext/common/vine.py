@@ -211,6 +211,16 @@ class BranchRunner:
                 results.append((obs, float(reward), bool(terminated), bool(truncated)))
         return results
 
+    def _call_at_branches(self, env: gym.Env, request: tuple[str, list[int]]) -> list[Any]:
+        """``env``'s method ``name`` (looked up through its wrappers, as ``VecEnv.env_method`` does) called at the
+        latest state of each listed branch, e.g. ``action_masks`` for MaskableTRPO's branches."""
+        name, branches = request
+        results = []
+        for branch in branches:
+            sim_state.set_state(env, self._branches[branch])
+            results.append(env.get_wrapper_attr(name)())
+        return results
+
     def _end(self, env: gym.Env, _: Any) -> None:
         """Put the environment back into the trunk's state and forget the rollout's snapshots."""
         if self._trunk is not None:
@@ -415,7 +425,7 @@ class VineSampler:
         n_states = len(self._states)
         with th.no_grad():
             set_obs = obs_as_tensor(_stack([obs for _, obs in self._states]), device)
-            distribution = policy.get_distribution(set_obs)
+            distribution = self._distribution(policy, set_obs, None)
             actions = self._initial_actions(distribution, n_states, device)
             n_actions = actions.shape[1]
             old_log_probs = th.stack([distribution.log_prob(actions[:, k]) for k in range(n_actions)], dim=1)
@@ -425,7 +435,7 @@ class VineSampler:
         env_of = np.array([self._states[b // n_actions][0] for b in range(n_branches)])
         returns = np.zeros(n_branches)
         discount = np.ones(n_branches)
-        live = np.ones(n_branches, dtype=bool)
+        live = self._tried(actions)  # all branches, except invalid enumerated actions (masked subclass)
         bootstrap_obs: dict[int, Any] = {}
         last_raw: dict[int, Any] = {}  # each branch's latest raw observation
         branch_steps = 0
@@ -442,7 +452,7 @@ class VineSampler:
                     with th.no_grad():
                         obs = obs_as_tensor(self._observe([last_raw[b] for b in branches]), device)
                         noise = self._branch_noise(n_states, n_actions, device)[branches]
-                        drawn = _sample_with_noise(policy.get_distribution(obs), noise)
+                        drawn = self._sample(self._distribution(policy, obs, branches), noise)
                     step_actions[branches] = drawn.cpu().numpy().reshape(len(branches), *step_actions.shape[1:])
                 env_actions = to_env_action(step_actions[branches])
                 per_env: dict[int, list[tuple[int, int, np.ndarray]]] = {}
@@ -493,7 +503,7 @@ class VineSampler:
             return th.arange(int(self.action_space.n), device=device).repeat(n_states, 1)  # type: ignore[attr-defined]
         width = noise_width(self.action_space)
         draws = [
-            _sample_with_noise(distribution, self._uniforms(n_states, width, device)) for _ in range(self.n_actions)
+            self._sample(distribution, self._uniforms(n_states, width, device)) for _ in range(self.n_actions)
         ]
         return th.stack(draws, dim=1)
 
@@ -501,6 +511,21 @@ class VineSampler:
         """One step's policy noise for every branch: common random numbers, the ``K`` branches of a state
         (rows ``i * K .. i * K + K - 1``) share one row."""
         return self._uniforms(n_states, noise_width(self.action_space), device).repeat_interleave(n_actions, dim=0)
+
+    # Hooks: a subclass whose policy needs more than the observations (MaskableTRPO's masks) overrides them.
+    def _distribution(self, policy: Any, obs: PyTorchObs, branches: np.ndarray | None) -> Distribution:
+        """The policy's distribution at ``obs``: the rollout-set states (``branches`` None), or the latest states
+        of the live ``branches`` (indices ``i * K + k``)."""
+        return policy.get_distribution(obs)
+
+    def _sample(self, distribution: Distribution, noise: th.Tensor) -> th.Tensor:
+        """Actions drawn from ``distribution`` as a deterministic function of ``noise`` (see
+        :func:`_sample_with_noise`)."""
+        return _sample_with_noise(distribution, noise)
+
+    def _tried(self, actions: th.Tensor) -> np.ndarray:
+        """Which of the ``N * K`` first actions (``(N, K, ...)``, branch ``i * K + k``) get a branch: all."""
+        return np.ones(actions.shape[0] * actions.shape[1], dtype=bool)
 
     def _uniforms(self, n_rows: int, width: int, device: th.device) -> th.Tensor:
         # open interval (0, 1): the Gaussian and Gumbel transforms are finite
