@@ -683,8 +683,8 @@ class TRPO(OnPolicyAlgorithm):
         :return: the statistics to log
         """
         actor_params = self._actor_params
-        distribution = self.policy.get_distribution(obs)
-        family = action_family(distribution)
+        distribution = self._policy_distribution(obs)
+        family = self._action_family(distribution)
         dist_params = family.params(distribution)
         dist_old = tuple(t.detach() for t in dist_params)
         objective = surrogate(distribution)
@@ -710,7 +710,7 @@ class TRPO(OnPolicyAlgorithm):
         fisher_obs = obs
         if self.sub_sampling_factor > 1:
             fisher_obs = _index_obs(obs, slice(None, None, self.sub_sampling_factor))
-            dist_params = family.params(self.policy.get_distribution(fisher_obs))
+            dist_params = family.params(self._policy_distribution(fisher_obs))
         fisher_product = self._fisher_product(fisher_obs, dist_params, family)
         cg: CGResult = conjugate_gradient(fisher_product, gradient, max_iter=self.cg_max_steps, rtol=self.cg_rtol)
         stats.update(cg_iterations=cg.iterations, cg_residual=cg.residual_norm, cg_stop_reason=cg.reason)
@@ -730,7 +730,7 @@ class TRPO(OnPolicyAlgorithm):
                 if not th.isfinite(candidate).all():
                     continue
                 self._set_actor(actor_params, candidate)
-                distribution = self.policy.get_distribution(obs)
+                distribution = self._policy_distribution(obs)
                 kl = family.kl(dist_old, family.params(distribution)).mean()
                 new_objective = surrogate(distribution)
                 # Accept the first candidate inside the trust region that improves the surrogate.
@@ -745,6 +745,15 @@ class TRPO(OnPolicyAlgorithm):
             self._set_actor(actor_params, theta_old)  # no acceptable step: keep the old policy
         stats["line_search_steps"] = self.line_search_max_iter
         return stats
+
+    def _policy_distribution(self, obs: PyTorchObs) -> Distribution:
+        """The policy's action distribution at the states ``obs`` of the natural-gradient step (a subclass whose
+        distribution needs more than the observations, e.g. MaskableTRPO's action masks, overrides it)."""
+        return self.policy.get_distribution(obs)
+
+    def _action_family(self, distribution: Distribution) -> ActionFamily:
+        """The closed forms (KL, Fisher) of the policy's distributions (:func:`action_family`; overridable)."""
+        return action_family(distribution)
 
     def _fisher_product(
         self, obs: PyTorchObs, dist_params: tuple[th.Tensor, ...], family: ActionFamily
