@@ -12,13 +12,16 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from sb3_trpo_ext.benchmark.protocol import ProtocolError, load_protocol
 from sb3_trpo_ext.benchmark.sweep import (
     DASK_EXTRA_MESSAGE,
+    RunSpec,
+    SweepConfig,
     SweepError,
     plan_runs,
     prepare_sweep,
     run_dask,
-    run_local,
+    run_local_jobs,
 )
 
 __all__ = ["PROG", "main"]
@@ -26,6 +29,7 @@ __all__ = ["PROG", "main"]
 PROG = "sb3-trpo-bench"
 
 EXAMPLES = f"""examples:
+  {PROG} run --protocol bench/protocol.yml --workers 2     # a pre-registered sweep, exactly as registered
   {PROG} run --algos trpo_ext trpo_vine trpo ppo td3 ddpg --envs Hopper-v5 --seeds 0 1 2 -f bench/
   {PROG} run --algos trpo_ext ppo --envs CartPole-v1 --seeds 0 1 -n 20000 --eval-freq 2000 -f bench/ --dask tcp://scheduler:8786
   {PROG} report bench/ -o docs/bench/
@@ -48,17 +52,31 @@ def _parser() -> argparse.ArgumentParser:
         description="Run every (algo, env, seed) with the Zoo's training and periodic evaluation. Started again "
         "with the same arguments, finished runs are skipped and cut runs continue from their last checkpoint.",
     )
-    run.add_argument("--algos", nargs="+", required=True, help="Zoo keys (ours: trpo_ext, trpo_vine)")
-    run.add_argument("--envs", nargs="+", required=True, help="gymnasium environment ids")
-    run.add_argument("--seeds", nargs="+", type=int, required=True)
-    run.add_argument("-f", "--folder", type=Path, required=True, help="output folder of the sweep")
+    run.add_argument(
+        "--protocol",
+        type=Path,
+        default=None,
+        help="a pre-registered protocol file (bench/protocol.yml): runs its groups exactly, in their folders; "
+        "no other option that chooses runs, budgets or evaluation is accepted with it",
+    )
+    run.add_argument("--groups", nargs="+", default=None, help="with --protocol: only these groups (default: all)")
+    run.add_argument("--algos", nargs="+", help="Zoo keys (ours: trpo_ext, trpo_vine)")
+    run.add_argument("--envs", nargs="+", help="gymnasium environment ids")
+    run.add_argument("--seeds", nargs="+", type=int)
+    run.add_argument("-f", "--folder", type=Path, help="output folder of the sweep")
     run.add_argument(
         "-n", "--n-timesteps", default=None, help="budget of every run (default: each Zoo file's n_timesteps)"
     )
-    run.add_argument("--eval-freq", type=int, default=10_000, help="evaluate every N timesteps (default 10000)")
-    run.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation (default 10)")
+    run.add_argument("--eval-freq", type=int, default=None, help="evaluate every N timesteps (default 10000)")
+    run.add_argument("--eval-episodes", type=int, default=None, help="episodes per evaluation (default 10)")
     run.add_argument(
-        "--save-freq", type=int, default=50_000, help="checkpoint every N timesteps, for resumption (default 50000)"
+        "--final-eval-episodes",
+        type=int,
+        default=None,
+        help="episodes of the evaluation every run ends with, whatever --eval-freq (default 20)",
+    )
+    run.add_argument(
+        "--save-freq", type=int, default=None, help="checkpoint every N timesteps, for resumption (default 50000)"
     )
     run.add_argument(
         "--workers", type=int, default=os.cpu_count() or 1, help="local runs at a time (default: number of cores)"
@@ -95,6 +113,69 @@ def _budget(value: str | None) -> int | None:
     return int(number)
 
 
+#: ``run`` options that choose runs, budgets or evaluation: a protocol fixes them all.
+_SWEEP_OPTIONS = (
+    "algos",
+    "envs",
+    "seeds",
+    "folder",
+    "n_timesteps",
+    "eval_freq",
+    "eval_episodes",
+    "final_eval_episodes",
+    "save_freq",
+)
+_DEFAULTS = {"eval_freq": 10_000, "eval_episodes": 10, "final_eval_episodes": 20, "save_freq": 50_000}
+
+
+def _prepare(args: argparse.Namespace) -> list[tuple[Path, SweepConfig]]:
+    """The sweep folders to run and their configurations: the protocol's groups, or the one ad-hoc sweep."""
+    if args.protocol is None:
+        if args.groups is not None:
+            raise SweepError("--groups needs --protocol")
+        missing = [f"--{name}" for name in ("algos", "envs", "seeds", "folder") if getattr(args, name) is None]
+        if missing:
+            raise SweepError(f"give {', '.join(missing)} (or --protocol FILE)")
+        settings = {
+            key: value if (value := getattr(args, key)) is not None else default for key, default in _DEFAULTS.items()
+        }
+        config = prepare_sweep(args.folder, args.algos, args.envs, args.seeds, _budget(args.n_timesteps), **settings)
+        return [(args.folder, config)]
+    given = [f"--{name.replace('_', '-')}" for name in _SWEEP_OPTIONS if getattr(args, name) is not None]
+    if given:
+        raise SweepError(
+            f"{', '.join(given)} cannot be combined with --protocol: the protocol fixes the runs, budgets and "
+            "evaluation (a run outside it is not part of it; use a separate sweep folder without --protocol)"
+        )
+    protocol = load_protocol(args.protocol)
+    groups = args.groups or list(protocol.groups)
+    unknown = [group for group in groups if group not in protocol.groups]
+    if unknown:
+        raise SweepError(f"unknown group(s) {unknown} in {args.protocol}: it has {list(protocol.groups)}")
+    protocol.check_hyperparameters()
+    evaluation = protocol.evaluation
+    sweeps = []
+    for group in groups:
+        spec = protocol.groups[group]
+        # the file as the repository names it (bench/protocol.yml), whatever the working directory
+        file = os.path.relpath(protocol.path, protocol.path.parent.parent)
+        record = {"file": file, "sha256": protocol.sha256, "name": protocol.name, "group": group}
+        config = prepare_sweep(
+            protocol.folder(group),
+            spec["algos"],
+            spec["envs"],
+            spec["seeds"],
+            spec["n_timesteps"],
+            evaluation["eval_freq"],
+            evaluation["eval_episodes"],
+            evaluation["save_freq"],
+            evaluation["final_eval_episodes"],
+            protocol=record,
+        )
+        sweeps.append((protocol.folder(group), config))
+    return sweeps
+
+
 def _run(args: argparse.Namespace) -> int:
     from sb3_trpo_ext.benchmark.progress import SweepProgress
 
@@ -105,21 +186,20 @@ def _run(args: argparse.Namespace) -> int:
             raise SweepError(DASK_EXTRA_MESSAGE) from None
     elif args.workers < 1:
         raise SweepError(f"--workers must be at least 1, got {args.workers}")
-    config = prepare_sweep(
-        args.folder,
-        args.algos,
-        args.envs,
-        args.seeds,
-        _budget(args.n_timesteps),
-        args.eval_freq,
-        args.eval_episodes,
-        args.save_freq,
-    )
-    finished, todo = plan_runs(args.folder, config)
+    sweeps = _prepare(args)
+    finished: list[RunSpec] = []
+    jobs: list[tuple[Path, SweepConfig, RunSpec]] = []
+    for folder, config in sweeps:
+        done, todo = plan_runs(folder, config)
+        finished += done
+        jobs += [(folder, config, spec) for spec in todo]
+    # seeds outermost: a sweep cut short has every (algo, env) at its first seeds
+    jobs.sort(key=lambda job: (job[1].seeds.index(job[2].seed), job[2].env, job[2].algo))
     enabled = not args.no_progress and sys.stderr.isatty()
-    progress = SweepProgress([s.run_id for s in todo], skipped=len(finished), enabled=enabled)
+    progress = SweepProgress([spec.run_id for _, _, spec in jobs], skipped=len(finished), enabled=enabled)
+    folders = ", ".join(str(folder) for folder, _ in sweeps)
     progress.console.print(
-        f"{PROG}: {len(config.runs())} runs in {args.folder}: {len(finished)} finished before, {len(todo)} to run "
+        f"{PROG}: {len(finished) + len(jobs)} runs in {folders}: {len(finished)} finished before, {len(jobs)} to run "
         f"({'Dask at ' + args.dask if args.dask else f'{args.workers} local worker(s)'})"
     )
     with progress:
@@ -129,11 +209,14 @@ def _run(args: argparse.Namespace) -> int:
             "tick": progress.refresh,
         }
         if args.dask is not None:
-            results = run_dask(args.folder, config, todo, args.dask, args.dask_cpu_resource, **hooks)
+            results = []
+            for folder, config in sweeps:
+                todo = [spec for out, _, spec in jobs if out == folder]
+                results += run_dask(folder, config, todo, args.dask, args.dask_cpu_resource, **hooks)
         else:
             try:
                 with _sigterm_as_interrupt():
-                    results = run_local(args.folder, config, todo, args.workers, **hooks)
+                    results = run_local_jobs(jobs, args.workers, **hooks)
             except KeyboardInterrupt:
                 progress.console.print(
                     f"{PROG}: interrupted; finished runs are kept, the cut ones resume from their last checkpoint "
@@ -143,7 +226,7 @@ def _run(args: argparse.Namespace) -> int:
     failed = [r for r in results if r.get("status") != "done"]
     progress.console.print(
         f"{PROG}: {len(results) - len(failed)} run(s) finished now, {len(failed)} failed, {len(finished)} before; "
-        f"report: {PROG} report {args.folder} -o REPORT_FOLDER"
+        f"report: {PROG} report {' '.join(str(folder) for folder, _ in sweeps)} -o REPORT_FOLDER"
     )
     return 1 if failed else 0
 
@@ -183,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             for path in written.values():
                 print(path)
             code = 0
-    except SweepError as error:
+    except (SweepError, ProtocolError) as error:
         print(f"{PROG} {args.command}: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     except ValueError as error:

@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sb3_trpo_ext.benchmark.protocol import block_digest, resolved_block
 from sb3_trpo_ext.benchmark.zoo_train import write_json_atomic
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "resolve_budget",
     "run_dask",
     "run_local",
+    "run_local_jobs",
 ]
 
 #: The message of ``--dask`` without dask installed.
@@ -101,6 +103,10 @@ class SweepConfig:
     save_freq: int
     #: resolved budgets: algo -> env -> timesteps
     budgets: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: episodes of the evaluation every run ends with (whatever ``eval_freq``)
+    final_eval_episodes: int = 20
+    #: the protocol this sweep runs (``{"path", "sha256", "name", "group"}``), None for an ad-hoc sweep
+    protocol: dict[str, Any] | None = None
 
     def runs(self) -> list[RunSpec]:
         """Every (algo, env, seed), seeds innermost."""
@@ -123,33 +129,10 @@ def _positive_int(name: str, value: Any) -> int:
 
 
 def resolve_budget(algo: str, env: str) -> int | None:
-    """``n_timesteps`` of the hyperparameter block the Zoo will use for ``algo`` on ``env`` (None: no block).
-
-    The same file and block as ``python -m sb3_trpo_ext.zoo train`` without ``--conf-file``: ours for our keys,
-    the Zoo's otherwise, an earlier ``-vN`` block for a newer id when the file has none for it.
-    """
-    import yaml
-    from rl_zoo3.exp_manager import ExperimentManager
-
-    from sb3_trpo_ext.zoo.config import (
-        _select_block,
-        _zoo_hyperparams_path,
-        find_earlier_version_block,
-        hyperparams_path,
-    )
-    from sb3_trpo_ext.zoo.registry import ZOO_ALGORITHMS
-
-    path = hyperparams_path(algo) if algo in ZOO_ALGORITHMS else _zoo_hyperparams_path(algo)
-    if not path.is_file():
-        return None
-    config = yaml.safe_load(path.read_text()) or {}
-    fallback = find_earlier_version_block(env, list(config))
-    if fallback is not None:
-        config[env] = config[fallback]
-    block = _select_block(config, env, ExperimentManager.is_atari(env))
-    if block is None or "n_timesteps" not in config[block]:
-        return None
-    return int(float(config[block]["n_timesteps"]))
+    """``n_timesteps`` of the hyperparameter block the Zoo will use for ``algo`` on ``env`` (None: no block,
+    or no budget in it); the block is :func:`~sb3_trpo_ext.benchmark.protocol.resolved_block`'s."""
+    block = resolved_block(algo, env)
+    return int(float(block["n_timesteps"])) if "n_timesteps" in block else None
 
 
 def prepare_sweep(
@@ -161,6 +144,8 @@ def prepare_sweep(
     eval_freq: int = 10_000,
     eval_episodes: int = 10,
     save_freq: int = 50_000,
+    final_eval_episodes: int = 20,
+    protocol: dict[str, Any] | None = None,
 ) -> SweepConfig:
     """Check a sweep and write (or compare with) ``out/sweep.json``, before anything runs.
 
@@ -189,6 +174,7 @@ def prepare_sweep(
     _positive_int("--eval-freq", eval_freq)
     _positive_int("--eval-episodes", eval_episodes)
     _positive_int("--save-freq", save_freq)
+    _positive_int("--final-eval-episodes", final_eval_episodes)
     for seed in seeds:
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise SweepError(f"seeds must be integers >= 0, got {seed!r}")
@@ -203,12 +189,15 @@ def prepare_sweep(
                     f"no n_timesteps in the hyperparameters of --algo {algo} for {env}: give a budget with -n"
                 )
             budgets[algo][env] = budget
-    config = SweepConfig(algos, envs, seeds, n_timesteps, eval_freq, eval_episodes, save_freq, budgets)
+    config = SweepConfig(
+        algos, envs, seeds, n_timesteps, eval_freq, eval_episodes, save_freq, budgets, final_eval_episodes, protocol
+    )
 
     out = Path(out)
     sweep_file = out / "sweep.json"
     if sweep_file.exists():
-        existing = json.loads(sweep_file.read_text())
+        # a sweep.json written before a field existed holds that field's default
+        existing = {**SweepConfig([], [], [], None, 1, 1, 1).to_json(), **json.loads(sweep_file.read_text())}
         if _comparable(existing) != _comparable(config.to_json()):
             differences = [
                 f"{key}: {existing.get(key)!r} there, {value!r} now"
@@ -286,20 +275,66 @@ def _final_model(run_dir: Path, spec: RunSpec) -> Path | None:
     return None
 
 
-def _write_result(run_dir: Path, spec: RunSpec, progress: dict[str, Any], segments: int) -> dict[str, Any]:
-    evals = [r for r in read_jsonl(run_dir / "timeline.jsonl") if r.get("kind") == "eval"]
+#: Periodic evaluations averaged into a run's score (``last5_mean``).
+SCORE_EVALUATIONS = 5
+
+
+def _write_result(
+    run_dir: Path, spec: RunSpec, config: SweepConfig, progress: dict[str, Any], segments: int
+) -> dict[str, Any]:
+    """The done marker: budget, times (wall and CPU, training and evaluation), the final evaluation, the score."""
+    timeline = read_jsonl(run_dir / "timeline.jsonl")
+    evals = [r for r in timeline if r.get("kind") == "eval"]
+    final = next((r for r in reversed(timeline) if r.get("kind") == "final_eval"), None)
+    last = evals[-SCORE_EVALUATIONS:]
     result = {
         "status": "done",
         **asdict(spec),
         "timesteps": progress.get("timesteps"),
         "wall_seconds": progress.get("wall_seconds"),
+        "cpu_seconds": progress.get("cpu_seconds"),
+        "eval_wall_seconds": progress.get("eval_wall_seconds"),
+        "eval_cpu_seconds": progress.get("eval_cpu_seconds"),
         "segments": segments,
-        "final_eval_mean": evals[-1]["eval_mean"] if evals else None,
+        # the evaluation every run ends with (20 episodes by default); the last periodic one when a run
+        # predates it
+        "final_eval_mean": final["eval_mean"] if final else (evals[-1]["eval_mean"] if evals else None),
+        "final_eval_episodes": final["episodes"] if final else None,
+        "last5_mean": sum(r["eval_mean"] for r in last) / len(last) if len(last) == SCORE_EVALUATIONS else None,
+        "concurrent_runs": _concurrency_of(run_dir),
+        "hyperparameters_sha256": (read_jsonl(run_dir / "segments.jsonl") or [{}])[-1].get("hyperparameters_sha256"),
+        "protocol": config.protocol,
         "machine": progress.get("machine", {}),
     }
     (run_dir / "error.json").unlink(missing_ok=True)
     write_json_atomic(run_dir / "result.json", result)
     return result
+
+
+class _Concurrency:
+    """How many runs this sweep process has running at once (the other runs sharing the machine with one)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.running = 0
+
+    def change(self, delta: int) -> None:
+        with self._lock:
+            self.running += delta
+
+
+_CONCURRENCY = _Concurrency()
+
+
+def _concurrency_of(run_dir: Path) -> dict[str, Any] | None:
+    """Runs of the sweep running at once while this run ran (itself included), over its segments: min, max and
+    the time-weighted mean; None when not recorded (runs before it was)."""
+    records = read_jsonl(run_dir / "concurrency.jsonl")
+    if not records:
+        return None
+    seconds = sum(r["seconds"] for r in records)
+    mean = sum(r["mean"] * r["seconds"] for r in records) / seconds if seconds > 0 else records[-1]["mean"]
+    return {"min": min(r["min"] for r in records), "max": max(r["max"] for r in records), "mean": round(mean, 3)}
 
 
 def _resume_point(run_dir: Path, budget: int) -> dict[str, Any] | None:
@@ -350,12 +385,13 @@ def execute_run(
     segments = read_jsonl(run_dir / "segments.jsonl")
     progress = _read_json(run_dir / "progress.json") or {}
     if progress.get("finished") and progress.get("timesteps", 0) >= spec.budget and _final_model(run_dir, spec):
-        return _write_result(run_dir, spec, progress, len(segments))  # finished, marker not yet written
+        return _write_result(run_dir, spec, config, progress, len(segments))  # finished, marker not yet written
 
     point = _resume_point(run_dir, spec.budget)
     segment = len(segments)
     offset_steps = point["timesteps"] if point else 0
     offset_seconds = point["wall_seconds"] if point else 0.0
+    offset_cpu = point.get("cpu_seconds", 0.0) if point else 0.0
     zoo_args = [
         "train",
         "--algo", spec.algo,
@@ -376,6 +412,8 @@ def execute_run(
         "--bench-dir", str(run_dir),
         "--offset-steps", str(offset_steps),
         "--offset-seconds", str(offset_seconds),
+        "--offset-cpu-seconds", str(offset_cpu),
+        "--final-eval-episodes", str(config.final_eval_episodes),
         "--segment", str(segment),
         "--", *zoo_args,
     ]  # fmt: skip
@@ -386,6 +424,7 @@ def execute_run(
         "offset_steps": offset_steps,
         "n_timesteps": spec.budget - offset_steps,
         "started": time.time(),
+        "hyperparameters_sha256": block_digest(resolved_block(spec.algo, spec.env)),
     }
     with open(run_dir / "segments.jsonl", "a") as file:
         file.write(json.dumps(record) + "\n")
@@ -395,22 +434,39 @@ def execute_run(
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     with open(run_dir / f"segment_{segment}.out", "w") as out, open(err_path, "w") as err:
         process = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
-        if on_progress is not None:
-            on_progress(spec.run_id, {"timesteps": offset_steps, "total": spec.budget, "state": "running"})
-        stop = stop if stop is not None else threading.Event()  # never set: the wait is the poll interval
-        while process.poll() is None:
-            if stop.wait(poll_seconds):
-                process.terminate()
-                process.wait()
-                return {"status": "interrupted", **asdict(spec), "segment": segment}
-            current = _read_json(run_dir / "progress.json")
-            if on_progress is not None and current:
-                on_progress(spec.run_id, {**current, "state": "running"})
-        rc = process.returncode
+        _CONCURRENCY.change(+1)
+        samples: list[int] = []
+        started = time.perf_counter()
+        try:
+            if on_progress is not None:
+                on_progress(spec.run_id, {"timesteps": offset_steps, "total": spec.budget, "state": "running"})
+            stop = stop if stop is not None else threading.Event()  # never set: the wait is the poll interval
+            while process.poll() is None:
+                samples.append(_CONCURRENCY.running)
+                if stop.wait(poll_seconds):
+                    process.terminate()
+                    process.wait()
+                    return {"status": "interrupted", **asdict(spec), "segment": segment}
+                current = _read_json(run_dir / "progress.json")
+                if on_progress is not None and current:
+                    on_progress(spec.run_id, {**current, "state": "running"})
+            rc = process.returncode
+        finally:
+            _CONCURRENCY.change(-1)
+            samples = samples or [_CONCURRENCY.running + 1]
+            sharing = {
+                "segment": segment,
+                "seconds": time.perf_counter() - started,
+                "min": min(samples),
+                "max": max(samples),
+                "mean": sum(samples) / len(samples),
+            }
+            with open(run_dir / "concurrency.jsonl", "a") as file:
+                file.write(json.dumps(sharing) + "\n")
 
     progress = _read_json(run_dir / "progress.json") or {}
     if rc == 0 and progress.get("timesteps", 0) >= spec.budget and _final_model(run_dir, spec):
-        return _write_result(run_dir, spec, progress, segment + 1)
+        return _write_result(run_dir, spec, config, progress, segment + 1)
     reason = f"exit status {rc}" if rc != 0 else f"stopped at {progress.get('timesteps')} of {spec.budget} timesteps"
     error = {
         "status": "failed",
@@ -441,12 +497,24 @@ def run_local(
     :raises KeyboardInterrupt: after stopping: queued runs are not started and running ones are terminated
         (resumable from their last checkpoint by the same command)
     """
+    return run_local_jobs([(Path(out), config, spec) for spec in specs], workers, on_progress, on_done, tick)
+
+
+def run_local_jobs(
+    jobs: Sequence[tuple[Path, SweepConfig, RunSpec]],
+    workers: int,
+    on_progress: ProgressCallback | None = None,
+    on_done: Callable[[RunSpec, dict[str, Any]], None] | None = None,
+    tick: Callable[[], None] | None = None,
+) -> list[dict[str, Any]]:
+    """:func:`run_local` over runs of several sweep folders (``(folder, its config, run)``), in the order given."""
     results = []
     stop = threading.Event()
+    outs = {id(spec): out for out, _, spec in jobs}
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = {
             pool.submit(execute_run, spec, config, run_dir_of(out, spec), on_progress, stop=stop): spec
-            for spec in specs
+            for out, config, spec in jobs
         }
         pending = set(futures)
         try:
@@ -458,7 +526,7 @@ def run_local(
                         result = future.result()
                     except Exception as error:  # a bug of ours, not of the training: record it and go on
                         result = {"status": "failed", **asdict(spec), "reason": repr(error), "stderr_tail": ""}
-                        write_json_atomic(run_dir_of(out, spec) / "error.json", result)
+                        write_json_atomic(run_dir_of(outs[id(spec)], spec) / "error.json", result)
                     results.append(result)
                     if on_done is not None:
                         on_done(spec, result)

@@ -13,7 +13,10 @@ The recorder writes into ``--bench-dir``:
   eval_mean, eval_std) and per checkpoint (``kind: "checkpoint"``: the path to resume from, timesteps,
   env_steps, wall_seconds), appended and flushed as they happen;
 - ``progress.json`` (replaced atomically every ``PROGRESS_PERIOD`` seconds and at the end): timesteps, total,
-  wall_seconds, finished, and the machine (CPU model, cores, torch version, host).
+  wall_seconds, cpu_seconds, eval_wall_seconds, eval_cpu_seconds, finished, and the machine (CPU model, cores,
+  torch version, host);
+- at the end of a run that reached its budget, one more evaluation of ``--final-eval-episodes`` episodes
+  (``kind: "final_eval"``, its returns listed), whatever ``--eval-freq``: every finished run has a final score.
 
 Counting, across resumed segments (the Zoo's ``--trained-agent`` restarts ``num_timesteps`` at 0):
 
@@ -23,7 +26,11 @@ Counting, across resumed segments (the Zoo's ``--trained-agent`` restarts ``num_
   branches took on top of the trajectory steps (cumulative and saved with the model, so a checkpoint resumes it);
 - ``wall_seconds`` = ``--offset-seconds`` + wall-clock time since this segment's training started, **without**
   the time spent in evaluations (the periodic evaluations are the same overhead for every algorithm) and
-  without the process start-up; checkpoint saving is included.
+  without the process start-up; checkpoint saving is included;
+- ``cpu_seconds`` = ``--offset-cpu-seconds`` + CPU time (user + system, ``resource.getrusage`` of this process and
+  its waited-for children) since this segment's training started, without the evaluations': unlike wall-clock
+  time it does not grow when other runs share the machine. ``eval_wall_seconds`` / ``eval_cpu_seconds``: the
+  evaluations' own, this segment only. Each evaluation also records the 1-minute load average of the machine.
 
 At each checkpoint a resume bundle ``resume/<steps>/`` is made: a hard link (or copy) of the Zoo's
 ``rl_model_<steps>_steps.zip`` and, when the run normalizes, ``<env>/vecnormalize.pkl`` with the statistics
@@ -37,6 +44,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import shutil
 import socket
 import sys
@@ -83,15 +91,23 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and of its children that have been waited for."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 class _EvalMark(BaseCallback):
     """Placed just before the Zoo's ``EvalCallback``: notes the time, so that the recorder can subtract evaluations."""
 
     def __init__(self) -> None:
         super().__init__()
         self.time = 0.0
+        self.cpu = 0.0
 
     def _on_step(self) -> bool:
         self.time = time.perf_counter()
+        self.cpu = cpu_seconds()
         return True
 
 
@@ -106,6 +122,8 @@ class BenchRecorder(BaseCallback):
     :param offset_steps: timesteps of the checkpoint this segment resumed from
     :param offset_seconds: wall_seconds of that checkpoint
     :param segment: number of this segment (0: first)
+    :param offset_cpu_seconds: cpu_seconds of the checkpoint this segment resumed from
+    :param final_eval_episodes: episodes of the evaluation at the end of a run that reached its budget (0: none)
     """
 
     def __init__(
@@ -118,6 +136,8 @@ class BenchRecorder(BaseCallback):
         offset_steps: int = 0,
         offset_seconds: float = 0.0,
         segment: int = 0,
+        offset_cpu_seconds: float = 0.0,
+        final_eval_episodes: int = 20,
     ):
         super().__init__()
         self.bench_dir = Path(bench_dir)
@@ -128,8 +148,12 @@ class BenchRecorder(BaseCallback):
         self.offset_steps = offset_steps
         self.offset_seconds = offset_seconds
         self.segment = segment
+        self.offset_cpu_seconds = offset_cpu_seconds
+        self.final_eval_episodes = final_eval_episodes
         self._start = 0.0
+        self._start_cpu = 0.0
         self._eval_seconds = 0.0
+        self._eval_cpu = 0.0
         self._n_evals = 0
         self._last_progress = 0.0
         self._machine: dict[str, Any] = {}
@@ -144,6 +168,9 @@ class BenchRecorder(BaseCallback):
     def _wall(self) -> float:
         return self.offset_seconds + time.perf_counter() - self._start - self._eval_seconds
 
+    def _cpu(self) -> float:
+        return self.offset_cpu_seconds + cpu_seconds() - self._start_cpu - self._eval_cpu
+
     def _append(self, record: dict[str, Any]) -> None:
         with open(self.bench_dir / "timeline.jsonl", "a") as file:
             file.write(json.dumps(record) + "\n")
@@ -156,6 +183,9 @@ class BenchRecorder(BaseCallback):
             "timesteps": self._timesteps(),
             "total": total,
             "wall_seconds": self._wall(),
+            "cpu_seconds": self._cpu(),
+            "eval_wall_seconds": self._eval_seconds,
+            "eval_cpu_seconds": self._eval_cpu,
             "segment": self.segment,
             "finished": finished,
             "machine": self._machine,
@@ -168,6 +198,7 @@ class BenchRecorder(BaseCallback):
         self.bench_dir.mkdir(parents=True, exist_ok=True)
         self._machine = machine_info()
         self._start = time.perf_counter()
+        self._start_cpu = cpu_seconds()
         self._write_progress()
 
     def _on_step(self) -> bool:
@@ -176,20 +207,8 @@ class BenchRecorder(BaseCallback):
             self._n_evals = len(evaluations)
             if self.mark is not None and self.mark.time > 0:
                 self._eval_seconds += time.perf_counter() - self.mark.time
-            returns = [float(r) for r in evaluations[-1]]
-            mean = sum(returns) / len(returns)
-            std = (sum((r - mean) ** 2 for r in returns) / len(returns)) ** 0.5
-            self._append(
-                {
-                    "kind": "eval",
-                    "timesteps": self._timesteps(),
-                    "env_steps": self._env_steps(),
-                    "wall_seconds": self._wall(),
-                    "eval_mean": mean,
-                    "eval_std": std,
-                    "segment": self.segment,
-                }
-            )
+                self._eval_cpu += cpu_seconds() - self.mark.cpu
+            self._append(self._eval_record("eval", [float(r) for r in evaluations[-1]]))
         checkpoint = self.checkpoint_callback
         if checkpoint is not None and checkpoint.n_calls % checkpoint.save_freq == 0:
             self._record_checkpoint(checkpoint)
@@ -197,9 +216,46 @@ class BenchRecorder(BaseCallback):
             self._write_progress()
         return True
 
+    def _eval_record(self, kind: str, returns: list[float]) -> dict[str, Any]:
+        mean = sum(returns) / len(returns)
+        return {
+            "kind": kind,
+            "timesteps": self._timesteps(),
+            "env_steps": self._env_steps(),
+            "wall_seconds": self._wall(),
+            "cpu_seconds": self._cpu(),
+            "eval_mean": mean,
+            "eval_std": (sum((r - mean) ** 2 for r in returns) / len(returns)) ** 0.5,
+            "load_average": os.getloadavg()[0],
+            "segment": self.segment,
+        }
+
     def _on_training_end(self) -> None:
         total = self.offset_steps + int(getattr(self.model, "_total_timesteps", 0))
-        self._write_progress(finished=self._timesteps() >= total)
+        finished = self._timesteps() >= total
+        if finished and self.final_eval_episodes > 0 and self.eval_callback is not None:
+            self._final_evaluation(self.eval_callback)
+        self._write_progress(finished=finished)
+
+    def _final_evaluation(self, eval_callback: EvalCallback) -> None:
+        """Evaluate as the Zoo's periodic evaluation does (its environment, VecNormalize statistics synced,
+        its determinism; masked algorithms with their masks), ``final_eval_episodes`` episodes, and record it."""
+        from stable_baselines3.common.vec_env import sync_envs_normalization
+
+        evaluate = _evaluate_policy_for(eval_callback)
+        sync_envs_normalization(self.training_env, eval_callback.eval_env)
+        wall, cpu = time.perf_counter(), cpu_seconds()
+        returns, _ = evaluate(
+            self.model,
+            eval_callback.eval_env,
+            n_eval_episodes=self.final_eval_episodes,
+            deterministic=eval_callback.deterministic,
+            return_episode_rewards=True,
+        )
+        self._eval_seconds += time.perf_counter() - wall
+        self._eval_cpu += cpu_seconds() - cpu
+        record = self._eval_record("final_eval", [float(r) for r in returns])
+        self._append({**record, "episodes": len(returns), "returns": [float(r) for r in returns]})
 
     def _record_checkpoint(self, checkpoint: CheckpointCallback) -> None:
         """Make the resume bundle of the checkpoint the Zoo's callback has just written, then log it."""
@@ -232,6 +288,7 @@ class BenchRecorder(BaseCallback):
                 "timesteps": steps,
                 "env_steps": self._env_steps(),
                 "wall_seconds": self._wall(),
+                "cpu_seconds": self._cpu(),
                 "segment": self.segment,
             }
         )
@@ -240,7 +297,29 @@ class BenchRecorder(BaseCallback):
                 shutil.rmtree(old, ignore_errors=True)
 
 
-def _install_recorder(bench_dir: Path, offset_steps: int, offset_seconds: float, segment: int) -> None:
+def _evaluate_policy_for(eval_callback: EvalCallback) -> Any:
+    """SB3's ``evaluate_policy``, or sb3-contrib's maskable one when the Zoo evaluates with masks."""
+    try:
+        from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback
+    except ImportError:  # sb3-contrib is optional for the benchmark of SB3's algorithms
+        MaskableEvalCallback = ()  # type: ignore[assignment,misc]  # noqa: N806
+    if isinstance(eval_callback, MaskableEvalCallback):
+        from sb3_contrib.common.maskable.evaluation import evaluate_policy as maskable_evaluate_policy
+
+        return maskable_evaluate_policy
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    return evaluate_policy
+
+
+def _install_recorder(
+    bench_dir: Path,
+    offset_steps: int,
+    offset_seconds: float,
+    segment: int,
+    offset_cpu_seconds: float = 0.0,
+    final_eval_episodes: int = 20,
+) -> None:
     """Wrap ``ExperimentManager.create_callbacks`` so that the Zoo's list gets the recorder."""
     from rl_zoo3.exp_manager import ExperimentManager
 
@@ -256,7 +335,16 @@ def _install_recorder(bench_dir: Path, offset_steps: int, offset_seconds: float,
             mark = _EvalMark()
             callbacks.insert(callbacks.index(eval_cb), mark)
         recorder = BenchRecorder(
-            bench_dir, eval_cb, ckpt_cb, mark, str(self.env_name), offset_steps, offset_seconds, segment
+            bench_dir,
+            eval_cb,
+            ckpt_cb,
+            mark,
+            str(self.env_name),
+            offset_steps,
+            offset_seconds,
+            segment,
+            offset_cpu_seconds,
+            final_eval_episodes,
         )
         callbacks.append(recorder)
 
@@ -276,8 +364,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--offset-steps", type=int, default=0)
     parser.add_argument("--offset-seconds", type=float, default=0.0)
     parser.add_argument("--segment", type=int, default=0)
+    parser.add_argument("--offset-cpu-seconds", type=float, default=0.0)
+    parser.add_argument("--final-eval-episodes", type=int, default=20)
     ours = parser.parse_args(args[:split])
-    _install_recorder(ours.bench_dir, ours.offset_steps, ours.offset_seconds, ours.segment)
+    _install_recorder(
+        ours.bench_dir,
+        ours.offset_steps,
+        ours.offset_seconds,
+        ours.segment,
+        ours.offset_cpu_seconds,
+        ours.final_eval_episodes,
+    )
 
     from sb3_trpo_ext.zoo import main as zoo_main
 

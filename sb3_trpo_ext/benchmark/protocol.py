@@ -1,0 +1,176 @@
+"""Pre-registered benchmark protocols: a YAML file, committed before its sweep's first run, that fixes what runs
+(environments, algorithms, budgets, seeds, evaluation), the hyperparameters each run must get, the statistics and
+the claims to test. ``sb3-trpo-bench run --protocol FILE`` runs exactly that and nothing else; ``report`` says for
+each run whether it matches, and turns the claims into sentences from the numbers.
+
+File layout (see ``bench/protocol.yml``)::
+
+    name: <str>
+    evaluation: {eval_freq, eval_episodes, final_eval_episodes, save_freq, deterministic: true}
+    groups:                      # one sweep folder each
+      <group>: {folder, algos: [...], envs: [...], seeds: [...], n_timesteps}
+    hyperparameters:             # algo -> env -> the block the Zoo must resolve (comments in the file say why)
+      <algo>: {<env>: {...}}
+    hyperparameter_files:        # provenance: git blob of our files, sha256 of the Zoo's, at registration
+      <path>: {...}
+    statistics: {...}            # read by the report: score, ci, bootstrap reps/seed, decision rule
+    claims:                      # each tested on the protocol's runs (its seeds) only
+      - {id, better, than, envs: [...]}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["Claim", "Protocol", "ProtocolError", "load_protocol", "resolved_block", "block_digest"]
+
+
+class ProtocolError(ValueError):
+    """A protocol file that is malformed, or a run that the protocol does not allow."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """``better`` scores higher than ``than`` on ``envs`` (each separately, and aggregated when several)."""
+
+    id: str
+    better: str
+    than: str
+    envs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A parsed protocol file (see the module docstring)."""
+
+    path: Path
+    sha256: str
+    name: str
+    evaluation: dict[str, Any]
+    groups: dict[str, dict[str, Any]]
+    hyperparameters: dict[str, dict[str, dict[str, Any]]]
+    statistics: dict[str, Any]
+    claims: tuple[Claim, ...]
+
+    def folder(self, group: str) -> Path:
+        """The sweep folder of ``group``, relative to the protocol file's repository root (its parent's parent
+        when the file sits in ``bench/``) unless absolute."""
+        folder = Path(self.groups[group]["folder"])
+        return folder if folder.is_absolute() else self.path.parent.parent / folder
+
+    def check_hyperparameters(self) -> None:
+        """Raise :class:`ProtocolError` unless every (algo, env) of every group resolves to the registered block.
+
+        The block is what the Zoo will read for the run (our files for our keys, the Zoo's otherwise, the
+        ``-vN`` fallback included), so a later edit of a hyperparameter file cannot slip into the sweep.
+        """
+        problems = []
+        for group, spec in self.groups.items():
+            for algo in spec["algos"]:
+                for env in spec["envs"]:
+                    registered = self.hyperparameters.get(algo, {}).get(env)
+                    if registered is None:
+                        problems.append(f"{group}: no registered block for {algo} on {env}")
+                        continue
+                    actual = resolved_block(algo, env)
+                    if _canonical(actual) != _canonical(registered):
+                        changed = sorted(
+                            key
+                            for key in set(actual) | set(registered)
+                            if _canonical(actual.get(key)) != _canonical(registered.get(key))
+                        )
+                        problems.append(f"{group}: {algo} on {env} now resolves to another block (keys {changed})")
+        if problems:
+            raise ProtocolError(
+                f"the hyperparameters differ from the protocol {self.path}: " + "; ".join(problems) + ". A protocol "
+                "is fixed before its runs: run the sweep from the commit it was registered with, or register a new one."
+            )
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def block_digest(block: dict[str, Any]) -> str:
+    """sha256 of a hyperparameter block's canonical JSON (recorded with every run)."""
+    return hashlib.sha256(_canonical(block).encode()).hexdigest()
+
+
+def resolved_block(algo: str, env: str) -> dict[str, Any]:
+    """The hyperparameter block the Zoo will read for ``algo`` on ``env`` (the same file and block as
+    ``python -m sb3_trpo_ext.zoo train`` without ``--conf-file``), or ``{}`` without one."""
+    from rl_zoo3.exp_manager import ExperimentManager
+
+    from sb3_trpo_ext.zoo.config import (
+        _select_block,
+        _zoo_hyperparams_path,
+        find_earlier_version_block,
+        hyperparams_path,
+    )
+    from sb3_trpo_ext.zoo.registry import ZOO_ALGORITHMS
+
+    path = hyperparams_path(algo) if algo in ZOO_ALGORITHMS else _zoo_hyperparams_path(algo)
+    if not path.is_file():
+        return {}
+    config = yaml.safe_load(path.read_text()) or {}
+    fallback = find_earlier_version_block(env, list(config))
+    if fallback is not None:
+        config[env] = config[fallback]
+    block = _select_block(config, env, ExperimentManager.is_atari(env))
+    return dict(config[block]) if block is not None else {}
+
+
+def _require(condition: bool, path: Path, message: str) -> None:
+    if not condition:
+        raise ProtocolError(f"{path}: {message}")
+
+
+def load_protocol(path: Path | str) -> Protocol:
+    """Read and check a protocol file.
+
+    :raises ProtocolError: a missing or malformed field, naming it
+    """
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise ProtocolError(f"no protocol file {path}")
+    raw = path.read_bytes()
+    data = yaml.safe_load(raw)
+    _require(isinstance(data, dict), path, "not a YAML mapping")
+    for key in ("name", "evaluation", "groups", "hyperparameters", "statistics", "claims"):
+        _require(key in data, path, f"the field {key!r} is missing")
+    evaluation = data["evaluation"]
+    for key in ("eval_freq", "eval_episodes", "final_eval_episodes", "save_freq"):
+        value = evaluation.get(key)
+        _require(isinstance(value, int) and value > 0, path, f"evaluation.{key} must be a positive integer")
+    _require(evaluation.get("deterministic") is True, path, "evaluation.deterministic must be true (the Zoo's)")
+    groups = data["groups"]
+    _require(isinstance(groups, dict) and groups, path, "groups must be a non-empty mapping")
+    for name, group in groups.items():
+        for key in ("folder", "algos", "envs", "seeds", "n_timesteps"):
+            _require(key in group, path, f"groups.{name}.{key} is missing")
+        _require(isinstance(group["n_timesteps"], int) and group["n_timesteps"] > 0, path, f"groups.{name}.n_timesteps")
+    pairs = {(algo, env) for group in groups.values() for algo in group["algos"] for env in group["envs"]}
+    claims = []
+    for index, claim in enumerate(data["claims"]):
+        for key in ("id", "better", "than", "envs"):
+            _require(key in claim, path, f"claims[{index}].{key} is missing")
+        for algo in (claim["better"], claim["than"]):
+            for env in claim["envs"]:
+                _require((algo, env) in pairs, path, f"claims[{index}]: no group runs {algo} on {env}")
+        claims.append(Claim(claim["id"], claim["better"], claim["than"], tuple(claim["envs"])))
+    return Protocol(
+        path=path,
+        sha256=hashlib.sha256(raw).hexdigest(),
+        name=str(data["name"]),
+        evaluation=dict(evaluation),
+        groups={name: dict(group) for name, group in groups.items()},
+        hyperparameters=data["hyperparameters"],
+        statistics=dict(data["statistics"]),
+        claims=tuple(claims),
+    )
