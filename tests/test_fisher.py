@@ -317,3 +317,49 @@ def test_mlp_fisher_product_equals_the_autograd_jacobian_product(action_space, p
     for seed in range(3):
         vector = th.randn(sum(p.numel() for p in params), generator=th.Generator().manual_seed(seed))
         th.testing.assert_close(fast(vector), reference(vector), rtol=1e-4, atol=1e-6)
+
+
+# ------------------------------------------------------------ layers that refuse a second derivative
+class _FirstOrderTanh(th.autograd.Function):
+    """tanh whose backward is computed on plain tensors: it gives first derivatives but its gradient has no graph
+    (the way a fused kernel without a double-backward formula, or a numpy-backed layer, behaves)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = th.tanh(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        with th.no_grad():
+            return grad * (1 - y.detach() ** 2)
+
+
+def _first_order_case(whole_network):
+    """The gaussian case of :func:`_make_case` with its hidden tanh replaced by :class:`_FirstOrderTanh`; with
+    ``whole_network`` the distribution parameters themselves pass through it (every parameter refuses)."""
+    params_to_dist, params, family = _make_case("gaussian")
+    gen = th.Generator().manual_seed(0)
+    obs = th.randn(N_STATES, OBS_DIM, generator=gen, dtype=DTYPE)
+
+    def first_order_params_to_dist(tensors):
+        hidden = _FirstOrderTanh.apply(obs @ tensors[0].T)
+        mean = hidden @ tensors[1].T + tensors[2]
+        if whole_network:
+            mean = _FirstOrderTanh.apply(mean)
+        return mean, tensors[3].expand_as(mean)
+
+    return first_order_params_to_dist, params, family
+
+
+@pytest.mark.parametrize("whole_network", [False, True], ids=["hidden-layer", "every-parameter"])
+@pytest.mark.parametrize("make_product", [analytic_fisher_product, autograd_fisher_product], ids=["analytic", "hessian"])
+def test_a_layer_without_second_derivative_raises_instead_of_a_zero_fisher(make_product, whole_network):
+    """The generic routes differentiate a backward pass; a layer whose backward has no graph used to give
+    ``J v = 0`` for the parameters behind it (``F v = 0`` when it covers the whole network) without a word."""
+    params_to_dist, params, family = _first_order_case(whole_network)
+    with pytest.raises(RuntimeError, match="second derivative"):
+        product = _product(make_product, params_to_dist, params, family)
+        product(th.ones(flatten(params).numel(), dtype=DTYPE))

@@ -166,6 +166,29 @@ def _grad(
     return th.autograd.grad(outputs, inputs, grad_outputs, allow_unused=True, materialize_grads=True, **kwargs)
 
 
+def _differentiable_grad(
+    outputs: Sequence[th.Tensor], inputs: Sequence[th.Tensor], grad_outputs: Sequence[th.Tensor]
+) -> tuple[th.Tensor, ...]:
+    """A backward pass with its own graph (``create_graph``), to be differentiated again; inputs the outputs do
+    not depend on get zeros.
+
+    :raises RuntimeError: if a layer's backward has no graph (a fused kernel without a double-backward formula, a
+        custom autograd function computed on plain tensors): differentiating it again would silently give zero
+        for every parameter behind that layer (``F v = 0`` when it covers the whole network)
+    """
+    grads = th.autograd.grad(outputs, inputs, grad_outputs, create_graph=True, retain_graph=True, allow_unused=True)
+    refused = [index for index, grad in enumerate(grads) if grad is not None and not grad.requires_grad]
+    if refused:
+        shapes = [tuple(inputs[index].shape) for index in refused]
+        raise RuntimeError(
+            "This Fisher-vector product differentiates a backward pass (a second derivative of the policy), but a "
+            f"layer refused the second derivative: the gradients of the parameters {refused} (shapes {shapes}) have "
+            "no graph, and their Fisher would be zero. Use a route with first derivatives only: "
+            "forward_mode_fisher_product (RecurrentTRPO uses it for its LSTM actors), or mlp_fisher_product."
+        )
+    return tuple(th.zeros_like(x) if grad is None else grad for x, grad in zip(inputs, grads, strict=True))
+
+
 def analytic_fisher_product(
     dist_params: DistParams,
     params: Sequence[th.Tensor],
@@ -188,8 +211,8 @@ def analytic_fisher_product(
     dist_at = tuple(t.detach() for t in dist_params)
     n_states = dist_at[0].shape[0]
     probes = tuple(th.zeros_like(t, requires_grad=True) for t in dist_at)
-    pullback_of_probes = _grad(dist_params, params, probes, create_graph=True, retain_graph=True)
-    linear = [(i, g) for i, g in enumerate(pullback_of_probes) if g.requires_grad]
+    pullback_of_probes = _differentiable_grad(dist_params, params, probes)
+    linear = [(i, g) for i, g in enumerate(pullback_of_probes) if g.requires_grad]  # unused parameters: J v = 0
 
     def product(vector: th.Tensor) -> th.Tensor:
         pieces = unflatten(vector, params)
@@ -213,7 +236,7 @@ def autograd_fisher_product(
     """
     dist_old = tuple(t.detach() for t in dist_params)
     kl = family.kl(dist_old, dist_params).mean()
-    grad_kl = flatten(_grad([kl], params, [th.ones(())], create_graph=True))
+    grad_kl = flatten(_differentiable_grad([kl], params, [th.ones(())]))
 
     def product(vector: th.Tensor) -> th.Tensor:
         hv = _grad([grad_kl @ vector], params, [th.ones(())], retain_graph=True)

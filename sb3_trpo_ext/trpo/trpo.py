@@ -434,7 +434,7 @@ class TRPO(OnPolicyAlgorithm):
             )
         super()._setup_model()
         self._setup_vine()
-        self._actor_params, self._critic_params = split_actor_critic(self.policy)
+        self._actor_params, self._critic_params = self._split_actor_critic()
         # The critic gets an optimizer of its own: the actor moves only through the trust-region step.
         optimizer_kwargs = dict(self.policy.optimizer_kwargs)
         if self.policy.optimizer_class is th.optim.Adam and not {"fused", "foreach"} & optimizer_kwargs.keys():
@@ -443,6 +443,10 @@ class TRPO(OnPolicyAlgorithm):
         self.policy.optimizer = self.policy.optimizer_class(
             self._critic_params, lr=self.lr_schedule(1), **optimizer_kwargs
         )
+
+    def _split_actor_critic(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """The actor's and the critic's parameters (:func:`split_actor_critic`; RecurrentTRPO adds its LSTMs)."""
+        return split_actor_critic(self.policy)
 
     def _setup_vine(self) -> None:
         """The vine sampler for the current environment (None for single path or without an environment).
@@ -709,7 +713,7 @@ class TRPO(OnPolicyAlgorithm):
         # Fisher of the mean KL at theta_old, on every sub_sampling_factor-th state (Appendix C)
         fisher_obs = obs
         if self.sub_sampling_factor > 1:
-            fisher_obs = _index_obs(obs, slice(None, None, self.sub_sampling_factor))
+            fisher_obs = self._every_kth_state(obs, self.sub_sampling_factor)
             dist_params = family.params(self._policy_distribution(fisher_obs))
         fisher_product = self._fisher_product(fisher_obs, dist_params, family)
         cg: CGResult = conjugate_gradient(fisher_product, gradient, max_iter=self.cg_max_steps, rtol=self.cg_rtol)
@@ -750,6 +754,11 @@ class TRPO(OnPolicyAlgorithm):
         """The policy's action distribution at the states ``obs`` of the natural-gradient step (a subclass whose
         distribution needs more than the observations, e.g. MaskableTRPO's action masks, overrides it)."""
         return self.policy.get_distribution(obs)
+
+    def _every_kth_state(self, obs: PyTorchObs, k: int) -> PyTorchObs:
+        """Every ``k``-th state of ``obs``, where the Fisher is evaluated with ``sub_sampling_factor=k`` (a subclass
+        whose states are not plain observations, e.g. RecurrentTRPO's sequences, overrides it)."""
+        return _index_obs(obs, slice(None, None, k))
 
     def _action_family(self, distribution: Distribution) -> ActionFamily:
         """The closed forms (KL, Fisher) of the policy's distributions (:func:`action_family`; overridable)."""
