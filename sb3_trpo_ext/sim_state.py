@@ -30,7 +30,8 @@ How a snapshot is made: the wrapper chain is walked from the outermost wrapper d
   :class:`UnrestorableEnvError`.
 * **Base environments**: MuJoCo (the whole ``MjData``, copied with ``mj_copyData`` into an ``MjData``
   allocated once per snapshot; ``mj_getState``/``mj_setState`` and ``deepcopy`` are not exact because
-  rewards read derived quantities), classic control (the attributes their ``step``/``reset`` change),
+  rewards read derived quantities), classic control and the toy-text Taxi, FrozenLake and CliffWalking (the
+  attributes their ``step``/``reset`` change),
   Atari through ale-py (``cloneState(include_rng=True)``). Anything else, Box2D included, raises
   :class:`UnrestorableEnvError`.
 * The base environment's random generator (``env.unwrapped.np_random``) is always saved and restored, so
@@ -374,6 +375,8 @@ _WRAPPERS: dict[str, _AttrAdapter] = {
     "sb3_contrib.common.wrappers.time_feature:TimeFeatureWrapper": _AttrAdapter(
         state=("_current_step",), const=("_max_steps", "_test_mode", "dtype")
     ),
+    # the mask function reads the environment's state; the wrapper has none (sb3_trpo_ext's TaxiActionMasker too)
+    "sb3_contrib.common.wrappers.action_masker:ActionMasker": _AttrAdapter(const=("_action_mask_fn",)),
 }
 
 # Classic-control environments (exact classes): the attributes their `step`/`reset` change. Rendering
@@ -384,6 +387,11 @@ _CLASSIC_CONTROL: dict[str, _AttrAdapter] = {
     "gymnasium.envs.classic_control.acrobot:AcrobotEnv": _AttrAdapter(state=("state",)),
     "gymnasium.envs.classic_control.mountain_car:MountainCarEnv": _AttrAdapter(state=("state",)),
     "gymnasium.envs.classic_control.continuous_mountain_car:Continuous_MountainCarEnv": _AttrAdapter(state=("state",)),
+    # toy text: the discrete state and the last action (rendering reads it); Taxi's fickle passenger flag and
+    # taxi orientation (set by reset and render)
+    "gymnasium.envs.toy_text.taxi:TaxiEnv": _AttrAdapter(state=("s", "lastaction", "fickle_step", "taxi_orientation")),
+    "gymnasium.envs.toy_text.frozen_lake:FrozenLakeEnv": _AttrAdapter(state=("s", "lastaction")),
+    "gymnasium.envs.toy_text.cliffwalking:CliffWalkingEnv": _AttrAdapter(state=("s", "lastaction")),
 }
 
 _MUJOCO_ENV = "gymnasium.envs.mujoco.mujoco_env:MujocoEnv"
@@ -620,7 +628,8 @@ def _base_adapter(layer: gym.Env, env: gym.Env) -> _Adapter:
         layer,
         env,
         "environment",
-        "only MuJoCo (gymnasium.envs.mujoco.MujocoEnv), the classic-control environments, Atari (ale-py) "
+        "only MuJoCo (gymnasium.envs.mujoco.MujocoEnv), the classic-control environments, the toy-text "
+        "environments Taxi, FrozenLake and CliffWalking, Atari (ale-py) "
         "and environments implementing the protocol are supported",
     )
 
