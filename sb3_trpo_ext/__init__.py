@@ -4,4 +4,13 @@ from sb3_trpo_ext.trpo import TRPO
 
 __version__ = "0.1.0"
 
-__all__ = ["TRPO", "__version__"]
+__all__ = ["MaskableTRPO", "TRPO", "__version__"]
+
+
+def __getattr__(name: str) -> object:
+    """Lazy exports whose modules need an optional dependency (``MaskableTRPO``: sb3-contrib)."""
+    if name == "MaskableTRPO":
+        from sb3_trpo_ext.maskable import MaskableTRPO
+
+        return MaskableTRPO
+    raise AttributeError(f"module 'sb3_trpo_ext' has no attribute {name!r}")

@@ -1,0 +1,36 @@
+"""Policies of :class:`~sb3_trpo_ext.MaskableTRPO`: sb3-contrib's maskable actor-critic policies, with separate
+actor and critic feature extractors by default (sb3-contrib's classes share one), so the critic's regression can
+never move the actor; every change of the actor passes the trust-region check."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sb3_contrib.common.maskable.policies import (
+    MaskableActorCriticCnnPolicy,
+    MaskableActorCriticPolicy,
+    MaskableMultiInputActorCriticPolicy,
+)
+
+__all__ = ["MaskableCnnPolicy", "MaskableMlpPolicy", "MaskableMultiInputPolicy"]
+
+
+class MaskableMlpPolicy(MaskableActorCriticPolicy):
+    """sb3-contrib's ``MaskableActorCriticPolicy`` with ``share_features_extractor=False`` by default."""
+
+    def __init__(self, *args: Any, share_features_extractor: bool = False, **kwargs: Any):
+        super().__init__(*args, share_features_extractor=share_features_extractor, **kwargs)
+
+
+class MaskableCnnPolicy(MaskableActorCriticCnnPolicy):
+    """sb3-contrib's ``MaskableActorCriticCnnPolicy`` with ``share_features_extractor=False`` by default."""
+
+    def __init__(self, *args: Any, share_features_extractor: bool = False, **kwargs: Any):
+        super().__init__(*args, share_features_extractor=share_features_extractor, **kwargs)
+
+
+class MaskableMultiInputPolicy(MaskableMultiInputActorCriticPolicy):
+    """sb3-contrib's ``MaskableMultiInputActorCriticPolicy`` with ``share_features_extractor=False`` by default."""
+
+    def __init__(self, *args: Any, share_features_extractor: bool = False, **kwargs: Any):
+        super().__init__(*args, share_features_extractor=share_features_extractor, **kwargs)

@@ -1,0 +1,347 @@
+"""TRPO with invalid-action masking: :class:`MaskableTRPO`, with SB3 conventions of sb3-contrib's ``MaskablePPO``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from sb3_contrib.common.maskable.buffers import MaskableDictRolloutBuffer, MaskableRolloutBuffer
+from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
+from sb3_contrib.common.maskable.utils import get_action_masks, is_masking_supported
+from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.distributions import Distribution
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, RolloutBufferSamples
+from stable_baselines3.common.utils import obs_as_tensor
+from stable_baselines3.common.vec_env import VecEnv
+
+from sb3_trpo_ext.common.fisher import ActionFamily
+from sb3_trpo_ext.common.vine import Surrogate
+from sb3_trpo_ext.maskable.distributions import MaskedObs, masked_action_family
+from sb3_trpo_ext.maskable.policies import MaskableCnnPolicy, MaskableMlpPolicy, MaskableMultiInputPolicy
+from sb3_trpo_ext.maskable.vine import MaskableDictVineRolloutBuffer, MaskableVineRolloutBuffer, MaskableVineSampler
+from sb3_trpo_ext.trpo.trpo import FISHER_PRODUCTS, TRPO, _compute_gae, _fast_distributions
+
+__all__ = ["MaskableTRPO"]
+
+SelfMaskableTRPO = TypeVar("SelfMaskableTRPO", bound="MaskableTRPO")
+
+#: Rollout buffers MaskableTRPO chooses itself (and saves with the model): replaced by the one that fits the
+#: sampling scheme and observation space at every setup.
+_AUTOMATIC_BUFFERS = (
+    None,
+    RolloutBuffer,
+    DictRolloutBuffer,
+    MaskableRolloutBuffer,
+    MaskableDictRolloutBuffer,
+    MaskableVineRolloutBuffer,
+    MaskableDictVineRolloutBuffer,
+)
+_MASKABLE_SPACES = (spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
+
+
+def mask_dims(action_space: spaces.Space) -> int:
+    """Entries of one action mask: ``n`` for ``Discrete(n)``, ``sum(nvec)`` for ``MultiDiscrete``, ``2 n`` for
+    ``MultiBinary(n)`` (sb3-contrib's layout).
+
+    :raises ValueError: for any other space (or a multi-dimensional ``MultiBinary``)
+    """
+    if isinstance(action_space, spaces.Discrete):
+        return int(action_space.n)
+    if isinstance(action_space, spaces.MultiDiscrete):
+        return int(np.sum(action_space.nvec))
+    if isinstance(action_space, spaces.MultiBinary) and isinstance(action_space.n, (int, np.integer)):
+        return 2 * int(action_space.n)
+    raise ValueError(
+        f"Invalid action space {action_space}: MaskableTRPO supports Discrete, MultiDiscrete and one-dimensional "
+        "MultiBinary action spaces"
+    )
+
+
+class MaskableTRPO(TRPO):
+    """
+    TRPO with invalid-action masking (Huang & Ontañón, 2020), used like sb3-contrib's ``MaskablePPO``.
+
+    The masks come from the environment's ``action_masks()`` method (directly or through sb3-contrib's
+    ``ActionMasker`` wrapper) at every step; an invalid action gets probability 0 (sb3-contrib's maskable policies
+    and distributions). The update is :class:`~sb3_trpo_ext.TRPO`'s natural-gradient step on the masked
+    distributions of the batch's states: invalid actions contribute nothing to the surrogate, the true KL of the
+    trust region or the Fisher (see :mod:`sb3_trpo_ext.maskable.distributions`). ``predict(...,
+    action_masks=...)``, sb3-contrib's maskable ``evaluate_policy`` and ``MaskableEvalCallback`` work with it.
+    Vine sampling draws the ``K`` actions and the branches' actions from the masked policy (an enumerated
+    ``Discrete`` space tries only the valid actions; see :mod:`sb3_trpo_ext.maskable.vine`).
+
+    Collection calls the policy's ``forward`` with the step's masks (as MaskablePPO does), so ``fast_collect``
+    has no effect here.
+
+    :param policy: ``"MlpPolicy"``, ``"CnnPolicy"``, ``"MultiInputPolicy"`` (sb3-contrib's maskable policies with
+        separate actor and critic feature extractors by default) or a ``MaskableActorCriticPolicy`` subclass
+    :param env: The environment to learn from (if registered in Gym, can be str); ``Discrete``, ``MultiDiscrete``
+        or ``MultiBinary`` actions
+    :param rollout_buffer_class: None (sb3-contrib's ``MaskableRolloutBuffer``, or the maskable vine buffers with
+        ``sampling="vine"``), or a subclass of ``MaskableRolloutBuffer`` / ``MaskableDictRolloutBuffer``
+    :param kwargs: every other hyperparameter of :class:`~sb3_trpo_ext.TRPO` (``use_sde`` must stay False)
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": MaskableMlpPolicy,
+        "CnnPolicy": MaskableCnnPolicy,
+        "MultiInputPolicy": MaskableMultiInputPolicy,
+    }
+    policy: MaskableActorCriticPolicy  # type: ignore[assignment]
+    _vine: MaskableVineSampler | None  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        policy: str | type[MaskableActorCriticPolicy],
+        env: GymEnv | str,
+        rollout_buffer_class: type[RolloutBuffer] | None = None,
+        _init_setup_model: bool = True,
+        **kwargs: Any,
+    ):
+        if kwargs.get("use_sde"):
+            raise ValueError(f"Invalid use_sde={kwargs['use_sde']!r}: MaskableTRPO has discrete actions, no gSDE")
+        #: whether collection applies the environment's masks (``learn(use_masking=...)``)
+        self._use_masking = True
+        super().__init__(
+            policy,  # type: ignore[arg-type]
+            env,
+            rollout_buffer_class=rollout_buffer_class,
+            _init_setup_model=False,
+            **kwargs,
+        )
+        if _init_setup_model:
+            self._setup_model()
+
+    # ------------------------------------------------------------------ setup
+    def _setup_model(self) -> None:
+        if not isinstance(self.action_space, _MASKABLE_SPACES):
+            raise ValueError(
+                f"Invalid action space {self.action_space}: MaskableTRPO supports Discrete, MultiDiscrete and "
+                "MultiBinary action spaces"
+            )
+        self._mask_dims = mask_dims(self.action_space)
+        is_dict = isinstance(self.observation_space, spaces.Dict)
+        if self.rollout_buffer_class in _AUTOMATIC_BUFFERS:
+            if self.sampling == "vine":
+                self.rollout_buffer_class = MaskableDictVineRolloutBuffer if is_dict else MaskableVineRolloutBuffer
+            else:
+                self.rollout_buffer_class = MaskableDictRolloutBuffer if is_dict else MaskableRolloutBuffer
+        elif not (
+            isinstance(self.rollout_buffer_class, type)
+            and issubclass(self.rollout_buffer_class, (MaskableRolloutBuffer, MaskableDictRolloutBuffer))
+        ):
+            raise ValueError(
+                f"Invalid rollout_buffer_class={self.rollout_buffer_class!r}: MaskableTRPO stores the action masks, "
+                "so it must be a subclass of sb3-contrib's MaskableRolloutBuffer or MaskableDictRolloutBuffer"
+            )
+        # SB3's setup builds the policy with ``use_sde=...``, an argument sb3-contrib's maskable policies do not take
+        policy_class = self.policy_class
+
+        def build_policy(*args: Any, use_sde: bool = False, **kwargs: Any) -> BasePolicy:
+            return policy_class(*args, **kwargs)
+
+        self.policy_class = build_policy  # type: ignore[assignment]
+        try:
+            super()._setup_model()
+        finally:
+            self.policy_class = policy_class
+        if not isinstance(self.policy, MaskableActorCriticPolicy):
+            raise ValueError(
+                f"Invalid policy {type(self.policy).__name__}: MaskableTRPO needs a subclass of sb3-contrib's "
+                "MaskableActorCriticPolicy"
+            )
+
+    def _setup_vine(self) -> None:
+        """The masked vine sampler for the current environment (None for single path or without an environment).
+
+        :raises UnrestorableEnvError: if an environment or wrapper cannot be restored exactly
+        """
+        self._vine = None
+        if self.sampling != "vine" or self.env is None:
+            return
+        self._vine = MaskableVineSampler(
+            self.env,
+            n_states=self.vine_n_states,
+            n_actions=self.vine_n_actions,
+            horizon=self.vine_horizon,
+            bootstrap=bool(self.vine_bootstrap),
+            gamma=self.gamma,
+            seed=self.seed,
+            mask_dims=self._mask_dims,
+            use_masking=self._use_masking,
+        )
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "_mask_dims"]
+
+    # ------------------------------------------------------------- collection
+    def collect_rollouts(
+        self,
+        env: VecEnv,
+        callback: BaseCallback,
+        rollout_buffer: RolloutBuffer,
+        n_rollout_steps: int,
+    ) -> bool:
+        """Collect ``n_rollout_steps`` per environment with the current masked policy (MaskablePPO's loop: the
+        environment's masks read before every step, passed to the policy and stored in the buffer); with vine
+        sampling, then run the branches of the rollout set.
+
+        :return: True if ``n_rollout_steps`` were collected, False if a callback stopped the rollout.
+        :raises ValueError: if masking is on and the environment has no ``action_masks()`` method
+        """
+        assert isinstance(rollout_buffer, (MaskableRolloutBuffer, MaskableDictRolloutBuffer)), (
+            "MaskableTRPO's rollout buffer must store the action masks"
+        )
+        assert self._last_obs is not None, "No previous observation was provided"
+        use_masking = self._use_masking
+        if use_masking and not is_masking_supported(env):
+            raise ValueError(
+                "The environment does not support action masking (no action_masks() method): wrap it in "
+                "sb3-contrib's ActionMasker, or call learn(..., use_masking=False)"
+            )
+        self.policy.set_training_mode(False)
+        rollout_buffer.reset()
+        callback.on_rollout_start()
+        if self._vine is not None:
+            self._vine.use_masking = use_masking
+            self._vine.plan(n_rollout_steps)
+
+        n_steps = 0
+        action_masks = None
+        dones = np.zeros(env.num_envs, dtype=bool)
+        new_obs = self._last_obs
+        while n_steps < n_rollout_steps:
+            if use_masking:
+                action_masks = get_action_masks(env)
+            if self._vine is not None:
+                self._vine.on_trunk_step(n_steps, self._last_obs, action_masks)
+            with th.no_grad(), _fast_distributions():
+                obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
+                actions_tensor, values, log_probs = self.policy(obs_tensor, action_masks=action_masks)
+            actions = actions_tensor.cpu().numpy()
+
+            new_obs, rewards, dones, infos = env.step(actions)
+            self.num_timesteps += env.num_envs
+
+            callback.update_locals(locals())
+            if not callback.on_step():
+                return False
+            self._update_info_buffer(infos, dones)
+            n_steps += 1
+
+            if isinstance(self.action_space, spaces.Discrete):
+                actions = actions.reshape(-1, 1)
+            for env_idx, done in enumerate(dones):  # time-limit truncation: bootstrap with the terminal value
+                terminal_obs = infos[env_idx].get("terminal_observation")
+                if done and terminal_obs is not None and infos[env_idx].get("TimeLimit.truncated", False):
+                    with th.no_grad():
+                        terminal_value = self.policy.predict_values(self.policy.obs_to_tensor(terminal_obs)[0])
+                    rewards[env_idx] += self.gamma * terminal_value.item()
+
+            rollout_buffer.add(
+                self._last_obs,  # type: ignore[arg-type]
+                actions,
+                rewards,
+                self._last_episode_starts,  # type: ignore[arg-type]
+                values,
+                log_probs,
+                action_masks=action_masks,
+            )
+            self._last_obs = new_obs  # type: ignore[assignment]
+            self._last_episode_starts = dones
+
+        with th.no_grad():
+            last_values = self.policy.predict_values(obs_as_tensor(new_obs, self.device))  # type: ignore[arg-type]
+        if type(rollout_buffer).compute_returns_and_advantage is RolloutBuffer.compute_returns_and_advantage:
+            _compute_gae(rollout_buffer, last_values.cpu().numpy().flatten(), dones)
+        else:
+            rollout_buffer.compute_returns_and_advantage(last_values=last_values, dones=dones)
+        if self._vine is not None:
+            with _fast_distributions():
+                rollout_set, branch_steps = self._vine.run_branches(self.policy, self._to_env_actions)
+            rollout_buffer.rollout_set = rollout_set  # type: ignore[attr-defined]
+            self.vine_branch_steps += branch_steps
+            self.logger.record("rollout/vine_branch_steps", branch_steps)
+            self.logger.record("rollout/vine_branch_steps_total", self.vine_branch_steps)
+            self.logger.record("rollout/vine_q_std", rollout_set.q_values.std(dim=1).mean().item())
+
+        callback.update_locals(locals())
+        callback.on_rollout_end()
+        return True
+
+    # ----------------------------------------------------------------- update
+    def _single_path_surrogate(self, batch: RolloutBufferSamples) -> tuple[PyTorchObs, Surrogate]:
+        """TRPO's single-path surrogate on the batch's masked distributions: the states carry their masks."""
+        observations, surrogate = super()._single_path_surrogate(batch)
+        return MaskedObs(observations, batch.action_masks), surrogate  # type: ignore[attr-defined]
+
+    def _policy_distribution(self, obs: PyTorchObs) -> Distribution:
+        """The masked distribution at the states (with their masks, :class:`MaskedObs`) of the update."""
+        if isinstance(obs, MaskedObs):
+            return self.policy.get_distribution(obs.observations, action_masks=obs.action_masks)  # type: ignore[arg-type]
+        return self.policy.get_distribution(obs)
+
+    def _action_family(self, distribution: Distribution) -> ActionFamily:
+        return masked_action_family(distribution)
+
+    def _fisher_product(
+        self, obs: PyTorchObs, dist_params: tuple[th.Tensor, ...], family: ActionFamily
+    ) -> Callable[[th.Tensor], th.Tensor]:
+        """``J^T M J v`` (``fisher="analytic"``) or the Hessian of the KL (``"autograd"``) on the masked
+        distribution's normalised logits, ``J`` from autograd (a masked logit is a constant: its ``J`` row is 0)."""
+        return FISHER_PRODUCTS[self.fisher](dist_params, self._actor_params, family, self.cg_damping)
+
+    # ------------------------------------------------------------ public API
+    def learn(  # type: ignore[override]
+        self: SelfMaskableTRPO,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 1,
+        tb_log_name: str = "MaskableTRPO_ext",
+        reset_num_timesteps: bool = True,
+        use_masking: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfMaskableTRPO:
+        """Train for ``total_timesteps`` environment steps, as sb3-contrib's ``MaskablePPO.learn``.
+
+        :param total_timesteps: environment steps to train for
+        :param callback: callback(s) called at every step
+        :param log_interval: updates between two log dumps
+        :param tb_log_name: the TensorBoard run name
+        :param reset_num_timesteps: whether to reset the timestep counter
+        :param use_masking: apply the environment's action masks (False: the unmasked policy)
+        :param progress_bar: show a progress bar (tqdm and rich)
+        """
+        self._use_masking = bool(use_masking)
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
+
+    def predict(  # type: ignore[override]
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+        action_masks: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """The policy's action for ``observation``, as sb3-contrib's ``MaskablePPO.predict``.
+
+        :param observation: the observation (or a batch of them)
+        :param state: unused (recurrent policies)
+        :param episode_start: unused (recurrent policies)
+        :param deterministic: the most probable valid action instead of a sample
+        :param action_masks: the masks of the observation(s), True (or 1) where an action is valid; None: no masking
+        :return: the action(s) and ``state``
+        """
+        return self.policy.predict(observation, state, episode_start, deterministic, action_masks=action_masks)
