@@ -6,17 +6,24 @@ snapshot of the actor's weights taken at the start of a rollout that evaluates t
 draws actions with a numpy generator: a few microseconds a step. It is picklable (plain arrays), so it can
 travel to worker processes. Values and log-probabilities are still computed by the policy, in torch, in one
 batch after the rollout.
+
+Where the numpy copy does not apply but the policy computes its actor with SB3's own methods (CNN policies, other
+features extractors), :class:`TorchHeadActor` computes the head in torch and draws with the same numpy routine and
+generator: the random draws do not depend on which class computed the same function (a ``MultiInputPolicy`` on a
+Dict of vectors, an ``MlpPolicy`` on the same vector flattened, or one with a features extractor of its own).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch as th
-from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
+from stable_baselines3.common.utils import obs_as_tensor
 
-from sb3_trpo_ext.trpo.policies import plain_mlp_actor
+from sb3_trpo_ext.trpo.policies import PLAIN_DISTRIBUTIONS, flat_dict_keys, plain_mlp_actor, uses_sb3_methods
 
 
 def _numpy(tensor: th.Tensor) -> np.ndarray:
@@ -32,6 +39,8 @@ class NumpyActor:
     :param family: ``"gaussian"``, ``"categorical"``, ``"multicategorical"`` or ``"bernoulli"``
     :param std: the Gaussian's standard deviations (``exp(log_std)``), else None
     :param action_dims: the sizes of a multi-categorical's blocks, else None
+    :param keys: for a ``Dict`` observation, its entries in the order SB3's ``CombinedExtractor`` concatenates
+        them (flattened), else None
     """
 
     weights: list[tuple[np.ndarray, np.ndarray]]
@@ -39,24 +48,30 @@ class NumpyActor:
     family: str
     std: np.ndarray | None = None
     action_dims: list[int] | None = None
+    keys: list[str] | None = None
 
     @classmethod
     def from_policy(cls, policy: ActorCriticPolicy) -> NumpyActor | None:
         """A snapshot of ``policy``'s actor, or None where numpy would not compute exactly what the policy does
         (see :func:`sb3_trpo_ext.trpo.policies.plain_mlp_layers`; gSDE, squashed and other distributions)."""
-        plain = plain_mlp_actor(policy)
+        plain = plain_mlp_actor(policy, dict_observations=True)
         if plain is None:
             return None
         linears, tanh, family = plain
         activations = ["tanh" if is_tanh else "relu" for is_tanh in tanh]
         weights = [(_numpy(layer.weight).T.copy(), _numpy(layer.bias)) for layer in linears]
-        std = _numpy(policy.log_std.exp()) if family == "gaussian" else None
-        action_dims = list(policy.action_dist.action_dims) if family == "multicategorical" else None
-        return cls(weights, activations, family, std, action_dims)
+        std, action_dims = _draw_params(policy, family)
+        keys = flat_dict_keys(policy, policy.pi_features_extractor)
+        return cls(weights, activations, family, std, action_dims, keys)
 
-    def distribution_params(self, obs: np.ndarray) -> np.ndarray:
+    def distribution_params(self, obs: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
         """The head's output for a batch of observations: the Gaussian's mean, or the logits."""
-        x = np.asarray(obs, dtype=np.float32).reshape(len(obs), -1)
+        if self.keys is not None:  # CombinedExtractor: each entry flattened, concatenated in the space's order
+            assert isinstance(obs, dict)
+            n = len(obs[self.keys[0]])
+            x = np.concatenate([np.asarray(obs[key], dtype=np.float32).reshape(n, -1) for key in self.keys], axis=1)
+        else:
+            x = np.asarray(obs, dtype=np.float32).reshape(len(obs), -1)
         for (weight, bias), activation in zip(self.weights, [*self.activations, None]):
             x = x @ weight + bias
             if activation == "tanh":
@@ -65,17 +80,77 @@ class NumpyActor:
                 x = np.maximum(x, 0)
         return x
 
-    def sample(self, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def sample(self, obs: np.ndarray | dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
         """Actions for a batch of observations, drawn with ``rng`` (int64 for discrete families, else float32)."""
-        params = self.distribution_params(obs)
-        if self.family == "gaussian":
-            return params + self.std * rng.standard_normal(params.shape, dtype=np.float32)
-        if self.family == "bernoulli":
-            return (rng.random(params.shape, dtype=np.float32) < 1 / (1 + np.exp(-params))).astype(np.float32)
-        if self.family == "categorical":
-            return _sample_categorical(params, rng)
-        blocks = np.split(params, np.cumsum(self.action_dims)[:-1], axis=1)
-        return np.stack([_sample_categorical(block, rng) for block in blocks], axis=1)
+        return draw_actions(self.family, self.distribution_params(obs), self.std, self.action_dims, rng)
+
+
+@dataclass
+class TorchHeadActor:
+    """The actor's head computed by the policy's own (SB3) modules in torch, the actions drawn in numpy exactly as
+    :class:`NumpyActor` draws them: for SB3's policies that the numpy copy does not cover (CNNs, image or
+    discrete Dict entries, other features extractors), so that their draws come from the model's generator too.
+
+    :param policy: a policy that uses SB3's own methods with a distribution of :data:`PLAIN_DISTRIBUTIONS`
+    :param family: its distribution family
+    :param std: the Gaussian's standard deviations (snapshot at the start of the rollout), else None
+    :param action_dims: the sizes of a multi-categorical's blocks, else None
+    """
+
+    policy: ActorCriticPolicy
+    family: str
+    std: np.ndarray | None = None
+    action_dims: list[int] | None = None
+
+    @classmethod
+    def from_policy(cls, policy: ActorCriticPolicy) -> TorchHeadActor | None:
+        """The torch head of ``policy``, or None where the policy computes its actions otherwise (methods of its
+        own, gSDE, other distributions, no ``action_net``)."""
+        family = PLAIN_DISTRIBUTIONS.get(type(policy.action_dist))
+        if family is None or not uses_sb3_methods(policy) or not hasattr(policy, "action_net"):
+            return None
+        return cls(policy, family, *_draw_params(policy, family))
+
+    def distribution_params(self, obs: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
+        """The head's output, as SB3's ``get_distribution`` computes it before building the distribution."""
+        policy = self.policy
+        with th.no_grad():
+            tensor = obs_as_tensor(obs, policy.device)  # type: ignore[arg-type]
+            features = BasePolicy.extract_features(policy, tensor, policy.pi_features_extractor)
+            head = policy.action_net(policy.mlp_extractor.forward_actor(features))
+        return head.cpu().numpy()
+
+    def sample(self, obs: np.ndarray | dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
+        """Actions for a batch of observations, drawn with ``rng`` as :meth:`NumpyActor.sample` draws them."""
+        return draw_actions(self.family, self.distribution_params(obs), self.std, self.action_dims, rng)
+
+
+def collection_actor(policy: ActorCriticPolicy) -> NumpyActor | TorchHeadActor | None:
+    """What fast collection samples with: the numpy copy of the actor where it applies, else the policy's torch
+    head with the same numpy draws, else None (the policy samples through its own ``forward``, or gSDE)."""
+    numpy_actor = NumpyActor.from_policy(policy)
+    return numpy_actor if numpy_actor is not None else TorchHeadActor.from_policy(policy)
+
+
+def _draw_params(policy: ActorCriticPolicy, family: str) -> tuple[np.ndarray | None, list[int] | None]:
+    std = _numpy(policy.log_std.exp()) if family == "gaussian" else None
+    action_dims = list(policy.action_dist.action_dims) if family == "multicategorical" else None  # type: ignore[attr-defined]
+    return std, action_dims
+
+
+def draw_actions(
+    family: str, params: Any, std: np.ndarray | None, action_dims: list[int] | None, rng: np.random.Generator
+) -> np.ndarray:
+    """Draw one action per row of the head's output ``params`` with ``rng`` (int64 for discrete families, else
+    float32): Gaussian ``mean + std * N(0, 1)``, Bernoulli and categorical by comparing uniforms."""
+    if family == "gaussian":
+        return params + std * rng.standard_normal(params.shape, dtype=np.float32)
+    if family == "bernoulli":
+        return (rng.random(params.shape, dtype=np.float32) < 1 / (1 + np.exp(-params))).astype(np.float32)
+    if family == "categorical":
+        return _sample_categorical(params, rng)
+    blocks = np.split(params, np.cumsum(action_dims)[:-1], axis=1)
+    return np.stack([_sample_categorical(block, rng) for block in blocks], axis=1)
 
 
 def _sample_categorical(logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -25,7 +25,7 @@ from stable_baselines3.common.policies import (
     MultiInputActorCriticPolicy,
 )
 from stable_baselines3.common.preprocessing import is_image_space
-from stable_baselines3.common.torch_layers import FlattenExtractor, MlpExtractor
+from stable_baselines3.common.torch_layers import CombinedExtractor, FlattenExtractor, MlpExtractor
 from torch import nn
 
 
@@ -125,22 +125,48 @@ _FUNCTIONAL_LAYERS: dict[type[nn.Module], Callable[[nn.Module, th.Tensor], th.Te
 }
 
 
+def flat_dict_keys(policy: ActorCriticPolicy, features_extractor: nn.Module) -> list[str] | None:
+    """For a ``Dict`` observation read by SB3's ``CombinedExtractor`` as a concatenation of flattened non-image
+    ``Box`` entries (preprocessing is a float cast): the keys in the order it concatenates them; else None."""
+    space = policy.observation_space
+    if not isinstance(space, spaces.Dict) or type(features_extractor) is not CombinedExtractor:
+        return None
+    extractors = features_extractor.extractors
+    keys = list(space.spaces)
+    if list(extractors) != keys:
+        return None
+    plain = all(
+        isinstance(sub, spaces.Box) and not is_image_space(sub) and type(extractors[key]) is nn.Flatten
+        for key, sub in space.spaces.items()
+    )
+    return keys if plain else None
+
+
 def plain_mlp_layers(
-    policy: ActorCriticPolicy, features_extractor: nn.Module, net: nn.Module | None, head: nn.Module
+    policy: ActorCriticPolicy,
+    features_extractor: nn.Module,
+    net: nn.Module | None,
+    head: nn.Module,
+    dict_observations: bool = False,
 ) -> list[nn.Module] | None:
     """The layers of ``obs -> head(net(features_extractor(preprocess(obs))))``, or None where a plain chain of
     them would not compute exactly what the policy does.
 
     Supported: a policy that uses SB3's own methods (:func:`uses_sb3_methods`), a flat ``Box`` observation
     (preprocessing is a float cast), SB3's ``FlattenExtractor``, and ``net`` an ``nn.Sequential`` of
-    Linear/Tanh/ReLU layers followed by a Linear ``head``.
+    Linear/Tanh/ReLU layers followed by a Linear ``head``. With ``dict_observations``, also a ``Dict`` of flat
+    ``Box`` entries concatenated by SB3's ``CombinedExtractor`` (:func:`flat_dict_keys`): the caller then
+    concatenates the entries itself (the numpy actor does; the torch chains take flat tensors only).
     """
     layers = [*net, head] if isinstance(net, nn.Sequential) else []
-    supported = (
-        uses_sb3_methods(policy)
-        and isinstance(policy.observation_space, spaces.Box)
+    flat_box = (
+        isinstance(policy.observation_space, spaces.Box)
         and not is_image_space(policy.observation_space)
         and type(features_extractor) is FlattenExtractor
+    )
+    supported = (
+        uses_sb3_methods(policy)
+        and (flat_box or (dict_observations and flat_dict_keys(policy, features_extractor) is not None))
         and len(layers) > 0
         and all(type(layer) in _FUNCTIONAL_LAYERS for layer in layers)
     )
@@ -170,13 +196,19 @@ PLAIN_DISTRIBUTIONS = {
 }
 
 
-def plain_mlp_actor(policy: ActorCriticPolicy) -> tuple[list[nn.Linear], list[bool], str] | None:
+def plain_mlp_actor(
+    policy: ActorCriticPolicy, dict_observations: bool = False
+) -> tuple[list[nn.Linear], list[bool], str] | None:
     """The actor as a :func:`linear_chain` and its distribution family (:data:`PLAIN_DISTRIBUTIONS`), or None
-    where the actor's fast paths do not apply (see :func:`plain_mlp_layers`)."""
+    where the actor's fast paths do not apply (see :func:`plain_mlp_layers`, also for ``dict_observations``)."""
     family = PLAIN_DISTRIBUTIONS.get(type(policy.action_dist))
     chain = linear_chain(
         plain_mlp_layers(
-            policy, policy.pi_features_extractor, getattr(policy.mlp_extractor, "policy_net", None), policy.action_net
+            policy,
+            policy.pi_features_extractor,
+            getattr(policy.mlp_extractor, "policy_net", None),
+            policy.action_net,
+            dict_observations=dict_observations,
         )
     )
     return None if family is None or chain is None else (*chain, family)

@@ -46,7 +46,7 @@ from sb3_trpo_ext.common.vine import (
     VineSampler,
 )
 from sb3_trpo_ext.trpo.critic import PlainMlpCritic, optimizer_step
-from sb3_trpo_ext.trpo.numpy_actor import NumpyActor
+from sb3_trpo_ext.trpo.numpy_actor import collection_actor
 from sb3_trpo_ext.trpo.policies import (
     CnnPolicy,
     MlpPolicy,
@@ -500,8 +500,11 @@ class TRPO(OnPolicyAlgorithm):
         A policy that uses SB3's own methods only samples actions per step, and values and log-probabilities
         are computed in one batch after the loop (callbacks then see ``new_obs``, ``actions``,
         ``clipped_actions``, ``rewards``, ``dones`` and ``infos`` as locals, but no per-step ``values``): with
-        ``fast_collect`` and an MLP actor, from a numpy snapshot of the actor (:class:`NumpyActor`) and the
-        model's own generator, else through ``policy.get_distribution`` (the same random draws as SB3's loop).
+        ``fast_collect``, the model's own generator draws them, from a numpy snapshot of an MLP actor
+        (:class:`~sb3_trpo_ext.trpo.numpy_actor.NumpyActor`) or from the head computed by the policy's modules
+        (:class:`~sb3_trpo_ext.trpo.numpy_actor.TorchHeadActor`: CNNs, Dict observations...), so that two SB3
+        policy classes computing the same function draw the same actions; gSDE and ``fast_collect=False`` sample
+        through ``policy.get_distribution`` (the same random draws as SB3's loop).
         Any other policy is called per step through its ``forward``, exactly as SB3 does.
 
         :return: True if ``n_rollout_steps`` were collected, False if a callback stopped the rollout.
@@ -512,7 +515,7 @@ class TRPO(OnPolicyAlgorithm):
         if self.use_sde:
             self.policy.reset_noise(env.num_envs)
         callback.on_rollout_start()
-        numpy_actor = NumpyActor.from_policy(self.policy) if self.fast_collect else None
+        numpy_actor = collection_actor(self.policy) if self.fast_collect else None
         per_step_forward = numpy_actor is None and not uses_sb3_methods(self.policy)
         if self._vine is not None:
             self._vine.plan(n_rollout_steps)
