@@ -1,10 +1,11 @@
 """sb3-trpo-ext: Trust Region Policy Optimization for Stable-Baselines3, single path and vine."""
 
+from sb3_trpo_ext.safe_load import UnsafeCheckpointError, add_safe_globals
 from sb3_trpo_ext.trpo import TRPO
 
 __version__ = "0.1.0"
 
-__all__ = ["MaskableTRPO", "TRPO", "__version__"]
+__all__ = ["MaskableTRPO", "TRPO", "UnsafeCheckpointError", "__version__", "add_safe_globals"]
 
 
 def __getattr__(name: str) -> object:

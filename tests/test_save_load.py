@@ -245,3 +245,45 @@ def test_missing_file_raises_like_sb3(tmp_path):
         TRPO.load(missing)
     with pytest.raises(type(sb3_error.value)):
         TRPO.load(str(tmp_path / "does_not_exist"))
+
+
+# -------------------------------------------------------------------- set_parameters: SB3's contract
+def _without_last_entry(params):
+    """SB3's tests/test_save_load.py::test_save_load: every object's state dict loses its last entry."""
+    edited = copy.deepcopy(params)
+    for state in edited.values():
+        del state[list(state)[-1]]
+    return edited
+
+
+def test_set_parameters_incomplete_state_dicts_raise_torchs_runtime_error():
+    """SB3's contract (issue 18, item 1): ValueError only for missing or unknown objects; the policy's state
+    dict loads first, so an incomplete one raises torch's RuntimeError before the optimizer state is read."""
+    model = TRPO("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=32, policy_kwargs=SMALL_NET, seed=0)
+    params = model.get_parameters()
+    assert list(params) == ["policy", "policy.optimizer"]
+    with pytest.raises(RuntimeError, match="Missing key"):
+        model.set_parameters(_without_last_entry(params), exact_match=True)
+    # the same with the objects in the other order: the modules still load first
+    reordered = _without_last_entry(params)
+    reordered = {"policy.optimizer": reordered["policy.optimizer"], "policy": reordered["policy"]}
+    with pytest.raises(RuntimeError, match="Missing key"):
+        model.set_parameters(reordered, exact_match=True)
+    # unknown and missing objects: SB3's ValueError, before anything is loaded
+    before = copy.deepcopy(model.policy.state_dict())
+    with pytest.raises(ValueError, match="invalid object name|do not match"):
+        model.set_parameters({**params, "not_an_object": {}}, exact_match=True)
+    with pytest.raises(ValueError, match="Names of parameters do not match"):
+        model.set_parameters({"policy.optimizer": params["policy.optimizer"]}, exact_match=True)
+    assert_same_state_dict(model.policy.state_dict(), before)
+    # a complete policy with an edited optimizer state alone: the policy loads, then our clearer ValueError
+    with pytest.raises(ValueError, match=r"params\['policy.optimizer'\].*'param_groups'"):
+        model.set_parameters({"policy": params["policy"], "policy.optimizer": {"state": {}}}, exact_match=True)
+    model.set_parameters(params, exact_match=True)
+
+
+def test_set_parameters_partial_dict_without_exact_match_loads_the_policy_only():
+    model = TRPO("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=32, policy_kwargs=SMALL_NET, seed=0)
+    other = TRPO("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=32, policy_kwargs=SMALL_NET, seed=1)
+    model.set_parameters({"policy": other.policy.state_dict()}, exact_match=False)
+    assert_same_state_dict(model.policy.state_dict(), other.policy.state_dict())

@@ -7,7 +7,7 @@ never move the actor, whose every change must pass the trust-region check.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch as th
@@ -26,24 +26,62 @@ from stable_baselines3.common.policies import (
 )
 from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.torch_layers import CombinedExtractor, FlattenExtractor, MlpExtractor
+from stable_baselines3.common.utils import get_device
 from torch import nn
 
+from sb3_trpo_ext.safe_load import load_policy_file
 
-class MlpPolicy(ActorCriticPolicy):
+
+class SafeLoadMixin:
+    """``load`` of a file written by ``policy.save`` without running code from it.
+
+    SB3's ``BasePolicy.load`` reads the file with ``torch.load(weights_only=False)``; here the constructor
+    arguments are rebuilt by :mod:`sb3_trpo_ext.safe_load`'s restricted unpickler (tensors through torch's
+    own reader) and ``trusted=True`` is the way back to SB3's reader.
+    """
+
+    @classmethod
+    def load(  # type: ignore[override]
+        cls,
+        path: str,
+        device: th.device | str = "auto",
+        *,
+        trusted: bool = False,
+        safe_globals: Iterable[Any] = (),
+    ) -> Any:
+        """Load a policy saved with ``policy.save(path)``.
+
+        :param path: the file
+        :param device: where the policy goes
+        :param trusted: SB3's full unpickling (only for files you vouch for: it can run code)
+        :param safe_globals: classes or ``(module, name)`` pairs to allow in this load
+        :return: the policy
+        :raises UnsafeCheckpointError: naming the file and the global refused
+        """
+        if trusted:
+            return super().load(path, device)  # type: ignore[misc]
+        device = get_device(device)
+        saved = load_policy_file(path, device, safe_globals=safe_globals)
+        policy = cls(**saved["data"])
+        policy.load_state_dict(saved["state_dict"])  # type: ignore[attr-defined]
+        return policy.to(device)  # type: ignore[attr-defined]
+
+
+class MlpPolicy(SafeLoadMixin, ActorCriticPolicy):
     """SB3's ``ActorCriticPolicy`` with separate actor and critic feature extractors by default."""
 
     def __init__(self, *args: Any, share_features_extractor: bool = False, **kwargs: Any):
         super().__init__(*args, share_features_extractor=share_features_extractor, **kwargs)
 
 
-class CnnPolicy(ActorCriticCnnPolicy):
+class CnnPolicy(SafeLoadMixin, ActorCriticCnnPolicy):
     """SB3's ``ActorCriticCnnPolicy`` with separate actor and critic feature extractors by default."""
 
     def __init__(self, *args: Any, share_features_extractor: bool = False, **kwargs: Any):
         super().__init__(*args, share_features_extractor=share_features_extractor, **kwargs)
 
 
-class MultiInputPolicy(MultiInputActorCriticPolicy):
+class MultiInputPolicy(SafeLoadMixin, MultiInputActorCriticPolicy):
     """SB3's ``MultiInputActorCriticPolicy`` with separate actor and critic feature extractors by default."""
 
     def __init__(self, *args: Any, share_features_extractor: bool = False, **kwargs: Any):

@@ -6,7 +6,7 @@ import io
 import math
 import pathlib
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar, TypeVar
 
@@ -20,7 +20,7 @@ from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.preprocessing import is_image_space
-from stable_baselines3.common.save_util import load_from_zip_file
+from stable_baselines3.common.save_util import load_from_zip_file, recursive_getattr
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, RolloutBufferSamples, Schedule
 from stable_baselines3.common.utils import explained_variance, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
@@ -45,6 +45,7 @@ from sb3_trpo_ext.common.vine import (
     VineRolloutBuffer,
     VineSampler,
 )
+from sb3_trpo_ext.safe_load import explain_weights_only_refusal, load_data
 from sb3_trpo_ext.trpo.critic import PlainMlpCritic, optimizer_step
 from sb3_trpo_ext.trpo.numpy_actor import collection_actor
 from sb3_trpo_ext.trpo.policies import (
@@ -870,20 +871,39 @@ class TRPO(OnPolicyAlgorithm):
         custom_objects: dict[str, Any] | None = None,
         print_system_info: bool = False,
         force_reset: bool = True,
+        *,
+        trusted: bool = False,
+        safe_globals: Iterable[Any] = (),
         **kwargs: Any,
     ) -> SelfTRPO:
-        """Load a model saved by this TRPO or by sb3-contrib's TRPO (see SB3's ``load``).
+        """Load a model saved by this TRPO or by sb3-contrib's TRPO (see SB3's ``load``), without running code
+        from the file.
+
+        Unlike SB3's ``load``, the pickled entries of the file's ``data`` are rebuilt by
+        :mod:`sb3_trpo_ext.safe_load`'s restricted unpickler, which admits only a reviewed allowlist of
+        classes and functions; anything else raises :class:`~sb3_trpo_ext.UnsafeCheckpointError` before it
+        runs. A learning-rate function (a lambda or closure) is refused: pass
+        ``custom_objects={"learning_rate": ..., "lr_schedule": ...}``. A pickled ``lr_schedule`` is never
+        read (the model rebuilds it from ``learning_rate``).
 
         A model from sb3-contrib keeps its saved hyperparameters; since its ``target_kl`` bounded the
         per-dimension mean KL, a warning gives the equivalent true-KL value to pass as ``target_kl=...``.
         Its critic's optimizer state is remapped onto our critic-only optimizer.
 
+        :param trusted: unpickle everything, as SB3 does (only for files you vouch for: it can run code)
+        :param safe_globals: classes or ``(module, name)`` pairs to allow in this load (your own policy class, ...)
         :raises FileNotFoundError: naming the path given (and the ``.zip`` variant tried) if neither exists
         :raises ValueError: if the file is not a zip archive or was not saved by a TRPO
+        :raises UnsafeCheckpointError: naming the entry and the global refused
         """
         if isinstance(path, (str, pathlib.Path)):
             _check_exists(pathlib.Path(path))
-        data, _, _ = load_from_zip_file(path, device=device, custom_objects=custom_objects)
+        if trusted:
+            data, _, _ = load_from_zip_file(path, device=device, custom_objects=custom_objects)
+        else:
+            data, pickled = load_data(path, custom_objects, safe_globals=safe_globals)
+            # SB3's load then takes every pickled entry from here and never unpickles one itself
+            custom_objects = {**{key: data[key] for key in pickled}, **(custom_objects or {})}
         if isinstance(path, io.BufferedIOBase):
             path.seek(0)
         missing = [key for key in _TRPO_SAVED_KEYS if key not in (data or {})]
@@ -899,7 +919,8 @@ class TRPO(OnPolicyAlgorithm):
                 "values are kept unless you pass target_kl=... and cg_damping=... to load().",
                 stacklevel=2,
             )
-        return super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
+        with explain_weights_only_refusal(path):
+            return super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
 
     def set_parameters(
         self,
@@ -907,30 +928,52 @@ class TRPO(OnPolicyAlgorithm):
         exact_match: bool = True,
         device: th.device | str = "auto",
     ) -> None:
-        """See SB3's ``set_parameters``; an optimizer state over all policy parameters (sb3-contrib's layout)
-        is remapped onto the critic's optimizer."""
+        """See SB3's ``set_parameters``: its contract, in its order, with the optimizer state checked last.
+
+        1. A ``ValueError`` for an unknown object name, or (``exact_match``) for missing objects, before
+           anything is loaded.
+        2. The modules' state dicts (``policy``): with ``exact_match`` an incomplete one raises torch's
+           ``RuntimeError``.
+        3. Only then the optimizer state: a ``ValueError`` naming it if it is not an optimizer state dict;
+           one over all policy parameters (sb3-contrib's layout) is remapped onto the critic's optimizer.
+
+        SB3's loop is not called because it loads objects in the dict's order, and ours must check and remap
+        the optimizer state after the policy has loaded. From a path only the ``.pth`` members are read (with
+        ``torch.load(weights_only=True)``), never the pickled ``data``.
+        """
         if isinstance(load_path_or_dict, dict):
             params = load_path_or_dict
         else:
             if isinstance(load_path_or_dict, (str, pathlib.Path)):
                 _check_exists(pathlib.Path(load_path_or_dict))
-            _, params, _ = load_from_zip_file(load_path_or_dict, device=device)
-        # Validate before remapping, with SB3's own error for a dict that does not name every object.
+            with explain_weights_only_refusal(load_path_or_dict):
+                _, params, _ = load_from_zip_file(load_path_or_dict, device=device, load_data=False)
+        objects = {}
+        for name in params:
+            try:
+                objects[name] = recursive_getattr(self, name)
+            except Exception as error:  # SB3's error for any name that does not resolve
+                raise ValueError(f"Key {name} is an invalid object name.") from error
         expected = set(self._get_torch_save_params()[0])
         if exact_match and set(params) != expected:
             raise ValueError(
                 f"Names of parameters do not match agents' parameters: expected {expected}, got {set(params)}"
             )
-        optimizer_state = params.get("policy.optimizer")
-        if optimizer_state is not None:
-            if not (isinstance(optimizer_state, dict) and {"state", "param_groups"} <= optimizer_state.keys()):
-                found = sorted(optimizer_state) if isinstance(optimizer_state, dict) else type(optimizer_state).__name__
-                raise ValueError(
-                    "params['policy.optimizer'] is not an optimizer state dict: it needs the keys 'state' and "
-                    f"'param_groups', got {found}"
-                )
-            params = {**params, "policy.optimizer": self._critic_optimizer_state(optimizer_state)}
-        super().set_parameters(params, exact_match=exact_match, device=device)
+        optimizers = [name for name, obj in objects.items() if isinstance(obj, th.optim.Optimizer)]
+        for name, obj in objects.items():
+            if name not in optimizers:
+                obj.load_state_dict(params[name], strict=exact_match)
+        for name in optimizers:
+            state = params[name]
+            if name == "policy.optimizer":
+                if not (isinstance(state, dict) and {"state", "param_groups"} <= state.keys()):
+                    found = sorted(state) if isinstance(state, dict) else type(state).__name__
+                    raise ValueError(
+                        "params['policy.optimizer'] is not an optimizer state dict: it needs the keys 'state' and "
+                        f"'param_groups', got {found}"
+                    )
+                state = self._critic_optimizer_state(state)
+            objects[name].load_state_dict(state)
 
     def _critic_optimizer_state(self, state: dict[str, Any]) -> dict[str, Any]:
         own = self.policy.optimizer.state_dict()

@@ -1,0 +1,723 @@
+"""Loading checkpoints without running code from the file: one reviewed allowlist, one restricted unpickler.
+
+SB3 stores every non-JSON value of a model's ``data`` member (spaces, schedules, ``policy_kwargs`` holding
+classes, ...) as base64 cloudpickle, and ``pickle`` calls whatever callable the file names: a ``__reduce__``
+payload runs ``os.system`` while the file is read. Here every pickle we read from a checkpoint (``data``
+entries, a policy file written by ``policy.save``, ``vecnormalize.pkl``) goes through
+:class:`RestrictedUnpickler`, whose ``find_class`` admits only the exact ``(module, name)`` pairs of
+:data:`SAFE_GLOBALS` (plus the ones a user adds with :func:`add_safe_globals` or ``safe_globals=[...]``):
+no module-wide or prefix trust, so nothing outside the list is ever imported or called. A refusal raises
+:class:`UnsafeCheckpointError` before anything from the file runs. ``.pth`` members stay with
+``torch.load(weights_only=True)`` (torch's own restricted unpickler), whatever the flags.
+
+``trusted=True`` on the load functions is the explicit way back to SB3's full unpickling, for files the
+user vouches for. The Zoo's ``config.yml`` / ``args.yml`` are read with :class:`ZooYamlLoader` (a safe YAML
+loader with only the tags genuine files carry), ``normalize`` is parsed as a literal
+(:func:`parse_normalize`) and wrapper names come from :data:`WRAPPER_MODULES` (:func:`check_wrapper_names`).
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import contextlib
+import io
+import json
+import os
+import pathlib
+import pickle
+import re
+import zipfile
+from collections.abc import Iterable, Iterator
+from typing import IO, Any
+
+import numpy as np
+import yaml
+
+__all__ = [
+    "REBUILT_KEYS",
+    "SAFE_GLOBALS",
+    "WRAPPER_MODULES",
+    "RestrictedUnpickler",
+    "UnsafeCheckpointError",
+    "ZooYamlLoader",
+    "add_safe_globals",
+    "check_wrapper_names",
+    "explain_weights_only_refusal",
+    "get_safe_globals",
+    "load_data",
+    "load_model",
+    "load_policy_file",
+    "load_vec_normalize",
+    "parse_normalize",
+    "safe_yaml_load",
+]
+
+#: Every global a checkpoint may reference, as exact ``(module, qualified name)`` pairs. This is the list
+#: real checkpoints reference (enumerated with a recording unpickler over models saved by TRPO with
+#: MlpPolicy/CnnPolicy/MultiInputPolicy, Box/Discrete/MultiDiscrete/MultiBinary, gSDE, vine, custom
+#: ``policy_kwargs`` and SB3 schedules; sb3-contrib's TRPO; SB3's PPO, A2C, TD3 with action noise, SAC, DQN;
+#: ``policy.save`` files; ``vecnormalize.pkl``), plus the siblings of those classes that SB3, sb3-contrib and
+#: the Zoo create the same way (CNN / multi-input variants, activations and optimizers the Zoo's files name).
+#: Each entry is a class or a data-rebuilding function whose call cannot reach ``import``, ``getattr``,
+#: ``eval`` or a file: adding one is a security review, and ``tests/test_safe_load.py`` lists them all.
+SAFE_GLOBALS: frozenset[tuple[str, str]] = frozenset(
+    {
+        # containers
+        ("collections", "OrderedDict"),
+        ("collections", "deque"),
+        # numpy arrays, scalars and dtypes; numpy 1.x files name numpy.core, numpy 2 writes numpy._core
+        ("numpy", "dtype"),
+        ("numpy", "ndarray"),
+        ("numpy", "float32"),
+        ("numpy", "float64"),
+        ("numpy", "int64"),
+        ("numpy", "bool_"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"),
+        # the numpy Generator a gymnasium space carries
+        ("numpy.random._pickle", "__generator_ctor"),
+        ("numpy.random._pickle", "__bit_generator_ctor"),
+        ("numpy.random._pcg64", "PCG64"),
+        ("numpy.random.bit_generator", "SeedSequence"),
+        ("numpy.random.bit_generator", "__pyx_unpickle_SeedSequence"),
+        # tensors in a policy file (storages come through torch.load's persistent ids, never a global)
+        ("torch._utils", "_rebuild_tensor_v2"),
+        ("torch._utils", "_rebuild_parameter"),
+        # gymnasium spaces
+        ("gymnasium.spaces.box", "Box"),
+        ("gymnasium.spaces.discrete", "Discrete"),
+        ("gymnasium.spaces.multi_discrete", "MultiDiscrete"),
+        ("gymnasium.spaces.multi_binary", "MultiBinary"),
+        ("gymnasium.spaces.dict", "Dict"),
+        # schedules (SB3's classes and the Zoo's linear schedule); policy.save's dummy lr_schedule
+        ("stable_baselines3.common.utils", "FloatSchedule"),
+        ("stable_baselines3.common.utils", "LinearSchedule"),
+        ("stable_baselines3.common.utils", "ConstantSchedule"),
+        ("rl_zoo3.utils", "SimpleLinearSchedule"),
+        ("stable_baselines3.common.policies", "BasePolicy._dummy_schedule"),
+        # torch.nn activations and torch.optim optimizers (policy_kwargs)
+        ("torch.nn.modules.activation", "Tanh"),
+        ("torch.nn.modules.activation", "ReLU"),
+        ("torch.nn.modules.activation", "ELU"),
+        ("torch.nn.modules.activation", "LeakyReLU"),
+        ("torch.nn.modules.activation", "SiLU"),
+        ("torch.nn.modules.activation", "GELU"),
+        ("torch.nn.modules.activation", "Sigmoid"),
+        ("torch.nn.modules.activation", "Softplus"),
+        ("torch.nn.modules.activation", "Mish"),
+        ("torch.nn.modules.activation", "SELU"),
+        ("torch.optim.adam", "Adam"),
+        ("torch.optim.adamw", "AdamW"),
+        ("torch.optim.rmsprop", "RMSprop"),
+        ("torch.optim.sgd", "SGD"),
+        # SB3 policies, features extractors, buffers, off-policy settings
+        ("stable_baselines3.common.policies", "ActorCriticPolicy"),
+        ("stable_baselines3.common.policies", "ActorCriticCnnPolicy"),
+        ("stable_baselines3.common.policies", "MultiInputActorCriticPolicy"),
+        ("stable_baselines3.td3.policies", "TD3Policy"),
+        ("stable_baselines3.td3.policies", "CnnPolicy"),
+        ("stable_baselines3.td3.policies", "MultiInputPolicy"),
+        ("stable_baselines3.sac.policies", "SACPolicy"),
+        ("stable_baselines3.sac.policies", "CnnPolicy"),
+        ("stable_baselines3.sac.policies", "MultiInputPolicy"),
+        ("stable_baselines3.dqn.policies", "DQNPolicy"),
+        ("stable_baselines3.dqn.policies", "CnnPolicy"),
+        ("stable_baselines3.dqn.policies", "MultiInputPolicy"),
+        ("stable_baselines3.common.torch_layers", "FlattenExtractor"),
+        ("stable_baselines3.common.torch_layers", "NatureCNN"),
+        ("stable_baselines3.common.torch_layers", "CombinedExtractor"),
+        ("stable_baselines3.common.buffers", "RolloutBuffer"),
+        ("stable_baselines3.common.buffers", "DictRolloutBuffer"),
+        ("stable_baselines3.common.buffers", "ReplayBuffer"),
+        ("stable_baselines3.common.buffers", "DictReplayBuffer"),
+        ("stable_baselines3.common.noise", "NormalActionNoise"),
+        ("stable_baselines3.common.noise", "OrnsteinUhlenbeckActionNoise"),
+        ("stable_baselines3.common.type_aliases", "TrainFreq"),
+        ("stable_baselines3.common.type_aliases", "TrainFrequencyUnit"),
+        # VecNormalize statistics (vecnormalize.pkl)
+        ("stable_baselines3.common.vec_env.vec_normalize", "VecNormalize"),
+        ("stable_baselines3.common.running_mean_std", "RunningMeanStd"),
+        # sb3-contrib's recurrent and maskable policies and buffers
+        ("sb3_contrib.common.recurrent.policies", "RecurrentActorCriticPolicy"),
+        ("sb3_contrib.common.recurrent.policies", "RecurrentActorCriticCnnPolicy"),
+        ("sb3_contrib.common.recurrent.policies", "RecurrentMultiInputActorCriticPolicy"),
+        ("sb3_contrib.common.recurrent.buffers", "RecurrentRolloutBuffer"),
+        ("sb3_contrib.common.recurrent.buffers", "RecurrentDictRolloutBuffer"),
+        ("sb3_contrib.common.maskable.policies", "MaskableActorCriticPolicy"),
+        ("sb3_contrib.common.maskable.policies", "MaskableActorCriticCnnPolicy"),
+        ("sb3_contrib.common.maskable.policies", "MaskableMultiInputActorCriticPolicy"),
+        ("sb3_contrib.common.maskable.buffers", "MaskableRolloutBuffer"),
+        ("sb3_contrib.common.maskable.buffers", "MaskableDictRolloutBuffer"),
+        # ours
+        ("sb3_trpo_ext.trpo.policies", "MlpPolicy"),
+        ("sb3_trpo_ext.trpo.policies", "CnnPolicy"),
+        ("sb3_trpo_ext.trpo.policies", "MultiInputPolicy"),
+        ("sb3_trpo_ext.common.vine", "VineRolloutBuffer"),
+        ("sb3_trpo_ext.common.vine", "DictVineRolloutBuffer"),
+    }
+)
+
+#: ``data`` entries that are never unpickled: every SB3 algorithm rebuilds them in ``_setup_model`` (from
+#: ``learning_rate``, and DQN / QR-DQN from their exploration settings), so a pickled closure there (every
+#: checkpoint written before SB3's schedule classes) is skipped and such files load without a flag.
+REBUILT_KEYS: frozenset[str] = frozenset({"lr_schedule", "exploration_schedule"})
+
+#: Modules whose classes a Zoo ``config.yml`` may name as ``env_wrapper`` / ``vec_env_wrapper`` (exact
+#: module names: a wrapper is found as an attribute of one of them, nothing else is imported).
+WRAPPER_MODULES: tuple[str, ...] = (
+    "gymnasium.wrappers",
+    "stable_baselines3.common.atari_wrappers",
+    "stable_baselines3.common.monitor",
+    "stable_baselines3.common.vec_env",
+    "sb3_contrib.common.wrappers",
+    "rl_zoo3.wrappers",
+    "sb3_trpo_ext.maskable.wrappers",
+)
+
+# Globals whose presence means "a function rebuilt from its code" (cloudpickle): named in the error.
+_CODE_BUILDERS = re.compile(r"^(cloudpickle(\..*)?|types|marshal)$")
+
+_WAYS_OUT = (
+    "If you trust the file, load it with trusted=True (full unpickling, as SB3 does); if the global is a "
+    "class of your own, allow it with safe_globals=[...] on the load call or sb3_trpo_ext.add_safe_globals(...)."
+)
+
+_user_safe_globals: set[tuple[str, str]] = set()
+
+
+class UnsafeCheckpointError(pickle.UnpicklingError):
+    """A checkpoint names a global outside the allowlist; raised before anything from the file runs.
+
+    :param key: where in the file (a ``data`` entry, a ``.pth`` member, ``vecnormalize.pkl``, ...)
+    :param global_name: the refused ``module.name``
+    :param message: the whole message (default: built from ``key`` and ``global_name``)
+    """
+
+    def __init__(self, key: str, global_name: str, message: str | None = None):
+        self.key = key
+        self.global_name = global_name
+        if message is None:
+            message = (
+                f"Refused to load {key!r}: it references {global_name}, which is not on sb3_trpo_ext's allowlist "
+                f"of safe globals, so unpickling it could run code from the file (nothing from the file was "
+                f"executed). {_WAYS_OUT}"
+            )
+        super().__init__(message)
+
+
+def _as_pair(entry: Any) -> tuple[str, str]:
+    if isinstance(entry, tuple) and len(entry) == 2 and all(isinstance(part, str) for part in entry):
+        return entry
+    module, name = getattr(entry, "__module__", None), getattr(entry, "__qualname__", None)
+    if not (isinstance(module, str) and isinstance(name, str)) or "<" in name:
+        raise TypeError(f"Expected a class, a function or a (module, name) pair, got {entry!r}")
+    return module, name
+
+
+def add_safe_globals(entries: Iterable[Any]) -> None:
+    """Allow more globals in every later load of this process, like ``torch.serialization.add_safe_globals``.
+
+    For a user's own classes (a custom policy, features extractor or schedule class): only add classes
+    whose construction from arbitrary arguments cannot reach code execution.
+
+    :param entries: classes, functions (importable by their qualified name) or ``(module, name)`` pairs
+    """
+    _user_safe_globals.update(_as_pair(entry) for entry in entries)
+
+
+def get_safe_globals() -> frozenset[tuple[str, str]]:
+    """The allowlist in force: :data:`SAFE_GLOBALS` plus what :func:`add_safe_globals` added.
+
+    :return: the ``(module, name)`` pairs a checkpoint may reference
+    """
+    return SAFE_GLOBALS | frozenset(_user_safe_globals)
+
+
+def _canonical_module(module: str) -> str:
+    if module == "__builtin__":  # protocol 2 pickles written by Python 2 name builtins so
+        return "builtins"
+    return module
+
+
+def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
+    """``_codecs.encode`` as protocol-2 pickles (``torch.save``) use it for ``bytes``: latin-1 only."""
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise UnsafeCheckpointError("<bytes>", f"_codecs.encode(..., {encoding!r})")
+    return text.encode("latin1")
+
+
+class _NestedNameOwner:
+    """A class whose nested attribute is allowlisted (``BasePolicy`` of ``BasePolicy._dummy_schedule``): it can
+    only be the first argument of the guarded ``getattr``; the class itself is never handed to the pickle."""
+
+    def __init__(self, owner: type):
+        self.owner = owner
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only allowlisted globals (and raises :class:`UnsafeCheckpointError` otherwise).
+
+    Protocol-2 pickles (what ``torch.save`` writes) spell two things differently: ``bytes`` as
+    ``_codecs.encode(text, "latin1")`` (admitted for latin-1 only) and a nested name such as
+    ``BasePolicy._dummy_schedule`` as ``getattr(BasePolicy, "_dummy_schedule")``, which is admitted only
+    when ``module.Class.attribute`` is itself on the allowlist: the same name a protocol-4 pickle would give.
+
+    :param file: the pickle stream
+    :param key: where the pickle comes from, named in errors
+    :param safe_globals: extra globals for this load only
+    """
+
+    def __init__(self, file: IO[bytes], *, key: str, safe_globals: Iterable[Any] = (), **kwargs: Any):
+        super().__init__(file, **kwargs)
+        self.key = key
+        self.allowed = get_safe_globals() | {_as_pair(entry) for entry in safe_globals}
+
+    def find_class(self, module: str, name: str) -> Any:
+        """Resolve ``module.name`` if it is allowed; refuse it otherwise."""
+        module = _canonical_module(module)
+        if (module, name) in self.allowed:
+            if module.startswith("numpy.core.") and int(np.__version__.split(".")[0]) >= 2:
+                module = "numpy._core." + module[len("numpy.core.") :]  # numpy 2's home (no deprecation warning)
+            return super().find_class(module, name)
+        if any(m == module and n.startswith(name + ".") for m, n in self.allowed):
+            # only the owner of an allowlisted nested name, usable by the getattr below and nothing else
+            return _NestedNameOwner(super().find_class(module, name))
+        if (module, name) == ("builtins", "getattr"):
+            return self._nested_name
+        if (module, name) == ("_codecs", "encode"):
+            return _latin1_encode
+        raise self._refusal(f"{module}.{name}")
+
+    def _nested_name(self, owner: Any, attribute: Any, *default: Any) -> Any:
+        """``getattr(Class, "attr")`` of a protocol-2 pickle, admitted only for allowlisted nested names."""
+        if isinstance(owner, _NestedNameOwner) and isinstance(attribute, str):
+            module, qualname = owner.owner.__module__, owner.owner.__qualname__
+            if (module, f"{qualname}.{attribute}") in self.allowed:
+                return getattr(owner.owner, attribute)
+            raise self._refusal(f"{module}.{qualname}.{attribute}")
+        raise self._refusal(f"builtins.getattr({type(owner).__name__}, {attribute!r})")
+
+    def _refusal(self, global_name: str) -> UnsafeCheckpointError:
+        module = global_name.rsplit(".", 1)[0]
+        if not _CODE_BUILDERS.match(module):
+            return UnsafeCheckpointError(self.key, global_name)
+        # a lambda or closure: cloudpickle rebuilds it from its code object
+        replace = (
+            "'learning_rate': 3e-4, 'lr_schedule': ..."
+            if self.key in ("learning_rate", "lr_schedule")
+            else f"{self.key!r}: ..."
+        )
+        return UnsafeCheckpointError(
+            self.key,
+            global_name,
+            f"Refused to load {self.key!r}: it is a function (a lambda or a closure such as SB3's deprecated "
+            f"get_linear_fn, rebuilt from its code by {global_name}), which is code, not data; nothing from the "
+            f"file was executed. Pass the value yourself with SB3's custom_objects={{{replace}}}, or load with "
+            "trusted=True if you trust the file.",
+        )
+
+
+def _restricted_loads(payload: bytes, key: str, safe_globals: Iterable[Any]) -> Any:
+    return RestrictedUnpickler(io.BytesIO(payload), key=key, safe_globals=safe_globals).load()
+
+
+# ------------------------------------------------------------------------------------------- zip files
+def _open(path: str | os.PathLike[str] | io.BufferedIOBase) -> io.BufferedIOBase:
+    """SB3's own path resolution (``.zip`` appended when missing), so our reader finds what SB3 would."""
+    from stable_baselines3.common.save_util import open_path
+
+    return open_path(path, "r", suffix="zip")  # type: ignore[arg-type]
+
+
+def _rewind(path: Any) -> None:
+    if isinstance(path, io.IOBase) and path.seekable():
+        path.seek(0)
+
+
+def load_data(
+    path: str | os.PathLike[str] | io.BufferedIOBase,
+    custom_objects: dict[str, Any] | None = None,
+    *,
+    safe_globals: Iterable[Any] = (),
+) -> tuple[dict[str, Any], set[str]]:
+    """The ``data`` member of an SB3 checkpoint, each pickled entry rebuilt by :class:`RestrictedUnpickler`.
+
+    Entries in ``custom_objects`` are taken from there, never unpickled (SB3's contract); entries in
+    :data:`REBUILT_KEYS` are never unpickled either: a placeholder stands in until the model's setup
+    rebuilds them.
+
+    :param path: the zip file (a path, with ``.zip`` tried as SB3 does, or an open binary file)
+    :param custom_objects: values that replace the saved ones
+    :param safe_globals: extra allowed globals for this load
+    :return: the data and the keys that were pickled in the file (to hand to SB3's ``load`` as
+        ``custom_objects``, so that SB3 never unpickles them itself)
+    :raises UnsafeCheckpointError: naming the entry and the refused global
+    :raises ValueError: if the file is not a zip archive, or an entry cannot be rebuilt
+    """
+    if custom_objects is not None and not isinstance(custom_objects, dict):
+        raise ValueError("custom_objects argument must be a dict or None")
+    custom_objects = custom_objects or {}
+    safe_globals = list(safe_globals)
+    file = _open(path)
+    try:
+        with zipfile.ZipFile(file) as archive:
+            raw = json.loads(archive.read("data").decode()) if "data" in archive.namelist() else {}
+    except zipfile.BadZipFile as error:
+        raise ValueError(f"Error: the file {path} wasn't a zip-file") from error
+    finally:
+        if isinstance(path, (str, os.PathLike)):
+            file.close()
+        else:
+            _rewind(path)
+    data: dict[str, Any] = {}
+    pickled: set[str] = set()
+    for key, item in raw.items():
+        is_pickled = isinstance(item, dict) and ":serialized:" in item
+        if is_pickled:
+            pickled.add(key)
+        if key in custom_objects:
+            data[key] = custom_objects[key]
+        elif not is_pickled:
+            data[key] = item
+        elif key in REBUILT_KEYS:
+            data[key] = None  # the model's _setup_model rebuilds it
+        else:
+            payload = base64.b64decode(item[":serialized:"].encode())
+            try:
+                data[key] = _restricted_loads(payload, key, safe_globals)
+            except UnsafeCheckpointError:
+                raise
+            except (pickle.UnpicklingError, RuntimeError, TypeError, AttributeError, ImportError) as error:
+                raise ValueError(
+                    f"Could not rebuild {key!r} from the file ({type(error).__name__}: {error}); pass "
+                    f"custom_objects={{{key!r}: ...}} to replace it"
+                ) from error
+    if "lr_schedule" in pickled and "lr_schedule" not in custom_objects:
+        data["lr_schedule"] = _placeholder_schedule(data.get("learning_rate"))
+    return data, pickled
+
+
+def _placeholder_schedule(learning_rate: Any) -> Any:
+    """What SB3's setup would rebuild ``lr_schedule`` as (it does rebuild it: this only fills the gap)."""
+    from stable_baselines3.common.utils import FloatSchedule
+
+    if isinstance(learning_rate, (int, float)) or callable(learning_rate):
+        return FloatSchedule(learning_rate)
+    return None
+
+
+_WEIGHTS_ONLY_GLOBAL = re.compile(r"GLOBAL ([\w.]+)|Unsupported global: ([\w.]+)|global ([\w.]+)")
+
+
+@contextlib.contextmanager
+def explain_weights_only_refusal(path: Any) -> Iterator[None]:
+    """Turn torch's ``weights_only`` refusal of a ``.pth`` member into :class:`UnsafeCheckpointError`
+    naming the member and the global (torch's message names neither the member nor our ways out)."""
+    try:
+        yield
+    except UnsafeCheckpointError:
+        raise
+    except pickle.UnpicklingError as error:
+        member = _refused_member(path) if isinstance(path, (str, os.PathLike)) else None
+        match = _WEIGHTS_ONLY_GLOBAL.search(str(error))
+        global_name = next((g for g in match.groups() if g), "?") if match else "?"
+        raise UnsafeCheckpointError(
+            member or "a .pth member",
+            global_name,
+            f"Refused to load {member or 'a .pth member'!r}: torch.load(weights_only=True) found {global_name}, "
+            "which is not a tensor, so nothing from the file was executed. .pth members are always read with "
+            "weights_only=True (trusted=True does not change that).",
+        ) from error
+
+
+def _refused_member(path: str | os.PathLike[str]) -> str | None:
+    import torch as th
+
+    file = _open(path)
+    try:
+        with zipfile.ZipFile(file) as archive:
+            for member in archive.namelist():
+                if not member.endswith(".pth"):
+                    continue
+                try:
+                    th.load(io.BytesIO(archive.read(member)), map_location="cpu", weights_only=True)
+                except pickle.UnpicklingError:
+                    return member
+    finally:
+        file.close()
+    return None
+
+
+def _loads_safely_itself(algo_class: type) -> bool:
+    """Our algorithms' ``load`` reads safely by itself and takes ``trusted`` / ``safe_globals``."""
+    import inspect
+
+    return "trusted" in inspect.signature(algo_class.load).parameters
+
+
+def load_model(
+    algo_class: type,
+    path: str | os.PathLike[str] | io.BufferedIOBase,
+    env: Any = None,
+    device: Any = "auto",
+    custom_objects: dict[str, Any] | None = None,
+    *,
+    trusted: bool = False,
+    safe_globals: Iterable[Any] = (),
+    **kwargs: Any,
+) -> Any:
+    """``algo_class.load(path, ...)`` for any SB3 / sb3-contrib algorithm, without running code from the file.
+
+    The ``data`` entries are rebuilt by :func:`load_data` and handed to SB3's own ``load`` as
+    ``custom_objects``, so SB3 reads everything else as usual (``.pth`` members with
+    ``weights_only=True``) and never unpickles an entry itself.
+
+    :param algo_class: the algorithm class (PPO, A2C, TD3, sb3-contrib's TRPO, our TRPO, ...)
+    :param path: the zip file
+    :param env: as in SB3's ``load``
+    :param device: as in SB3's ``load``
+    :param custom_objects: as in SB3's ``load``: values that replace the saved ones
+    :param trusted: full unpickling (SB3's behaviour): only for files you vouch for
+    :param safe_globals: extra allowed globals for this load
+    :param kwargs: as in SB3's ``load``
+    :return: the model
+    """
+    if _loads_safely_itself(algo_class):
+        return algo_class.load(  # type: ignore[attr-defined]
+            path,
+            env=env,
+            device=device,
+            custom_objects=custom_objects,
+            trusted=trusted,
+            safe_globals=safe_globals,
+            **kwargs,
+        )
+    if trusted:
+        return algo_class.load(path, env=env, device=device, custom_objects=custom_objects, **kwargs)  # type: ignore[attr-defined]
+    data, pickled = load_data(path, custom_objects, safe_globals=safe_globals)
+    objects = {**{key: data[key] for key in pickled}, **(custom_objects or {})}
+    with explain_weights_only_refusal(path):
+        return algo_class.load(path, env=env, device=device, custom_objects=objects, **kwargs)  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------------------- policy files, VecNormalize
+class _PickleModule:
+    """What ``torch.load(pickle_module=...)`` needs: an ``Unpickler`` class and ``load``."""
+
+    def __init__(self, key: str, safe_globals: Iterable[Any]):
+        extra = list(safe_globals)
+
+        class Unpickler(RestrictedUnpickler):
+            def __init__(self, file: IO[bytes], **kwargs: Any):
+                super().__init__(file, key=key, safe_globals=extra, **kwargs)
+
+        self.Unpickler = Unpickler
+        self.__name__ = "sb3_trpo_ext.safe_load"
+
+    def load(self, file: IO[bytes], **kwargs: Any) -> Any:
+        return self.Unpickler(file, **kwargs).load()
+
+
+def load_policy_file(
+    path: str | os.PathLike[str] | IO[bytes], device: Any = "cpu", *, safe_globals: Iterable[Any] = ()
+) -> dict[str, Any]:
+    """Read a file written by SB3's ``policy.save`` (``{"state_dict": ..., "data": constructor arguments}``).
+
+    SB3's ``BasePolicy.load`` reads it with ``torch.load(weights_only=False)``; here torch's reader (tensors
+    through its persistent ids) runs with :class:`RestrictedUnpickler` for everything else.
+
+    :param path: the file
+    :param device: where the tensors go (``map_location``)
+    :param safe_globals: extra allowed globals for this load
+    :return: the saved dictionary
+    :raises UnsafeCheckpointError: naming the file and the refused global
+    """
+    import torch as th
+
+    key = os.fspath(path) if isinstance(path, (str, os.PathLike)) else "policy file"
+    module = _PickleModule(key, safe_globals)
+    return th.load(path, map_location=device, weights_only=False, pickle_module=module)  # type: ignore[arg-type]
+
+
+def load_vec_normalize(
+    path: str | os.PathLike[str], venv: Any, *, trusted: bool = False, safe_globals: Iterable[Any] = ()
+) -> Any:
+    """``VecNormalize.load(path, venv)`` with the statistics rebuilt by :class:`RestrictedUnpickler`.
+
+    :param path: the ``vecnormalize.pkl`` file
+    :param venv: the vectorized environment to wrap
+    :param trusted: SB3's plain ``pickle.load`` (only for files you vouch for)
+    :param safe_globals: extra allowed globals for this load
+    :return: the ``VecNormalize`` wrapper around ``venv``
+    :raises UnsafeCheckpointError: naming the file and the refused global
+    """
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    if trusted:
+        return VecNormalize.load(os.fspath(path), venv)
+    with open(path, "rb") as file:
+        vec_normalize = RestrictedUnpickler(file, key=os.path.basename(path), safe_globals=safe_globals).load()
+    if not isinstance(vec_normalize, VecNormalize):
+        raise ValueError(
+            f"{os.fspath(path)!r} does not hold VecNormalize statistics: got {type(vec_normalize).__name__}"
+        )
+    vec_normalize.set_venv(venv)
+    return vec_normalize
+
+
+# -------------------------------------------------------------------------------------------- Zoo YAML
+class ZooYamlLoader(yaml.SafeLoader):
+    """Safe YAML loader for the Zoo's ``config.yml`` / ``args.yml``: YAML's safe types plus the tags genuine
+    files carry: ``!!python/object/apply:collections.OrderedDict`` (read as a dict), ``!!python/tuple``,
+    and ``!!python/name:`` for names on the allowlist (a Python ``--conf-file`` can put an activation class
+    into ``policy_kwargs``). Any other tag fails as in ``yaml.safe_load``."""
+
+
+def _construct_ordered_dict(loader: yaml.SafeLoader, node: yaml.Node) -> dict[Any, Any]:
+    return dict(loader.construct_sequence(node, deep=True)[0])  # type: ignore[arg-type]
+
+
+def _construct_tuple(loader: yaml.SafeLoader, node: yaml.Node) -> tuple[Any, ...]:
+    return tuple(loader.construct_sequence(node, deep=True))  # type: ignore[arg-type]
+
+
+def _construct_name(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+    module, _, name = suffix.rpartition(".")
+    if (module, name) not in get_safe_globals():
+        raise yaml.constructor.ConstructorError(
+            None, None, f"refused !!python/name:{suffix}: not on sb3_trpo_ext's allowlist. {_WAYS_OUT}", node.start_mark
+        )
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
+ZooYamlLoader.add_constructor("tag:yaml.org,2002:python/object/apply:collections.OrderedDict", _construct_ordered_dict)
+ZooYamlLoader.add_constructor("tag:yaml.org,2002:python/tuple", _construct_tuple)
+ZooYamlLoader.add_multi_constructor("tag:yaml.org,2002:python/name:", _construct_name)
+
+
+def safe_yaml_load(path: str | os.PathLike[str], *, trusted: bool = False) -> Any:
+    """Read a Zoo YAML file with :class:`ZooYamlLoader` (``yaml.UnsafeLoader``, as the Zoo does, if trusted).
+
+    :param path: the file
+    :param trusted: the Zoo's own unsafe loader (only for files you vouch for)
+    :return: the parsed document
+    :raises UnsafeCheckpointError: for a tag the safe loader does not admit, naming the file and the tag
+    """
+    text = pathlib.Path(path).read_text()
+    if trusted:
+        return yaml.load(text, Loader=yaml.UnsafeLoader)  # noqa: S506 - the user vouched for the file
+    try:
+        return yaml.load(text, Loader=ZooYamlLoader)  # noqa: S506 - a safe loader
+    except yaml.constructor.ConstructorError as error:
+        tag = re.search(r"tag '([^']+)'|(!!python/name:[\w.]+)", str(error))
+        raise UnsafeCheckpointError(
+            os.fspath(path),
+            (tag.group(1) or tag.group(2)) if tag else "a YAML tag",
+            f"Refused to read {os.fspath(path)!r}: {error}. Nothing from the file was executed. If you trust the "
+            "file, pass trusted=True.",
+        ) from error
+
+
+def _literal(node: ast.AST) -> Any:
+    """A literal, or ``dict(key=literal, ...)`` (how the Zoo's files write ``normalize``), never evaluated."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict" and not node.args:
+        if any(keyword.arg is None for keyword in node.keywords):
+            raise ValueError("dict(**...) is not a literal")
+        return {keyword.arg: _literal(keyword.value) for keyword in node.keywords}
+    return ast.literal_eval(node)
+
+
+def parse_normalize(value: Any) -> Any:
+    """The Zoo's ``normalize`` setting without ``eval``: a bool, a dict, or a string holding a dict literal
+    (``"{'norm_obs': True}"`` or ``"dict(norm_obs=True, norm_reward=False)"``).
+
+    :param value: the saved setting
+    :return: the parsed value
+    :raises ValueError: if the string is anything but such a literal
+    """
+    if not isinstance(value, str):
+        return value
+    try:
+        parsed = _literal(ast.parse(value.strip(), mode="eval").body)
+    except (SyntaxError, ValueError) as error:
+        raise ValueError(f"normalize={value!r} is not a literal (it is never evaluated): {error}") from error
+    if not isinstance(parsed, (bool, dict)):
+        raise ValueError(f"normalize={value!r} must be a bool or a dict of VecNormalize arguments")
+    return parsed
+
+
+def check_wrapper_names(hyperparams: dict[str, Any], keys: Iterable[str] = ("env_wrapper", "vec_env_wrapper")) -> None:
+    """Refuse wrapper names outside :data:`WRAPPER_MODULES` before the Zoo imports them.
+
+    :param hyperparams: the saved hyperparameters (``config.yml``)
+    :param keys: the entries naming wrapper classes
+    :raises UnsafeCheckpointError: naming the entry and the wrapper
+    """
+    import importlib
+
+    for key in keys:
+        entries = hyperparams.get(key)
+        if entries is None:
+            continue
+        for entry in entries if isinstance(entries, list) else [entries]:
+            name = next(iter(entry)) if isinstance(entry, dict) and len(entry) == 1 else entry
+            if isinstance(name, type):
+                continue  # a class the loader admitted (allowlisted)
+            module, _, attribute = str(name).rpartition(".")
+            allowed = module in WRAPPER_MODULES and isinstance(
+                getattr(importlib.import_module(module), attribute, None), type
+            )
+            if not allowed:
+                raise UnsafeCheckpointError(
+                    key,
+                    str(name),
+                    f"Refused {key}={name!r}: wrappers are taken only from the reviewed modules {list(WRAPPER_MODULES)} "
+                    "(importing another module could run code). If you trust the run folder, pass trusted=True.",
+                )
+
+
+def read_saved_hyperparams(
+    stats_path: str | os.PathLike[str], norm_reward: bool = False, test_mode: bool = False, *, trusted: bool = False
+) -> tuple[dict[str, Any], str | None]:
+    """rl_zoo3's ``get_saved_hyperparams`` (same arguments and result) without running code from the folder:
+    ``config.yml`` through :func:`safe_yaml_load`, ``normalize`` through :func:`parse_normalize`, wrapper
+    names checked by :func:`check_wrapper_names`.
+
+    :param stats_path: the run's ``<env>`` sub-folder
+    :param norm_reward: as in the Zoo (test mode: whether to normalize rewards)
+    :param test_mode: as in the Zoo
+    :param trusted: the Zoo's own function (only for folders you vouch for)
+    :return: the hyperparameters and the stats path (None if the folder does not exist)
+    """
+    if trusted:
+        from rl_zoo3.utils import get_saved_hyperparams
+
+        return get_saved_hyperparams(os.fspath(stats_path), norm_reward=norm_reward, test_mode=test_mode)
+    folder = pathlib.Path(stats_path)
+    if not folder.is_dir():
+        return {}, None
+    config_file = folder / "config.yml"
+    hyperparams: dict[str, Any] = {}
+    if config_file.is_file():
+        hyperparams = dict(safe_yaml_load(config_file) or {})
+        hyperparams["normalize"] = hyperparams.get("normalize", False)
+    else:
+        hyperparams["normalize"] = (folder / "obs_rms.pkl").is_file()
+    check_wrapper_names(hyperparams)
+    normalize = parse_normalize(hyperparams["normalize"])
+    if normalize:
+        if isinstance(normalize, dict):
+            normalize_kwargs = dict(normalize)
+            if test_mode and isinstance(hyperparams["normalize"], str):  # the Zoo's rule for a string setting
+                normalize_kwargs["norm_reward"] = norm_reward
+        else:
+            normalize_kwargs = {"norm_obs": normalize, "norm_reward": norm_reward}
+        hyperparams["normalize_kwargs"] = normalize_kwargs
+    return hyperparams, os.fspath(stats_path)
