@@ -11,7 +11,6 @@ in each parameter's ``.grad``, and leaves the step to the configured optimizer, 
 from __future__ import annotations
 
 import torch as th
-import torch.optim.optimizer as torch_optimizer
 from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
 
@@ -69,32 +68,12 @@ class PlainMlpCritic:
 
 
 def optimizer_step(optimizer: th.optim.Optimizer) -> None:
-    """``optimizer.step()``, without torch.optim's per-call wrapper where it would do nothing.
-
-    ``Optimizer`` wraps every subclass's ``step`` to run the step hooks inside a profiler label; on CPU that costs
-    ~30 us a call even with no hook and no profiler (measured: 160 steps of the default critic's Adam with
-    set_gradients between them, 36.6 -> 31.7 ms), and the critic takes 160 steps an update. With no hook
-    registered, no profiler running and ``step`` not replaced on the instance, the wrapped function alone is the
-    same step; otherwise ``optimizer.step()`` runs.
-    """
-    step = type(optimizer).step
-    unwrapped = getattr(step, "__wrapped__", None) if getattr(step, "hooked", False) else None
-    # torch.optim's private hook registries; a torch without them takes the plain step() (None: unknown)
-    hooks = (
-        getattr(optimizer, "_optimizer_step_pre_hooks", None),
-        getattr(optimizer, "_optimizer_step_post_hooks", None),
-        getattr(torch_optimizer, "_global_optimizer_pre_hooks", None),
-        getattr(torch_optimizer, "_global_optimizer_post_hooks", None),
-    )
-    if (
-        unwrapped is None
-        or "step" in vars(optimizer)  # replaced on the instance: call what is there
-        or any(registry is None or len(registry) > 0 for registry in hooks)
-        or th.autograd._profiler_enabled()
-    ):
-        optimizer.step()
-    else:
-        unwrapped(optimizer)
+    """``optimizer.step()``: the critic's step goes through torch.optim's public call, with its hooks and profiler
+    label. (An earlier shortcut called the unwrapped step when torch's private hook registries were empty; it
+    saved ~30 us a step but read torch internals that a new hook kind would silently bypass. Its cost on
+    ``benchmarks/speed.py``'s configurations is in docs/benchmark.md.) Kept as one function so that every
+    critic regression (TRPO, RecurrentTRPO) takes its step the same way."""
+    optimizer.step()
 
 
 def _grad_buffer(param: th.Tensor) -> th.Tensor:
