@@ -159,6 +159,12 @@ SAFE_GLOBALS: frozenset[tuple[str, str]] = frozenset(
         ("sb3_trpo_ext.trpo.policies", "MultiInputPolicy"),
         ("sb3_trpo_ext.common.vine", "VineRolloutBuffer"),
         ("sb3_trpo_ext.common.vine", "DictVineRolloutBuffer"),
+        # MaskableTRPO's policy aliases and its vine buffers
+        ("sb3_trpo_ext.maskable.policies", "MaskableMlpPolicy"),
+        ("sb3_trpo_ext.maskable.policies", "MaskableCnnPolicy"),
+        ("sb3_trpo_ext.maskable.policies", "MaskableMultiInputPolicy"),
+        ("sb3_trpo_ext.maskable.vine", "MaskableVineRolloutBuffer"),
+        ("sb3_trpo_ext.maskable.vine", "MaskableDictVineRolloutBuffer"),
     }
 )
 
