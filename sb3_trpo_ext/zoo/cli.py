@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from sb3_trpo_ext.zoo.config import ZooConfigError, _algo_env_flags, _prepare_train
 from sb3_trpo_ext.zoo.hub_compat import _hub_compat
+from sb3_trpo_ext.zoo.loading import safe_zoo_scripts
 from sb3_trpo_ext.zoo.registry import ZOO_ALGORITHMS, register
 
 __all__ = ["COMMANDS", "PROG", "main"]
@@ -43,15 +44,26 @@ examples:
   {PROG} train --algo ppo --env Hopper-v5 -f logs/
   {PROG} enjoy --algo trpo_ext --env Hopper-v5 -f logs/
   {PROG} plot_train --algo trpo_ext --env Hopper-v5 -f logs/
+
+enjoy, record_video and push_to_hub load the run folder without running code from it (model, vecnormalize.pkl,
+config.yml, args.yml); add --trusted (ours) to read a folder you vouch for as the Zoo does.
 """
 
 
+#: Zoo scripts that load a run folder: run inside :func:`safe_zoo_scripts` (``--trusted``, ours, turns it off).
+_LOADING_SCRIPTS = frozenset({"rl_zoo3.enjoy", "rl_zoo3.record_video", "rl_zoo3.push_to_hub"})
+
+
 def _run_script(module: str, argv: list[str]) -> None:
-    """Run a Zoo script as ``__main__`` with ``argv`` as its command line."""
+    """Run a Zoo script as ``__main__`` with ``argv`` as its command line; the scripts that load a model do so
+    without running code from the run folder unless ``--trusted`` is given."""
+    trusted = module in _LOADING_SCRIPTS and "--trusted" in argv
+    if trusted:
+        argv = [arg for arg in argv if arg != "--trusted"]
     saved_argv = sys.argv
     sys.argv = [module, *argv]
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), safe_zoo_scripts(trusted or module not in _LOADING_SCRIPTS):
             # rl_zoo3.plots' __init__ imports its scripts, so runpy warns that the module is already loaded.
             warnings.filterwarnings("ignore", message=".*found in sys.modules after import", category=RuntimeWarning)
             runpy.run_module(module, run_name="__main__", alter_sys=True)

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env import VecEnv, VecFrameStack
 
+from sb3_trpo_ext.safe_load import (
+    check_wrapper_names,
+    load_model,
+    load_vec_normalize,
+    read_saved_hyperparams,
+    safe_yaml_load,
+)
 from sb3_trpo_ext.zoo.registry import register
 
-__all__ = ["load_zoo_model"]
+__all__ = ["load_zoo_model", "safe_create_test_env", "safe_zoo_scripts"]
 
 
 def load_zoo_model(
@@ -27,11 +35,19 @@ def load_zoo_model(
     render_mode: str | None = None,
     device: str = "auto",
     env_kwargs: dict[str, Any] | None = None,
+    *,
+    trusted: bool = False,
+    safe_globals: Iterable[Any] = (),
 ) -> tuple[BaseAlgorithm, VecEnv]:
     """Load a model trained by the Zoo (``train -f folder``) together with its test environment.
 
     The environment is built as ``enjoy`` builds it: the saved wrappers, frame stacking and the saved
     ``VecNormalize`` statistics (frozen: ``training=False``, ``norm_reward=False``) when the run normalized.
+
+    Nothing from the run folder is executed: the model through :func:`sb3_trpo_ext.safe_load.load_model`
+    (whatever the algorithm), ``vecnormalize.pkl`` through the same restricted unpickler, ``config.yml`` and
+    ``args.yml`` through a safe YAML loader, ``normalize`` parsed as a literal, wrapper names only from
+    :data:`sb3_trpo_ext.safe_load.WRAPPER_MODULES`.
 
     :param algo: Zoo key (``trpo_ext``, ``ppo``, ``trpo``, ...)
     :param env_id: environment id the model was trained on
@@ -44,10 +60,13 @@ def load_zoo_model(
     :param render_mode: gymnasium render mode (``"human"``, ``"rgb_array"``), None for no rendering
     :param device: torch device of the model
     :param env_kwargs: keyword arguments of the environment, over the ones saved with the run
+    :param trusted: read the folder as the Zoo does (full unpickling, unsafe YAML, ``eval``): only for runs you
+        vouch for
+    :param safe_globals: classes or ``(module, name)`` pairs to allow in this load
     :return: the model (with the environment attached) and the environment
     """
     from huggingface_sb3 import EnvironmentName
-    from rl_zoo3.utils import ALGOS, create_test_env, get_model_path, get_saved_hyperparams
+    from rl_zoo3.utils import ALGOS, get_model_path
 
     register()
     env_name = EnvironmentName(env_id)
@@ -55,17 +74,17 @@ def load_zoo_model(
         exp_id, str(folder), algo, env_name, load_best, None if load_checkpoint is None else str(load_checkpoint)
     )
     stats_path = os.path.join(log_path, env_name)
-    hyperparams, maybe_stats_path = get_saved_hyperparams(stats_path, test_mode=True)
+    hyperparams, maybe_stats_path = read_saved_hyperparams(stats_path, test_mode=True, trusted=trusted)
     kwargs: dict[str, Any] = {}
     args_path = Path(stats_path) / "args.yml"
     if args_path.is_file():
-        saved_args = yaml.load(args_path.read_text(), Loader=yaml.UnsafeLoader) or {}
+        saved_args = safe_yaml_load(args_path, trusted=trusted) or {}
         kwargs.update(saved_args.get("env_kwargs") or {})
     kwargs.update(hyperparams.pop("env_kwargs", None) or {})
     kwargs.update(env_kwargs or {})
     if render_mode is not None:
         kwargs["render_mode"] = render_mode
-    env = create_test_env(
+    env = safe_create_test_env(
         env_name.gym_id,
         n_envs=n_envs,
         stats_path=maybe_stats_path,
@@ -73,6 +92,126 @@ def load_zoo_model(
         should_render=render_mode is not None,
         hyperparams=hyperparams,
         env_kwargs=kwargs,
+        trusted=trusted,
+        safe_globals=safe_globals,
     )
-    model = ALGOS[algo].load(model_path, env=env, device=device)
+    model = load_model(ALGOS[algo], model_path, env=env, device=device, trusted=trusted, safe_globals=safe_globals)
     return model, env
+
+
+def safe_create_test_env(
+    env_id: str,
+    n_envs: int = 1,
+    stats_path: str | None = None,
+    seed: int = 0,
+    log_dir: str | None = None,
+    should_render: bool = True,
+    hyperparams: dict[str, Any] | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+    vec_env_cls: type[VecEnv] | None = None,
+    vec_env_kwargs: dict[str, Any] | None = None,
+    *,
+    trusted: bool = False,
+    safe_globals: Iterable[Any] = (),
+) -> VecEnv:
+    """rl_zoo3's ``create_test_env`` (same arguments) with ``vecnormalize.pkl`` read by the restricted
+    unpickler and the wrapper names checked against the reviewed modules.
+
+    The Zoo's function builds the environments and wrappers; only the statistics (and the frame stacking
+    that goes above them) are ours, since the Zoo reads the statistics with a plain ``pickle.load``.
+
+    :param trusted: the Zoo's own function, unchanged (only for runs you vouch for)
+    :param safe_globals: classes or ``(module, name)`` pairs to allow in ``vecnormalize.pkl``
+    :return: the test environment
+    """
+    from rl_zoo3.utils import create_test_env
+
+    hyperparams = {} if hyperparams is None else hyperparams
+    arguments = dict(
+        n_envs=n_envs,
+        seed=seed,
+        log_dir=log_dir,
+        should_render=should_render,
+        hyperparams=hyperparams,
+        env_kwargs=env_kwargs,
+        vec_env_cls=vec_env_cls,
+        vec_env_kwargs=vec_env_kwargs,
+    )
+    if trusted:
+        return create_test_env(env_id, stats_path=stats_path, **arguments)  # type: ignore[arg-type]
+    check_wrapper_names(hyperparams)
+    env = create_test_env(env_id, stats_path=None, **arguments)  # type: ignore[arg-type]
+    if stats_path is None:
+        return env
+    if hyperparams.get("normalize"):
+        path = os.path.join(stats_path, "vecnormalize.pkl")
+        if not os.path.exists(path):
+            raise ValueError(f"VecNormalize stats {path} not found")
+        print("Loading running average")  # the Zoo's own messages
+        print(f"with params: {hyperparams.get('normalize_kwargs')}")
+        env = load_vec_normalize(path, env, safe_globals=safe_globals)
+        env.training = False  # frozen statistics, as the Zoo's test environment
+        env.norm_reward = False
+    n_stack = hyperparams.get("frame_stack", 0)
+    if n_stack > 0:
+        env = VecFrameStack(env, n_stack)
+    return env
+
+
+@contextlib.contextmanager
+def safe_zoo_scripts(trusted: bool = False) -> Iterator[None]:
+    """Make the Zoo's ``enjoy`` / ``record_video`` / ``push_to_hub`` scripts load without running code from
+    the run folder, for the duration of one command (everything is restored on exit).
+
+    The scripts read ``config.yml`` with ``get_saved_hyperparams``, ``args.yml`` with ``yaml.UnsafeLoader``,
+    the statistics in ``create_test_env`` and the model with ``ALGOS[algo].load``; each of those names is
+    pointed at its safe counterpart here, so the Zoo's scripts run unchanged otherwise.
+
+    :param trusted: leave the Zoo as it is (only for runs you vouch for)
+    """
+    if trusted:
+        yield
+        return
+    import rl_zoo3
+    import rl_zoo3.utils
+    import yaml
+
+    from sb3_trpo_ext.safe_load import ZooYamlLoader
+
+    saved: list[tuple[Any, str, Any]] = []
+
+    def patch(owner: Any, name: str, value: Any) -> None:
+        saved.append((owner, name, getattr(owner, name)))
+        setattr(owner, name, value)
+
+    for owner in (rl_zoo3, rl_zoo3.utils):
+        patch(owner, "get_saved_hyperparams", read_saved_hyperparams)
+        patch(owner, "create_test_env", safe_create_test_env)
+    patch(yaml, "UnsafeLoader", ZooYamlLoader)  # what the scripts name when they read args.yml
+    algos = rl_zoo3.utils.ALGOS
+    original_algos = dict(algos)
+    algos.update({key: _safely_loading(algo_class) for key, algo_class in original_algos.items()})
+    try:
+        yield
+    finally:
+        algos.clear()
+        algos.update(original_algos)
+        for owner, name, value in reversed(saved):
+            setattr(owner, name, value)
+
+
+def _safely_loading(algo_class: type[BaseAlgorithm]) -> type[BaseAlgorithm]:
+    """A stand-in for ``algo_class`` in the Zoo's table whose ``load`` is :func:`load_model` (the model it
+    returns is an ``algo_class`` instance, as before)."""
+
+    def load(
+        cls: type, path: Any, env: Any = None, device: Any = "auto", custom_objects: Any = None, **kwargs: Any
+    ) -> Any:
+        return load_model(algo_class, path, env=env, device=device, custom_objects=custom_objects, **kwargs)
+
+    namespace = {
+        "load": classmethod(load),
+        "__module__": algo_class.__module__,
+        "__qualname__": algo_class.__qualname__,
+    }
+    return type(algo_class.__name__, (algo_class,), namespace)
