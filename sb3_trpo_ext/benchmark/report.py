@@ -37,6 +37,7 @@ import numpy as np
 import yaml
 
 from sb3_trpo_ext.benchmark.sweep import read_jsonl
+from sb3_trpo_ext.safe_load import ZooYamlLoader
 
 __all__ = [
     "COLUMNS",
@@ -158,14 +159,8 @@ def _bench_rows(folder: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     return rows, {"config": config, "machines": machines, "states": states}
 
 
-class _ArgsLoader(yaml.SafeLoader):
-    """Safe YAML loader that reads the Zoo's ``args.yml`` (an ``OrderedDict`` dump)."""
-
-
-_ArgsLoader.add_constructor(
-    "tag:yaml.org,2002:python/object/apply:collections.OrderedDict",
-    lambda loader, node: dict(loader.construct_sequence(node, deep=True)[0]),
-)
+#: Safe YAML loader that reads the Zoo's ``args.yml`` (an ``OrderedDict`` dump): the one of safe loading.
+_ArgsLoader = ZooYamlLoader
 
 
 def _saved_counts(model_zip: Path) -> tuple[int, int] | None:
