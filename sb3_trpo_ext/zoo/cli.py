@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from sb3_trpo_ext.zoo.config import ZooConfigError, _algo_env_flags, _prepare_train
 from sb3_trpo_ext.zoo.hub_compat import _hub_compat
 from sb3_trpo_ext.zoo.loading import safe_zoo_scripts
+from sb3_trpo_ext.zoo.masking import masked_evaluation
 from sb3_trpo_ext.zoo.registry import ZOO_ALGORITHMS, register
 
 __all__ = ["COMMANDS", "PROG", "main"]
@@ -95,5 +96,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             except ZooConfigError as error:
                 print(f"{PROG} train: error: {error}", file=sys.stderr)
                 raise SystemExit(2) from None
-        with _hub_compat(*_algo_env_flags(rest)):
+        algo, env_id = _algo_env_flags(rest)
+        with _hub_compat(algo, env_id), masked_evaluation(algo):
             _run_script(COMMANDS[command], rest)

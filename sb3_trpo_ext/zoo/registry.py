@@ -10,8 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sb3_contrib import MaskablePPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 
+from sb3_trpo_ext.maskable import MaskableTRPO
 from sb3_trpo_ext.trpo import TRPO
 from sb3_trpo_ext.zoo.hyperparams_opt import (
     convert_trpo_ext_params,
@@ -19,6 +21,7 @@ from sb3_trpo_ext.zoo.hyperparams_opt import (
     sample_trpo_ext_params,
     sample_trpo_vine_params,
 )
+from sb3_trpo_ext.zoo.masking import convert_ppo_mask_params, sample_ppo_mask_params
 
 __all__ = ["ZOO_ALGORITHMS", "VineTRPO", "ZooAlgorithm", "register"]
 
@@ -41,6 +44,8 @@ class ZooAlgorithm:
     hyperparams_file: str
     sampler: Callable[..., dict[str, Any]] = sample_trpo_ext_params
     converter: Callable[[dict[str, Any]], dict[str, Any]] = convert_trpo_ext_params
+    #: evaluates with action masks (sb3-contrib's ``MaskableEvalCallback``, see :mod:`sb3_trpo_ext.zoo.masking`)
+    masked: bool = False
 
 
 #: Our Zoo keys -> class, YAML file name, Optuna sampler and converter. Everything else (``--algo`` choices,
@@ -49,6 +54,9 @@ class ZooAlgorithm:
 ZOO_ALGORITHMS: dict[str, ZooAlgorithm] = {
     "trpo_ext": ZooAlgorithm(TRPO, "trpo_ext.yml"),
     "trpo_vine": ZooAlgorithm(VineTRPO, "trpo_vine.yml", sample_trpo_vine_params, convert_trpo_vine_params),
+    "trpo_mask": ZooAlgorithm(MaskableTRPO, "trpo_mask.yml", masked=True),
+    # sb3-contrib's MaskablePPO, which the Zoo lacks: the masked comparison runs through the same command
+    "ppo_mask": ZooAlgorithm(MaskablePPO, "ppo_mask.yml", sample_ppo_mask_params, convert_ppo_mask_params, masked=True),
 }
 
 

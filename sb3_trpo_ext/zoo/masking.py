@@ -1,0 +1,115 @@
+"""Evaluation with action masks for the masked Zoo keys (``trpo_mask``, ``ppo_mask``).
+
+The Zoo's ``ExperimentManager`` evaluates with SB3's ``EvalCallback`` (``TrialEvalCallback`` when optimising),
+whose ``evaluate_policy`` ignores masks: a masked policy would be scored on actions it can never take. While a
+masked key runs, :func:`masked_evaluation` puts sb3-contrib's ``MaskableEvalCallback`` (and
+:class:`MaskableTrialEvalCallback`) in their place, so evaluations read the environment's ``action_masks()``.
+Both are ``EvalCallback`` subclasses with the same files (``evaluations.npz``, ``best_model.zip``), so anything
+that finds the Zoo's ``EvalCallback`` in its callback list (the benchmark's recorder) finds them too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback
+
+__all__ = ["MaskableTrialEvalCallback", "convert_ppo_mask_params", "masked_evaluation", "sample_ppo_mask_params"]
+
+
+class MaskableTrialEvalCallback(MaskableEvalCallback):
+    """rl_zoo3's ``TrialEvalCallback`` (report every evaluation to the Optuna trial, prune) evaluating with masks.
+
+    :param eval_env: the evaluation environment (with ``action_masks()``)
+    :param trial: the Optuna trial
+    :param n_eval_episodes: episodes per evaluation
+    :param eval_freq: evaluate every ``eval_freq`` calls
+    :param deterministic: deterministic actions
+    :param verbose: verbosity
+    :param best_model_save_path: where to save the best model
+    :param log_path: where to write ``evaluations.npz``
+    """
+
+    def __init__(
+        self,
+        eval_env: Any,
+        trial: Any,
+        n_eval_episodes: int = 5,
+        eval_freq: int = 10000,
+        deterministic: bool = True,
+        verbose: int = 0,
+        best_model_save_path: str | None = None,
+        log_path: str | None = None,
+    ) -> None:
+        super().__init__(
+            eval_env=eval_env,
+            n_eval_episodes=n_eval_episodes,
+            eval_freq=eval_freq,
+            deterministic=deterministic,
+            verbose=verbose,
+            best_model_save_path=best_model_save_path,
+            log_path=log_path,
+        )
+        self.trial = trial
+        self.eval_idx = 0
+        self.is_pruned = False
+
+    def _on_step(self) -> bool:
+        if self.eval_freq > 0 and self.n_calls % self.eval_freq == 0:
+            super()._on_step()
+            self.eval_idx += 1
+            self.trial.report(self.last_mean_reward, self.eval_idx)
+            if self.trial.should_prune():
+                self.is_pruned = True
+                return False
+        return True
+
+
+@contextlib.contextmanager
+def masked_evaluation(algo: str) -> Iterator[None]:
+    """While the block runs, the Zoo's ``ExperimentManager`` evaluates ``algo`` with masks if it is one of our
+    masked keys (:attr:`~sb3_trpo_ext.zoo.registry.ZooAlgorithm.masked`); any other key is left alone.
+
+    :param algo: the ``--algo`` of the command
+    """
+    from sb3_trpo_ext.zoo.registry import ZOO_ALGORITHMS
+
+    entry = ZOO_ALGORITHMS.get(algo)
+    if entry is None or not entry.masked:
+        yield
+        return
+    from rl_zoo3 import exp_manager
+
+    saved = exp_manager.EvalCallback, exp_manager.TrialEvalCallback
+    exp_manager.EvalCallback, exp_manager.TrialEvalCallback = MaskableEvalCallback, MaskableTrialEvalCallback
+    try:
+        yield
+    finally:
+        exp_manager.EvalCallback, exp_manager.TrialEvalCallback = saved
+
+
+def sample_ppo_mask_params(trial: Any, n_actions: int, n_envs: int, additional_args: dict[str, Any]) -> dict[str, Any]:
+    """Optuna sampler of the ``ppo_mask`` key: the Zoo's PPO sampler (MaskablePPO takes PPO's arguments).
+
+    :param trial: the Optuna trial
+    :param n_actions: action dimension (``Box`` only; 0 otherwise)
+    :param n_envs: number of training environments
+    :param additional_args: the Zoo's extra arguments
+    :return: hyperparameters for sb3-contrib's ``MaskablePPO``
+    """
+    from rl_zoo3.hyperparams_opt import sample_ppo_params
+
+    return sample_ppo_params(trial, n_actions, n_envs, additional_args)
+
+
+def convert_ppo_mask_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
+    """The ``ppo_mask`` converter: the Zoo's on-policy converter (as for ``ppo``).
+
+    :param sampled_params: ``trial.params`` of a trial sampled by :func:`sample_ppo_mask_params`
+    :return: hyperparameters for sb3-contrib's ``MaskablePPO``
+    """
+    from rl_zoo3.hyperparams_opt import convert_onpolicy_params
+
+    return convert_onpolicy_params(sampled_params)
