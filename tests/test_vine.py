@@ -343,3 +343,62 @@ def test_subproc_worker_errors_come_back_at_construction():
         env.env_method("reset")  # the worker is still alive
     finally:
         env.close()
+
+
+# -- SubprocVecEnv: the public route (VineBranchWrapper) and the pinned fallback ---------------------------------
+def _vine_actor(env) -> th.Tensor:
+    try:
+        model = TRPO("MlpPolicy", env, seed=4, **SMALL, **VINE).learn(128)
+        return parameters_to_vector(model.policy.parameters()).detach().clone()
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize("route", ["make_vec_env", "helper"])
+def test_vine_branch_wrapper_reaches_subproc_workers_without_the_frame_lookup(route, monkeypatch):
+    from sb3_trpo_ext.common import vine
+
+    def no_frame_lookup():
+        raise AssertionError("the worker frame lookup was used")
+
+    monkeypatch.setattr(vine, "_subprocess_worker_env", no_frame_lookup)  # inherited by the forked workers
+    dummy = _vine_actor(make_vec_env("Pendulum-v1", n_envs=2, seed=0))
+    if route == "make_vec_env":
+        env = make_vec_env(
+            "Pendulum-v1",
+            n_envs=2,
+            seed=0,
+            vec_env_cls=SubprocVecEnv,
+            vec_env_kwargs=dict(start_method="fork"),
+            wrapper_class=vine.VineBranchWrapper,
+        )
+    else:
+        env = vine.vine_subproc_vec_env([lambda: gym.make("Pendulum-v1")] * 2, start_method="fork")
+    th.testing.assert_close(_vine_actor(env), dummy, rtol=0, atol=0)
+
+
+def test_vine_branch_wrapper_that_is_not_outermost_fails_at_construction():
+    from sb3_trpo_ext.common.vine import VineBranchWrapper
+
+    env = SubprocVecEnv(
+        [lambda: gym.wrappers.TimeLimit(VineBranchWrapper(gym.make("Pendulum-v1")), 50)], start_method="fork"
+    )
+    try:
+        with pytest.raises(RuntimeError, match="must be the outermost wrapper"):
+            TRPO("MlpPolicy", env, **SMALL, **VINE)
+    finally:
+        env.close()
+
+
+def test_sb3_subproc_worker_is_the_one_the_fallback_reads():
+    """Pins SB3's private worker loop that vine reads for SubprocVecEnvs without VineBranchWrapper: its frame holds
+    the environment as the local ``env`` and ``env_method`` calls the method from that frame. If SB3 changes it,
+    this fails here (and model construction fails with a message naming VineBranchWrapper)."""
+    import inspect
+
+    from stable_baselines3.common.vec_env import subproc_vec_env
+
+    assert "env" in subproc_vec_env._worker.__code__.co_varnames
+    source = inspect.getsource(subproc_vec_env._worker)
+    assert "method = env.get_wrapper_attr(data[0])" in source
+    assert "remote.send(method(*data[1], **data[2]))" in source

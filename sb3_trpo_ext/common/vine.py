@@ -18,7 +18,7 @@ Pieces:
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,8 +162,10 @@ class BranchRunner:
     environment lives, so only actions and observations travel.
 
     In a ``DummyVecEnv`` it holds the environment itself. In a ``SubprocVecEnv`` it is set as an attribute of the
-    worker's environment and called through ``env_method``, which passes it no environment: it then takes the
-    one of the SB3 worker loop that calls it (:func:`_subprocess_worker_env`).
+    worker's environment (``set_attr``) and called through ``env_method``: by the :class:`VineBranchWrapper` of
+    that environment, which passes itself (the public route), or, for environments without it, directly, and it
+    then takes the environment of the SB3 worker loop that calls it (:func:`_subprocess_worker_env`, checked when
+    the model is built).
     """
 
     def __init__(self, env_index: int, env: gym.Env | None = None):
@@ -178,11 +180,12 @@ class BranchRunner:
         # the worker's environment is the worker's own; snapshots are not sent
         return {**self.__dict__, "env": None, "_snapshots": {}, "_branches": {}, "_spent": [], "_trunk": None}
 
-    def __call__(self, command: str, per_env: dict[int, Any]) -> Any:
+    def __call__(self, command: str, per_env: dict[int, Any], env: gym.Env | None = None) -> Any:
         if self.env is not None:
             return getattr(self, "_" + command)(self.env, per_env[self.env_index])
         try:  # in a worker: an exception would end the worker loop, so it travels back as the result
-            return getattr(self, "_" + command)(_subprocess_worker_env(), per_env[self.env_index])
+            worker_env = env if env is not None else _subprocess_worker_env()
+            return getattr(self, "_" + command)(worker_env, per_env[self.env_index])
         except Exception as error:
             return _WorkerError(error)
 
@@ -229,17 +232,72 @@ class BranchRunner:
         self._trunk, self._snapshots, self._branches = None, {}, {}
 
 
+#: The method :class:`VineBranchWrapper` offers to ``VecEnv.env_method``.
+BRANCH_METHOD = "sb3_trpo_ext_vine_branch"
+
+
+class VineBranchWrapper(gym.Wrapper):
+    """The public route for vine's branches into a ``SubprocVecEnv`` worker: install it as the **outermost** wrapper
+    of every environment (``make_vec_env(..., vec_env_cls=SubprocVecEnv, wrapper_class=VineBranchWrapper)``, or
+    :func:`vine_subproc_vec_env`). ``env_method`` then calls :meth:`sb3_trpo_ext_vine_branch` on the worker's
+    environment itself. It changes nothing else (no state: snapshots see through it).
+
+    Without it, vine reaches a plain ``SubprocVecEnv`` worker's environment through the worker's frame
+    (:func:`_subprocess_worker_env`), which depends on SB3's private worker loop and is checked when the model is
+    built.
+    """
+
+    def sb3_trpo_ext_vine_branch(self, command: str, per_env: dict[int, Any]) -> Any:
+        """Run a branch command of vine's :class:`BranchRunner` on this environment (called by ``env_method``)."""
+        # SB3's set_attr sets the runner on the worker's outermost layer: found here only if this wrapper is it
+        runner = vars(self).get(sim_state.BRANCH_RUNNER_ATTRIBUTE)
+        if runner is None:
+            return _WorkerError(
+                RuntimeError(
+                    "VineBranchWrapper must be the outermost wrapper of each environment of the SubprocVecEnv "
+                    "(another wrapper was applied on top of it): apply it last, e.g. with "
+                    "sb3_trpo_ext.common.vine.vine_subproc_vec_env"
+                )
+            )
+        return runner(command, per_env, env=self)
+
+
+def vine_subproc_vec_env(env_fns: Sequence[Callable[[], gym.Env]], **kwargs: Any) -> SubprocVecEnv:
+    """A ``SubprocVecEnv`` of ``env_fns`` whose environments each get :class:`VineBranchWrapper` as their outermost
+    wrapper, so that vine's branches reach them through public API only.
+
+    :param env_fns: functions that create the environments, as for ``SubprocVecEnv``
+    :param kwargs: passed on to ``SubprocVecEnv`` (e.g. ``start_method``)
+    """
+    return SubprocVecEnv([_WrappedEnvFn(env_fn) for env_fn in env_fns], **kwargs)
+
+
+@dataclass
+class _WrappedEnvFn:
+    """``lambda: VineBranchWrapper(env_fn())`` that pickles whenever ``env_fn`` does (SubprocVecEnv cloudpickles it)."""
+
+    env_fn: Callable[[], gym.Env]
+
+    def __call__(self) -> gym.Env:
+        return VineBranchWrapper(self.env_fn())
+
+
 def _subprocess_worker_env() -> gym.Env:
-    """The environment of the SB3 ``SubprocVecEnv`` worker loop that is calling us through ``env_method``.
+    """The environment of the SB3 ``SubprocVecEnv`` worker loop that is calling us through ``env_method``, for
+    environments without :class:`VineBranchWrapper`.
 
     SB3's worker (``stable_baselines3.common.vec_env.subproc_vec_env._worker``) calls the method in its own
-    frame, where its environment is the local ``env``; ``env_method`` offers no other way to reach it.
+    frame, where its environment is the local ``env``; ``env_method`` offers no other way to reach it. This reads
+    a private frame, so it is checked once when the model is built (the ``check`` command), and
+    tests/test_vine.py pins SB3's worker loop.
     """
     frame = sys._getframe(2)  # _worker -> BranchRunner.__call__ -> here
     if frame.f_code is not subproc_vec_env._worker.__code__ or "env" not in frame.f_locals:
         raise RuntimeError(
-            "sampling='vine' expected to be called by stable_baselines3's SubprocVecEnv worker loop; this "
-            "SB3 version's worker differs. Use a DummyVecEnv."
+            "sampling='vine' cannot reach the environments of this SubprocVecEnv: this SB3 version's worker loop "
+            "differs from the one vine knows. Wrap each environment in sb3_trpo_ext.common.vine.VineBranchWrapper "
+            "(outermost; e.g. vine_subproc_vec_env(env_fns) or make_vec_env(..., wrapper_class=VineBranchWrapper)), "
+            "or use a DummyVecEnv."
         )
     return frame.f_locals["env"]
 
@@ -262,13 +320,16 @@ class _Workers:
             for i in range(base.num_envs):
                 base.set_attr(sim_state.BRANCH_RUNNER_ATTRIBUTE, BranchRunner(i), indices=[i])
         self.base = base
+        # the public route where every environment has the wrapper, else the runner itself (worker frame lookup)
+        public = self.runners is None and base.has_attr(BRANCH_METHOD)
+        self.method = BRANCH_METHOD if public else sim_state.BRANCH_RUNNER_ATTRIBUTE
 
     def call(self, command: str, per_env: dict[int, Any]) -> dict[int, Any]:
         """Run ``command`` on every environment named in ``per_env`` (in parallel in subprocesses)."""
         if self.runners is not None:
             return {i: self.runners[i](command, per_env) for i in per_env}
         indices = sorted(per_env)
-        results = self.base.env_method(sim_state.BRANCH_RUNNER_ATTRIBUTE, command, per_env, indices=indices)
+        results = self.base.env_method(self.method, command, per_env, indices=indices)
         for result in results:
             if isinstance(result, _WorkerError):
                 raise result.error
