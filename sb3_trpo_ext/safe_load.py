@@ -165,6 +165,10 @@ SAFE_GLOBALS: frozenset[tuple[str, str]] = frozenset(
         ("sb3_trpo_ext.maskable.policies", "MaskableMultiInputPolicy"),
         ("sb3_trpo_ext.maskable.vine", "MaskableVineRolloutBuffer"),
         ("sb3_trpo_ext.maskable.vine", "MaskableDictVineRolloutBuffer"),
+        # RecurrentTRPO's policy aliases (its buffers are sb3-contrib's, above)
+        ("sb3_trpo_ext.recurrent.policies", "MlpLstmPolicy"),
+        ("sb3_trpo_ext.recurrent.policies", "CnnLstmPolicy"),
+        ("sb3_trpo_ext.recurrent.policies", "MultiInputLstmPolicy"),
     }
 )
 
@@ -504,7 +508,8 @@ def load_model(
             **kwargs,
         )
     if trusted:
-        return algo_class.load(path, env=env, device=device, custom_objects=custom_objects, **kwargs)  # type: ignore[attr-defined]
+        with explain_weights_only_refusal(path):
+            return algo_class.load(path, env=env, device=device, custom_objects=custom_objects, **kwargs)  # type: ignore[attr-defined]
     data, pickled = load_data(path, custom_objects, safe_globals=safe_globals)
     objects = {**{key: data[key] for key in pickled}, **(custom_objects or {})}
     with explain_weights_only_refusal(path):

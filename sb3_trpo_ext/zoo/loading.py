@@ -22,6 +22,9 @@ from sb3_trpo_ext.zoo.registry import register
 
 __all__ = ["load_zoo_model", "safe_create_test_env", "safe_zoo_scripts"]
 
+#: The Zoo's own functions while :func:`safe_zoo_scripts` has pointed the Zoo's names at ours.
+_zoo_originals: dict[str, Any] = {}
+
 
 def load_zoo_model(
     algo: str,
@@ -124,8 +127,10 @@ def safe_create_test_env(
     :param safe_globals: classes or ``(module, name)`` pairs to allow in ``vecnormalize.pkl``
     :return: the test environment
     """
-    from rl_zoo3.utils import create_test_env
+    import rl_zoo3.utils
 
+    # the Zoo's function, also while safe_zoo_scripts points the Zoo's name at this one
+    create_test_env = _zoo_originals.get("create_test_env", rl_zoo3.utils.create_test_env)
     hyperparams = {} if hyperparams is None else hyperparams
     arguments = dict(
         n_envs=n_envs,
@@ -179,6 +184,7 @@ def safe_zoo_scripts(trusted: bool = False) -> Iterator[None]:
     from sb3_trpo_ext.safe_load import ZooYamlLoader
 
     saved: list[tuple[Any, str, Any]] = []
+    _zoo_originals["create_test_env"] = rl_zoo3.utils.create_test_env
 
     def patch(owner: Any, name: str, value: Any) -> None:
         saved.append((owner, name, getattr(owner, name)))
@@ -198,6 +204,7 @@ def safe_zoo_scripts(trusted: bool = False) -> Iterator[None]:
         algos.update(original_algos)
         for owner, name, value in reversed(saved):
             setattr(owner, name, value)
+        _zoo_originals.clear()
 
 
 def _safely_loading(algo_class: type[BaseAlgorithm]) -> type[BaseAlgorithm]:
