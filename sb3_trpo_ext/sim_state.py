@@ -43,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import time
 import weakref
 from collections import deque
 from collections.abc import Iterator
@@ -52,7 +53,15 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-__all__ = ["EnvState", "UnrestorableEnvError", "check_restorable", "get_state", "no_monitor_writes", "set_state"]
+__all__ = [
+    "EnvState",
+    "UnrestorableEnvError",
+    "check_restorable",
+    "check_round_trip",
+    "get_state",
+    "no_monitor_writes",
+    "set_state",
+]
 
 _PROTOCOL_HINT = (
     "To make it restorable, implement the protocol `get_state() -> object` / `set_state(state) -> None` "
@@ -690,6 +699,67 @@ def check_restorable(env: gym.Env) -> None:
     model construction to fail early instead of in the middle of training.
     """
     _plan(env)
+
+
+def check_round_trip(env: gym.Env, n_steps: int = 5, seed: int = 0) -> float:
+    """Check that restoring ``env`` is exact, by one round trip: reset, snapshot, ``n_steps`` steps with fixed
+    actions, restore, the same steps again; observations, rewards and the ``terminated``/``truncated`` flags must
+    be bit-identical. Afterwards ``env`` is put back into the state it was in (never reset included).
+
+    The attribute lists of the known environments are fixed, so a mutable attribute that a later gymnasium adds
+    would make restores silently inexact; this catches it once, where the environment is built for branching.
+
+    :param n_steps: steps replayed (fewer if the episode ends first)
+    :param seed: seed of the actions (drawn from a copy of the action space: the environment's is untouched)
+    :return: the seconds the check took
+    :raises UnrestorableEnvError: naming the environment, if a replay differs (or it cannot be restored at all)
+    """
+    start = time.perf_counter()
+    original = get_state(env)
+    space = copy.deepcopy(env.action_space)
+    space.seed(seed)
+    actions = [space.sample() for _ in range(n_steps)]
+    try:
+        with no_monitor_writes(env):
+            env.reset()
+            snapshot = get_state(env)
+            first = _play(env, actions)
+            set_state(env, snapshot)
+            second = _play(env, actions)
+    finally:
+        set_state(env, original)
+    for step, (ours, again) in enumerate(zip(first, second)):
+        for name, x, y in zip(("observation", "reward", "terminated", "truncated"), ours, again):
+            if not _bit_identical(x, y):
+                env_id = _env_id(env)
+                cls = type(env.unwrapped)
+                where = f"{cls.__qualname__} ({cls.__module__})" + (f", env id {env_id!r}" if env_id else "")
+                raise UnrestorableEnvError(
+                    f"Restoring the state of {where} is not exact: after a restore, replaying the same actions gave "
+                    f"a different {name} at step {step} ({x!r} vs {y!r}). The environment probably keeps state that "
+                    f"sb3_trpo_ext.sim_state does not copy (e.g. an attribute added by a newer version). "
+                    f"{_PROTOCOL_HINT}"
+                )
+    return time.perf_counter() - start
+
+
+def _play(env: gym.Env, actions: list[Any]) -> list[tuple[Any, Any, bool, bool]]:
+    results = []
+    for action in actions:
+        obs, reward, terminated, truncated, _ = env.step(action)
+        results.append((_copy_value(obs), reward, bool(terminated), bool(truncated)))
+        if terminated or truncated:
+            break
+    return results
+
+
+def _bit_identical(x: Any, y: Any) -> bool:
+    if isinstance(x, dict) and isinstance(y, dict):
+        return x.keys() == y.keys() and all(_bit_identical(x[key], y[key]) for key in x)
+    if isinstance(x, tuple) and isinstance(y, tuple):
+        return len(x) == len(y) and all(_bit_identical(a, b) for a, b in zip(x, y))
+    a, b = np.asarray(x), np.asarray(y)
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
 
 
 def get_state(env: gym.Env, reuse: EnvState | None = None) -> EnvState:

@@ -549,3 +549,47 @@ def test_a_wrapper_that_grows_state_after_a_snapshot_is_refused_at_the_next() ->
     env.step(0)
     with pytest.raises(UnrestorableEnvError, match="LateCounter.*steps_seen"):
         get_state(env)
+
+
+# -- the construction-time round trip ------------------------------------------------------------------------
+def _trajectory(env: gym.Env, n: int) -> list[tuple[Any, ...]]:
+    return [tuple(np.asarray(x).tobytes() for x in env.step(env.action_space.sample())[:4]) for _ in range(n)]
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_round_trip_passes_and_leaves_the_environment_as_it_was(env_id: str) -> None:
+    from sb3_trpo_ext.sim_state import check_round_trip
+
+    checked, twin = Monitor(gym.make(env_id)), Monitor(gym.make(env_id))
+    assert check_round_trip(checked) > 0  # a never-reset environment: reset inside, put back afterwards
+    for env in (checked, twin):
+        env.reset(seed=3)
+        env.action_space.seed(5)
+        env.step(env.action_space.sample())
+    assert check_round_trip(checked) > 0  # mid-episode
+    assert _trajectory(checked, 20) == _trajectory(twin, 20)
+    assert checked.get_episode_rewards() == twin.get_episode_rewards()
+
+
+def test_round_trip_catches_state_the_attribute_list_misses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mutable attribute that a later gymnasium might add to CartPole (here: a gust counter in the reward) is not
+    in the fixed list: the dispatch accepts the environment, the round trip refuses it, naming it."""
+    from gymnasium.envs.classic_control.cartpole import CartPoleEnv
+
+    from sb3_trpo_ext import TRPO
+    from sb3_trpo_ext.sim_state import check_round_trip
+
+    step = CartPoleEnv.step
+
+    def gusty_step(self, action):
+        self.gusts = getattr(self, "gusts", 0) + 1
+        obs, reward, terminated, truncated, info = step(self, action)
+        return obs, reward + 0.01 * self.gusts, terminated, truncated, info
+
+    monkeypatch.setattr(CartPoleEnv, "step", gusty_step)
+    env = gym.make("CartPole-v1")
+    check_restorable(env)  # the dispatch alone does not see it
+    with pytest.raises(UnrestorableEnvError, match=r"CartPoleEnv .*'CartPole-v1'.* different reward at step 0"):
+        check_round_trip(env)
+    with pytest.raises(UnrestorableEnvError, match="CartPole-v1"):
+        TRPO("MlpPolicy", "CartPole-v1", sampling="vine", n_steps=64, batch_size=64)

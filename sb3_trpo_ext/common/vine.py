@@ -18,6 +18,7 @@ Pieces:
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -189,8 +190,11 @@ class BranchRunner:
         except Exception as error:
             return _WorkerError(error)
 
-    def _check(self, env: gym.Env, _: Any) -> None:
+    def _check(self, env: gym.Env, _: Any) -> float:
+        """Whether vine can branch from ``env``: the dispatch, then one restore-and-replay round trip (bit-identical
+        observations and rewards); the seconds the round trip took."""
         sim_state.check_restorable(env)
+        return sim_state.check_round_trip(env)
 
     def _snapshot(self, env: gym.Env, key: int) -> None:
         self._snapshots[key] = sim_state.get_state(env)
@@ -412,7 +416,11 @@ class VineSampler:
         self.wrappers, base = check_vine_wrappers(venv)
         self.n_envs = base.num_envs
         self.workers = _Workers(base)
-        self.workers.call("check", dict.fromkeys(range(self.n_envs)))
+        started = time.perf_counter()
+        per_env = self.workers.call("check", dict.fromkeys(range(self.n_envs)))
+        #: the construction-time restore-and-replay check: wall seconds, and seconds per environment
+        self.check_seconds = time.perf_counter() - started
+        self.check_seconds_per_env = [float(per_env[i]) for i in range(self.n_envs)]
         self.observation_space = venv.observation_space
         self.action_space = venv.action_space
         self.n_states = n_states
