@@ -81,7 +81,9 @@ def test_local_sweep_writes_runs_and_report(local_sweep: Path, tmp_path: Path) -
         "wall_seconds",
         "eval_mean",
         "eval_std",
+        "cpu_seconds",
     ]
+    assert (table["cpu_seconds"] > 0).all()
     assert set(table["algo"]) == {"trpo_ext", "ppo"} and set(table["seed"]) == {0, 1}
     for (_, _), run in table.groupby(["algo", "seed"]):
         assert len(run) >= 2 and run["timesteps"].is_monotonic_increasing
@@ -96,7 +98,7 @@ def test_local_sweep_writes_runs_and_report(local_sweep: Path, tmp_path: Path) -
         "Aggregate over environments",
         "torch",
         "1,000",
-        "(500 replications, seed 7)",  # the bootstrap's seed, not a run's
+        "500 replications, seed 7)",  # the bootstrap's seed, not a run's
     ):
         assert text in markdown
     for name in ("curves_CartPole-v1", "aggregate"):
@@ -121,7 +123,7 @@ def test_report_names_unfinished_and_missing_runs(local_sweep: Path, tmp_path: P
     written = write_report([folder], tmp_path / "report", reps=200)
     markdown = written["markdown"].read_text()
     assert (
-        f"Unfinished runs (their last evaluation is used): ppo/CartPole-v1/seed 1 ({last_eval:,} of 1,000" in markdown
+        f"Unfinished runs (their last evaluations are used): ppo/CartPole-v1/seed 1 ({last_eval:,} of 1,000" in markdown
     )
     assert "Runs not started (no rows): trpo_ext/CartPole-v1/seed 0" in markdown
     table = pd.read_csv(written["csv"])

@@ -170,3 +170,114 @@ def test_derived_blocks_follow_the_one_conversion_rule() -> None:
                 assert ours.get(key, default) == pytest.approx(d * theirs.get(key, default)), (algo, env, key)
             checked.append((algo, env))
     assert {("trpo_ext", "Hopper-v5"), ("trpo_ext", "HalfCheetah-v5"), ("trpo_vine", "Hopper-v5")} <= set(checked)
+
+
+# -- report: statistics, claims, README ---------------------------------------------------------------------------
+def test_improvement_probability_is_rliables_mann_whitney() -> None:
+    from scipy.stats import mannwhitneyu
+
+    from sb3_trpo_ext.benchmark.report import improvement_probability
+
+    x, y = np.array([3.0, 5.0, 7.0, 9.0, 11.0]), np.array([4.0, 6.0, 6.0, 8.0, 1.0, 2.0])
+    p, low, high = improvement_probability(x, y, reps=500, seed=1)
+    assert p == pytest.approx(mannwhitneyu(x, y, alternative="greater")[0] / (len(x) * len(y)))
+    assert 0.0 <= low <= p <= high <= 1.0
+    assert improvement_probability(x + 100, y, reps=200)[:2] == (1.0, 1.0)  # every resample: X above Y
+    # two tasks: the mean of the per-task probabilities
+    two = improvement_probability(np.column_stack([x, x + 100]), np.column_stack([y[:5], y[:5]]), reps=200)[0]
+    one = mannwhitneyu(x, y[:5], alternative="greater")[0] / 25
+    assert two == pytest.approx((one + 1.0) / 2)
+
+
+def test_aggregate_intervals_median_is_over_every_score() -> None:
+    from sb3_trpo_ext.benchmark.report import aggregate_intervals
+
+    scores = np.array([1.0, 2.0, 3.0, 4.0, 100.0])
+    stats = aggregate_intervals(scores, reps=300, seed=0)
+    assert stats["median"][0] == 3.0 and stats["mean"][0] == pytest.approx(22.0)
+    assert stats["IQM"][0] == pytest.approx(3.0)  # the middle half: 2, 3, 4 (rliable's trimmed mean)
+    for point, low, high in stats.values():
+        assert low <= point <= high
+
+
+def _runs(scores: dict[str, list[float]], env: str = "Hopper-v5") -> object:
+    import pandas as pd
+
+    rows = [
+        {"algo": algo, "env": env, "seed": 100 + i, "set": "p", "score": value, "protocol_match": "yes"}
+        for algo, values in scores.items()
+        for i, value in enumerate(values)
+    ]
+    return pd.DataFrame(rows)
+
+
+def _claim_protocol(tmp_path: Path, seeds: list[int]) -> object:
+    path = _tiny_protocol(
+        tmp_path,
+        groups={"g": {"folder": "bench/g", "algos": ["a", "b"], "envs": ["Hopper-v5"], "seeds": seeds,
+                      "n_timesteps": 10}},
+        hyperparameters={},
+        claims=[{"id": "h", "better": "a", "than": "b", "envs": ["Hopper-v5"]}],
+        statistics={"min_seeds_for_ci": 5, "confidence": 0.95},
+    )  # fmt: skip
+    return load_protocol(path)
+
+
+@pytest.mark.parametrize(
+    ("scores", "verdict"),
+    [
+        ({"a": [10, 11, 12, 13, 14, 15, 16], "b": [1, 2, 3, 4, 5, 6, 7]}, "established (a > b)"),
+        ({"a": [1, 2, 3, 4, 5, 6, 7], "b": [10, 11, 12, 13, 14, 15, 16]}, "reversed: b > a established"),
+        ({"a": [1, 5, 3, 7, 2, 6, 4], "b": [2, 4, 6, 1, 3, 5, 7]}, "not established"),
+    ],
+)
+def test_claim_sentences_follow_the_decision_rule(tmp_path: Path, scores: dict, verdict: str) -> None:
+    from sb3_trpo_ext.benchmark.report import claim_sentences
+
+    protocol = _claim_protocol(tmp_path, list(range(100, 107)))
+    (sentence,) = claim_sentences(_runs(scores), protocol, reps=1000, seed=0)
+    assert sentence.startswith("**a > b on Hopper-v5**: IQM ") and "(7 vs 7 seeds)" in sentence
+    assert sentence.endswith(f": {verdict}.")
+
+
+def test_claims_pending_or_with_too_few_seeds_say_so(tmp_path: Path) -> None:
+    from sb3_trpo_ext.benchmark.report import claim_sentences
+
+    protocol = _claim_protocol(tmp_path, list(range(100, 107)))
+    (sentence,) = claim_sentences(_runs({"a": [1.0] * 7, "b": [2.0] * 6}), protocol, reps=100, seed=0)
+    assert sentence == "**a > b on Hopper-v5**: pending (runs done: a 7 of 7, b 6 of 7)."
+    protocol = _claim_protocol(tmp_path, [100, 101, 102])
+    (sentence,) = claim_sentences(_runs({"a": [9.0, 8.0, 7.0], "b": [1.0, 2.0, 3.0]}), protocol, reps=100, seed=0)
+    assert sentence == "**a > b on Hopper-v5**: not established (fewer than 5 seeds; scores a: 9, 8, 7; b: 1, 2, 3)."
+
+
+def test_report_of_runs_below_eval_freq_with_protocol_and_readme(tmp_path: Path) -> None:
+    """Issue 20, item 8: a budget below --eval-freq still reports (from the final evaluation); the report marks
+    the run as the protocol's and writes the README block between its markers, leaving the rest untouched."""
+    import pandas as pd
+
+    from sb3_trpo_ext.benchmark.report import README_BEGIN, README_END, write_report
+
+    path = _tiny_protocol(tmp_path, claims=[])
+    main(["run", "--protocol", str(path), "--workers", "1", "--no-progress"])
+    # a folder with two runs of one evaluation each, outside any protocol
+    adhoc = tmp_path / "adhoc"
+    main(["run", "--algos", "trpo_ext", "--envs", "CartPole-v1", "--seeds", "0", "1", "-n", "600", "--eval-freq", "500",
+          "--eval-episodes", "2", "--final-eval-episodes", "2", "-f", str(adhoc), "--workers", "2", "--no-progress"])  # fmt: skip
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\nbefore\n{README_BEGIN}\nold text\n{README_END}\nafter\n")
+    written = write_report(
+        [tmp_path / "bench" / "g", adhoc], tmp_path / "report", reps=200, protocol=path, readme=readme
+    )
+    runs = pd.read_csv(written["runs"])
+    assert runs.set_index("seed").loc[3, "protocol_match"] == "yes"
+    assert set(runs.set_index("seed").loc[[0, 1], "protocol_match"]) == {"earlier protocol"}
+    assert (runs["final_eval_mean"].notna()).all() and (runs["timesteps"] <= runs["budget"].max()).all()
+    markdown = written["markdown"].read_text()
+    assert "yes: 1" in markdown and "earlier protocol: 2" in markdown
+    assert "| trpo_ext (tiny) | 1 |" in markdown  # the protocol's run, never pooled with the others
+    text = readme.read_text()
+    assert text.startswith("# title\n\nbefore\n" + README_BEGIN) and text.endswith(README_END + "\nafter\n")
+    assert "old text" not in text and "| CartPole-v1 | trpo_ext (tiny) | 1 | 3 |" in text
+    for name in ("curves_CartPole-v1", "aggregate"):
+        assert written[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

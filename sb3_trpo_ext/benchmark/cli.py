@@ -97,6 +97,18 @@ def _parser() -> argparse.ArgumentParser:
         "--reps", type=int, default=10_000, help="bootstrap replications of the confidence intervals (default 10000)"
     )
     report.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    report.add_argument(
+        "--protocol",
+        type=Path,
+        default=None,
+        help="a protocol file: state for each run whether it is one of its runs, and write its claims (claims.md)",
+    )
+    report.add_argument(
+        "--readme",
+        type=Path,
+        default=None,
+        help="replace the generated results block of this README (between its sb3-trpo-bench report markers)",
+    )
     return parser
 
 
@@ -262,7 +274,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         else:
             from sb3_trpo_ext.benchmark.report import write_report
 
-            written = write_report(args.folders, args.output, reps=args.reps, seed=args.seed)
+            written = write_report(
+                args.folders, args.output, reps=args.reps, seed=args.seed, protocol=args.protocol, readme=args.readme
+            )
             for path in written.values():
                 print(path)
             code = 0

@@ -118,6 +118,9 @@ class SweepProgress:
                 table.add_column(column, justify="left" if column == "run" else "right")
             for run_id, entry in sorted(self.running.items()):
                 steps, total = entry.get("timesteps"), entry.get("total")
+                if steps is not None and total:
+                    # the Zoo rounds the last update up to whole rollouts: never show more than the budget
+                    steps = min(steps, total)
                 percent = f"{100 * steps / total:.0f}" if steps is not None and total else "?"
                 table.add_row(
                     run_id,

@@ -40,16 +40,30 @@ from sb3_trpo_ext.benchmark.sweep import read_jsonl
 from sb3_trpo_ext.safe_load import ZooYamlLoader
 
 __all__ = [
+    "AGGREGATES",
     "COLUMNS",
     "REFERENCE_SCORES",
+    "RUN_COLUMNS",
+    "aggregate_intervals",
+    "claim_sentences",
     "collect_rows",
+    "improvement_probability",
     "iqm",
     "iqm_interval",
     "normalize",
+    "run_table",
     "write_report",
 ]
 
-COLUMNS = ["algo", "env", "seed", "timesteps", "env_steps", "wall_seconds", "eval_mean", "eval_std"]
+COLUMNS = ["algo", "env", "seed", "timesteps", "env_steps", "wall_seconds", "eval_mean", "eval_std", "cpu_seconds"]
+#: Columns of ``runs.csv``: one row per run.
+RUN_COLUMNS = [
+    "algo", "env", "seed", "set", "state", "timesteps", "budget", "score", "score_evaluations", "final_eval_mean",
+    "final_eval_episodes", "wall_seconds", "cpu_seconds", "eval_wall_seconds", "eval_cpu_seconds",
+    "concurrent_runs_mean", "protocol_match",
+]  # fmt: skip
+#: A run's score: the mean of its last periodic evaluations, this many (fewer when the run has fewer).
+SCORE_EVALUATIONS = 5
 
 #: Per task (the id without ``-vN``): (random score, good score, source). Normalised score =
 #: (score - random) / (good - random). MuJoCo: D4RL's reference scores (Fu et al. 2020, "D4RL", the
@@ -84,6 +98,10 @@ def normalize(env: str, score: np.ndarray | float) -> np.ndarray | float | None:
 
 
 # -- statistics -----------------------------------------------------------------------------------------------
+#: The aggregates of the tables, in rliable's definitions: name -> function of a (runs x tasks) matrix.
+AGGREGATES = ("IQM", "mean", "median")
+
+
 def iqm(scores: np.ndarray) -> float:
     """Interquartile mean (25% trimmed mean over every entry) of ``scores`` (rliable's ``aggregate_iqm``)."""
     from rliable import metrics
@@ -91,37 +109,87 @@ def iqm(scores: np.ndarray) -> float:
     return float(metrics.aggregate_iqm(np.asarray(scores, dtype=float)))
 
 
-def iqm_interval(
-    scores: np.ndarray, reps: int = 10_000, seed: int = 0, size: float = 0.95
-) -> tuple[float, float, float]:
-    """IQM of a (runs x tasks) score matrix and its stratified-bootstrap confidence interval (rliable).
+def _rliable_intervals(data: Any, func: Any, reps: int, seed: int, size: float) -> tuple[np.ndarray, np.ndarray]:
+    """rliable's ``get_interval_estimates`` of one entry (a matrix, or a pair of matrices), seeded.
 
-    Runs are resampled with replacement within each task (column), ``reps`` times (percentile interval).
-
-    :return: (IQM, lower bound, upper bound)
+    rliable 1.2's bootstraps draw their indices from NumPy's global generator (``np.random.choice``), not from
+    ``random_state``: the global generator is seeded for this call and its state restored afterwards.
     """
-    from rliable import library, metrics
+    from rliable import library
 
-    matrix = np.asarray(scores, dtype=float)
-    if matrix.ndim == 1:
-        matrix = matrix[:, None]
-    # rliable 1.2's StratifiedBootstrap draws its indices from NumPy's global generator (np.random.choice), not
-    # from random_state: seed the global generator for this call and restore its state afterwards.
     saved = np.random.get_state()
     np.random.seed(seed)
     try:
         with warnings.catch_warnings():  # arch (under rliable) deprecates random_state; rliable still passes it
             warnings.simplefilter("ignore", FutureWarning)
             points, intervals = library.get_interval_estimates(
-                {"x": matrix},
-                lambda x: np.array([metrics.aggregate_iqm(x)]),
-                reps=reps,
-                confidence_interval_size=size,
-                random_state=np.random.RandomState(seed),
+                {"x": data}, func, reps=reps, confidence_interval_size=size, random_state=np.random.RandomState(seed)
             )
     finally:
         np.random.set_state(saved)
-    return float(points["x"][0]), float(intervals["x"][0][0]), float(intervals["x"][1][0])
+    return np.asarray(points["x"], dtype=float), np.asarray(intervals["x"], dtype=float)
+
+
+def _matrix(scores: np.ndarray) -> np.ndarray:
+    matrix = np.asarray(scores, dtype=float)
+    return matrix[:, None] if matrix.ndim == 1 else matrix
+
+
+def aggregate_intervals(
+    scores: np.ndarray, reps: int = 10_000, seed: int = 0, size: float = 0.95
+) -> dict[str, tuple[float, float, float]]:
+    """IQM, mean and median (over every score) of a (runs x tasks) score matrix with their stratified-bootstrap
+    confidence intervals (rliable: runs resampled with replacement within each task, ``reps`` times, percentile intervals).
+
+    :return: ``{"IQM": (point, low, high), "mean": ..., "median": ...}``
+    """
+    from rliable import metrics
+
+    # rliable's aggregate_median is the median over tasks of the per-task means (with one task: the mean); the
+    # median here is over every (run, task) score, as the IQM trims over every score.
+    functions = (metrics.aggregate_iqm, metrics.aggregate_mean, np.median)
+    points, intervals = _rliable_intervals(
+        _matrix(scores), lambda x: np.array([f(x) for f in functions]), reps, seed, size
+    )
+    return {name: (points[i], intervals[0][i], intervals[1][i]) for i, name in enumerate(AGGREGATES)}
+
+
+def iqm_interval(
+    scores: np.ndarray, reps: int = 10_000, seed: int = 0, size: float = 0.95
+) -> tuple[float, float, float]:
+    """IQM of a (runs x tasks) score matrix and its stratified-bootstrap confidence interval (rliable).
+
+    :return: (IQM, lower bound, upper bound)
+    """
+    from rliable import metrics
+
+    points, intervals = _rliable_intervals(
+        _matrix(scores), lambda x: np.array([metrics.aggregate_iqm(x)]), reps, seed, size
+    )
+    return float(points[0]), float(intervals[0][0]), float(intervals[1][0])
+
+
+def improvement_probability(
+    scores_x: np.ndarray, scores_y: np.ndarray, reps: int = 10_000, seed: int = 0, size: float = 0.95
+) -> tuple[float, float, float]:
+    """P(X > Y): the probability that a run of X scores above a run of Y on the same task (Mann-Whitney U / n m,
+    averaged over tasks; rliable's ``probability_of_improvement``), with its stratified independent bootstrap
+    confidence interval (the runs of X and of Y resampled separately within each task).
+
+    :param scores_x: (runs of X) x tasks
+    :param scores_y: (runs of Y) x tasks, the same tasks in the same order
+    :return: (probability, lower bound, upper bound)
+    """
+    from rliable import metrics
+
+    points, intervals = _rliable_intervals(
+        (_matrix(scores_x), _matrix(scores_y)),
+        lambda x, y: np.array([metrics.probability_of_improvement(x, y)]),
+        reps,
+        seed,
+        size,
+    )
+    return float(points[0]), float(intervals[0][0]), float(intervals[1][0])
 
 
 def _bootstrap_band(matrix: np.ndarray, reps: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
@@ -140,23 +208,34 @@ def _bootstrap_band(matrix: np.ndarray, reps: int, rng: np.random.Generator) -> 
 
 # -- reading --------------------------------------------------------------------------------------------------
 def _bench_rows(folder: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Rows of a sweep folder and its information (configuration, machines, run states)."""
+    """Rows of a sweep folder and its information (configuration, machines, run states, each run's result)."""
     config = json.loads((folder / "sweep.json").read_text())
-    rows, machines, states = [], [], {}
+    rows, machines, states, results, finals, periodic = [], [], {}, {}, {}, {}
     for algo in config["algos"]:
         for env in config["envs"]:
             for seed in config["seeds"]:
                 run = folder / "runs" / algo / env / f"seed_{seed}"
                 result = run / "result.json"
-                evals = [r for r in read_jsonl(run / "timeline.jsonl") if r.get("kind") == "eval"]
+                timeline = read_jsonl(run / "timeline.jsonl")
+                evals = [r for r in timeline if r.get("kind") == "eval"]
+                final = next((r for r in reversed(timeline) if r.get("kind") == "final_eval"), None)
                 if result.is_file():
                     states[(algo, env, seed)] = "done"
-                    machines.append(json.loads(result.read_text()).get("machine", {}))
+                    results[(algo, env, seed)] = json.loads(result.read_text())
+                    machines.append(results[(algo, env, seed)].get("machine", {}))
                 else:  # cut short (its last evaluation's timesteps) or never evaluated
                     states[(algo, env, seed)] = evals[-1]["timesteps"] if evals else "not started"
+                if final is not None:
+                    finals[(algo, env, seed)] = final
+                periodic[(algo, env, seed)] = len(evals)
+                if not evals and final is not None:
+                    evals = [final]  # a budget below eval_freq: the final evaluation is the run's only point
                 for record in evals:
-                    rows.append({"algo": algo, "env": env, "seed": seed, **{c: record[c] for c in COLUMNS[3:]}})
-    return rows, {"config": config, "machines": machines, "states": states}
+                    rows.append(
+                        {"algo": algo, "env": env, "seed": seed, **{c: record.get(c, np.nan) for c in COLUMNS[3:]}}
+                    )
+    info = {"folder": folder, "config": config, "machines": machines, "states": states}
+    return rows, {**info, "results": results, "finals": finals, "periodic": periodic}
 
 
 #: Safe YAML loader that reads the Zoo's ``args.yml`` (an ``OrderedDict`` dump): the one of safe loading.
@@ -226,6 +305,7 @@ def _zoo_rows(folder: Path) -> list[dict[str, Any]]:
                     "wall_seconds": float(wall[i]),
                     "eval_mean": float(returns.mean()),
                     "eval_std": float(returns.std()),
+                    "cpu_seconds": np.nan,  # not recorded by the Zoo
                 }
             )
     return rows
@@ -248,10 +328,90 @@ def collect_rows(paths: Sequence[Path]) -> tuple[Any, list[dict[str, Any]]]:
     return table, infos
 
 
-# -- writing --------------------------------------------------------------------------------------------------
-def _final_scores(table: Any) -> Any:
-    """The last evaluation of each (algo, env, seed)."""
-    return table.sort_values("timesteps").groupby(["algo", "env", "seed"], as_index=False).last()
+# -- runs ---------------------------------------------------------------------------------------------------------
+def _protocol_match(info: dict[str, Any], algo: str, env: str, seed: int, protocol: Any) -> str:
+    """Whether a run of a sweep folder is a run of ``protocol``: "yes", "pending", "earlier protocol" (a sweep
+    registered under no protocol or another one), or "no: <why>"."""
+    config = info["config"]
+    registered = config.get("protocol")
+    if not registered or registered.get("sha256") != protocol.sha256:
+        return "earlier protocol"
+    group = protocol.groups.get(registered.get("group"))
+    if group is None or algo not in group["algos"] or env not in group["envs"] or seed not in group["seeds"]:
+        return "no: not a run of the protocol's group"
+    evaluation = protocol.evaluation
+    for key in ("eval_freq", "eval_episodes", "final_eval_episodes", "save_freq"):
+        if config.get(key) != evaluation[key]:
+            return f"no: {key} {config.get(key)} instead of {evaluation[key]}"
+    if config["budgets"][algo][env] != group["n_timesteps"]:
+        return f"no: budget {config['budgets'][algo][env]} instead of {group['n_timesteps']}"
+    result = info["results"].get((algo, env, seed))
+    if result is None:
+        return "pending"
+    from sb3_trpo_ext.benchmark.protocol import block_digest
+
+    if result.get("hyperparameters_sha256") != block_digest(protocol.hyperparameters[algo][env]):
+        return "no: trained with another hyperparameter block"
+    return "yes"
+
+
+def run_table(table: Any, infos: list[dict[str, Any]], protocol: Any = None) -> Any:
+    """One row per run (:data:`RUN_COLUMNS`): its score (the mean of its last :data:`SCORE_EVALUATIONS` periodic
+    evaluations), its final evaluation, its costs, its set (the protocol it was registered under, or "earlier")
+    and, given ``protocol``, whether it is one of that protocol's runs."""
+    import pandas as pd
+
+    sweeps = {}
+    for info in infos:
+        for key in info["states"]:
+            sweeps[key] = info
+    rows = []
+    for (algo, env, seed), run in table.groupby(["algo", "env", "seed"]):
+        run = run.sort_values("timesteps")
+        info = sweeps.get((algo, env, seed))
+        last = run["eval_mean"].to_numpy()[-SCORE_EVALUATIONS:]
+        # 0: no periodic evaluation (a budget below eval_freq), the score is the final evaluation
+        n_scored = len(last) if info is None or info["periodic"][(algo, env, seed)] else 0
+        row: dict[str, Any] = {
+            "algo": algo, "env": env, "seed": int(seed), "set": "earlier", "state": "zoo folder",
+            "timesteps": int(run["timesteps"].max()), "budget": int(run["timesteps"].max()),
+            "score": float(last.mean()), "score_evaluations": n_scored,
+            "final_eval_mean": np.nan, "final_eval_episodes": np.nan, "wall_seconds": float(run["wall_seconds"].max()),
+            "cpu_seconds": float(run["cpu_seconds"].max()), "eval_wall_seconds": np.nan, "eval_cpu_seconds": np.nan,
+            "concurrent_runs_mean": np.nan, "protocol_match": "",
+        }  # fmt: skip
+        if info is not None:
+            config, result = info["config"], info["results"].get((algo, env, seed), {})
+            state = info["states"][(algo, env, seed)]
+            row["state"] = "done" if state == "done" else f"cut at {state:,}"
+            row["budget"] = config["budgets"][algo][env]
+            row["set"] = (config.get("protocol") or {}).get("name", "earlier")
+            final = info["finals"].get((algo, env, seed))
+            if final is not None:
+                row["final_eval_mean"], row["final_eval_episodes"] = final["eval_mean"], final["episodes"]
+                row["timesteps"] = max(row["timesteps"], final["timesteps"])
+            for key in ("wall_seconds", "cpu_seconds", "eval_wall_seconds", "eval_cpu_seconds"):
+                if result.get(key) is not None:
+                    row[key] = result[key]
+            row["concurrent_runs_mean"] = (result.get("concurrent_runs") or {}).get("mean", np.nan)
+            if protocol is not None:
+                row["protocol_match"] = _protocol_match(info, algo, env, int(seed), protocol)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=RUN_COLUMNS)
+
+
+def _label(algo: str, run_set: str) -> str:
+    return algo if run_set == "earlier" else f"{algo} ({run_set})"
+
+
+# -- writing ------------------------------------------------------------------------------------------------------
+def _number(value: float) -> str:
+    """Three significant figures, thousands separated: 4512, 3.54, -78.6, 0.125."""
+    if not np.isfinite(value):
+        return "—"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
 
 
 def _machine_lines(infos: list[dict[str, Any]]) -> list[str]:
@@ -272,13 +432,18 @@ def _budget_lines(table: Any, infos: list[dict[str, Any]]) -> list[str]:
     lines = []
     for info in infos:
         config = info["config"]
+        registered = config.get("protocol")
+        where = f"protocol {registered['name']} (group {registered['group']})" if registered else "earlier protocol"
+        lines.append(f"- `{info['folder']}` ({where}), seeds {', '.join(map(str, config['seeds']))}:")
         for algo, per_env in config["budgets"].items():
             budgets = ", ".join(f"{env} {n:,}" for env, n in per_env.items())
             source = "-n" if config.get("n_timesteps") else "the Zoo file's n_timesteps"
-            lines.append(f"- `{algo}`: {budgets} timesteps ({source})")
+            lines.append(f"  - `{algo}`: {budgets} timesteps ({source})")
+        final = config.get("final_eval_episodes")
         lines.append(
-            f"- evaluation every {config['eval_freq']:,} timesteps, {config['eval_episodes']} episodes (deterministic); "
-            f"checkpoints every {config['save_freq']:,}"
+            f"  - evaluation every {config['eval_freq']:,} timesteps, {config['eval_episodes']} episodes (deterministic)"
+            + (f", and a final evaluation of {final} episodes" if final else ", no final evaluation (earlier runner)")
+            + f"; checkpoints every {config['save_freq']:,}"
         )
     if not infos and len(table):
         for algo, group in table.groupby("algo"):
@@ -286,32 +451,81 @@ def _budget_lines(table: Any, infos: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _plot_env(table: Any, env: str, out: Path, reps: int, rng: np.random.Generator) -> Path:
+def _score_cells(scores: np.ndarray, min_seeds: int, reps: int, seed: int) -> list[str]:
+    """IQM, mean and median cells: with their 95% CIs, or, with fewer than ``min_seeds`` runs, the scores."""
+    if len(scores) < min_seeds:
+        listed = ", ".join(_number(v) for v in scores)
+        return [f"seeds: {listed}", "—", "—"]
+    stats = aggregate_intervals(scores, reps=reps, seed=seed)
+    return [f"{_number(p)} [{_number(lo)}, {_number(hi)}]" for p, lo, hi in (stats[name] for name in AGGREGATES)]
+
+
+def _env_table(runs: Any, env: str, min_seeds: int, reps: int, seed: int) -> list[str]:
+    lines = [
+        "| algo | runs | timesteps | score IQM [95% CI] | mean | median | final evaluation (mean over runs) | "
+        "training CPU s / run |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (algo, run_set), group in runs[runs["env"] == env].groupby(["algo", "set"]):
+        steps = f"{int(group['timesteps'].min()):,}" + (
+            f"–{int(group['timesteps'].max()):,}" if group["timesteps"].nunique() > 1 else ""
+        )
+        finals = group["final_eval_mean"].dropna()
+        final = (
+            f"{_number(finals.mean())} ({int(group['final_eval_episodes'].max())} episodes, {len(finals)} runs)"
+            if len(finals)
+            else "—"
+        )
+        cpu = group["cpu_seconds"].dropna()
+        cells = _score_cells(group["score"].to_numpy(), min_seeds, reps, seed)
+        lines.append(
+            f"| {_label(algo, run_set)} | {len(group)} | {steps} | {' | '.join(cells)} | {final} | "
+            f"{_number(cpu.median()) if len(cpu) else '—'} |"
+        )
+    return [*lines, ""]
+
+
+def _markers(n_points: int) -> dict[str, Any]:
+    """Few points are drawn as points: a single evaluation as a line would show nothing."""
+    return {"marker": "o"} if n_points <= 5 else {}
+
+
+def _plot_env(table: Any, runs: Any, env: str, out: Path, reps: int, rng: np.random.Generator) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (ax_steps, ax_wall) = plt.subplots(1, 2, figsize=(11, 4))
-    for algo, group in table[table["env"] == env].groupby("algo"):
+    figure, (ax_steps, ax_time) = plt.subplots(1, 2, figsize=(11, 4))
+    labels = {(r.algo, r.seed): _label(r.algo, r.set) for r in runs[runs["env"] == env].itertuples()}
+    env_table = table[table["env"] == env].copy()
+    env_table["label"] = [labels[(a, s)] for a, s in zip(env_table["algo"], env_table["seed"])]
+    cpu_everywhere = env_table["cpu_seconds"].notna().all()
+    clock = "cpu_seconds" if cpu_everywhere else "wall_seconds"
+    colors = {label: f"C{i % 10}" for i, label in enumerate(sorted(env_table["label"].unique()))}
+    for label, group in env_table.groupby("label"):
         pivot = group.pivot_table(index="timesteps", columns="seed", values="eval_mean").dropna()
         if len(pivot):
             point, low, high = _bootstrap_band(pivot.to_numpy().T, reps, rng)
-            ax_steps.plot(pivot.index, point, label=algo)
-            ax_steps.fill_between(pivot.index, low, high, alpha=0.25)
+            (line,) = ax_steps.plot(pivot.index, point, label=label, color=colors[label], **_markers(len(pivot)))
+            if pivot.shape[1] > 1:
+                ax_steps.fill_between(pivot.index, low, high, alpha=0.25, color=line.get_color())
         seeds = [g.sort_values("timesteps") for _, g in group.groupby("seed")]
-        seeds = [g for g in seeds if g["wall_seconds"].notna().all() and len(g)]
+        seeds = [g for g in seeds if g[clock].notna().all() and len(g)]
         if seeds:
-            start = max(float(g["wall_seconds"].iloc[0]) for g in seeds)  # where every seed has a value
-            end = min(float(g["wall_seconds"].iloc[-1]) for g in seeds)
-            grid = np.linspace(start, max(start, end), 50)
-            curves = np.array([np.interp(grid, g["wall_seconds"], g["eval_mean"]) for g in seeds])
+            start = max(float(g[clock].iloc[0]) for g in seeds)  # where every seed has a value
+            end = min(float(g[clock].iloc[-1]) for g in seeds)
+            n_points = min(len(g) for g in seeds)
+            grid = np.linspace(start, max(start, end), 50 if n_points > 5 else n_points)
+            curves = np.array([np.interp(grid, g[clock], g["eval_mean"]) for g in seeds])
             point, low, high = _bootstrap_band(curves, reps, rng)
-            ax_wall.plot(grid, point, label=algo)
-            ax_wall.fill_between(grid, low, high, alpha=0.25)
+            (line,) = ax_time.plot(grid, point, label=label, color=colors[label], **_markers(len(grid)))
+            if len(seeds) > 1:
+                ax_time.fill_between(grid, low, high, alpha=0.25, color=line.get_color())
+    time_label = "CPU seconds (training)" if cpu_everywhere else "wall-clock seconds (training; may share the machine)"
     ax_steps.set(xlabel="timesteps", ylabel="evaluation return (IQM over seeds)", title=env)
-    ax_wall.set(xlabel="wall-clock seconds (training)", ylabel="evaluation return (IQM over seeds)", title=env)
-    for axis in (ax_steps, ax_wall):
+    ax_time.set(xlabel=time_label, ylabel="evaluation return (IQM over seeds)", title=env)
+    for axis in (ax_steps, ax_time):
         axis.grid(alpha=0.3)
         axis.legend()
     figure.tight_layout()
@@ -321,53 +535,83 @@ def _plot_env(table: Any, env: str, out: Path, reps: int, rng: np.random.Generat
     return path
 
 
-def _aggregate(table: Any, reps: int, seed: int) -> tuple[dict[str, tuple[float, float, float]], list[str], Any]:
-    """Final normalised IQM over (seed, env) per algorithm, with rliable's stratified bootstrap CI."""
-    finals = _final_scores(table)
-    envs = sorted(e for e in finals["env"].unique() if _task(e) in REFERENCE_SCORES)
-    results = {}
-    for algo, group in finals.groupby("algo"):
-        pivot = group.pivot_table(index="seed", columns="env", values="eval_mean")
-        columns = [e for e in envs if e in pivot.columns]
-        pivot = pivot[columns].dropna()  # runs x tasks: the seeds every environment has
-        if pivot.empty:
+def _aggregate_sets(runs: Any) -> list[tuple[str, list[str], list[str], list[str]]]:
+    """Per set of runs: (set, environments with reference scores, algorithms that ran every one of them, the
+    algorithms left out because they did not)."""
+    aggregates = []
+    for run_set, group in runs.groupby("set"):
+        envs = sorted(e for e in group["env"].unique() if _task(e) in REFERENCE_SCORES)
+        if not envs:
             continue
-        matrix = np.column_stack([normalize(env, pivot[env].to_numpy()) for env in columns])
-        results[algo] = iqm_interval(matrix, reps=reps, seed=seed)
-    return results, envs, finals
+        ran = group.groupby("algo")["env"].agg(set)
+        included = sorted(a for a, done in ran.items() if set(envs) <= done)
+        excluded = sorted(a for a in ran.index if a not in included)
+        aggregates.append((run_set, envs, included, excluded))
+    return aggregates
+
+
+def _normalised_matrix(runs: Any, algo: str, run_set: str, envs: list[str]) -> np.ndarray:
+    """(seeds run on every env) x envs matrix of normalised scores."""
+    group = runs[(runs["algo"] == algo) & (runs["set"] == run_set)]
+    pivot = group.pivot_table(index="seed", columns="env", values="score")[envs].dropna()
+    return np.column_stack([normalize(env, pivot[env].to_numpy()) for env in envs])
 
 
 def _plot_aggregate(
-    table: Any, envs: list[str], results: dict[str, tuple[float, float, float]], out: Path, reps: int, rng: Any
+    table: Any, runs: Any, aggregates: list[tuple[str, list[str], list[str], list[str]]], out: Path, reps: int, rng: Any
 ) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from rliable import library
 
-    figure, (ax_curve, ax_final) = plt.subplots(1, 2, figsize=(11, 4))
-    grid = np.linspace(0.0, 1.0, 21)
-    for algo, group in table[table["env"].isin(envs)].groupby("algo"):
-        curves = []
-        for (env, _), run in group.groupby(["env", "seed"]):
-            run = run.sort_values("timesteps")
-            fraction = run["timesteps"].to_numpy() / max(run["timesteps"].max(), 1)
-            curves.append(np.interp(grid, fraction, normalize(env, run["eval_mean"].to_numpy())))
-        if curves:
-            point, low, high = _bootstrap_band(np.array(curves), reps, rng)
-            ax_curve.plot(grid, point, label=algo)
-            ax_curve.fill_between(grid, low, high, alpha=0.25)
-    ax_curve.set(xlabel="fraction of the run", ylabel="normalised return (IQM)", title="aggregate over environments")
+    figure, (ax_curve, ax_profile) = plt.subplots(1, 2, figsize=(11, 4))
+    budgets = {(r.algo, r.env, r.seed): r.budget for r in runs.itertuples()}
+    profiles, taus = {}, np.linspace(-0.1, 1.2, 53)
+    for run_set, envs, included, _ in aggregates:
+        for algo in included:
+            label = _label(algo, run_set)
+            group = table[(table["algo"] == algo) & table["env"].isin(envs)]
+            seeds = set(runs[(runs["algo"] == algo) & (runs["set"] == run_set)]["seed"])
+            runs_points = []
+            for (env, seed), run in group[group["seed"].isin(seeds)].groupby(["env", "seed"]):
+                run = run.sort_values("timesteps")
+                # the fraction of the run's budget, never more than all of it
+                fraction = np.minimum(run["timesteps"].to_numpy() / budgets[(algo, env, seed)], 1.0)
+                runs_points.append((fraction, normalize(env, run["eval_mean"].to_numpy())))
+            if not runs_points:
+                continue
+            n_points = min(len(f) for f, _ in runs_points)
+            # where every run has evaluations: no run's curve is extended past its last one
+            start = max(float(f[0]) for f, _ in runs_points)
+            end = max(start, min(float(f[-1]) for f, _ in runs_points))
+            grid = np.linspace(start, end, 21 if n_points > 5 else n_points)
+            curves = np.array([np.interp(grid, f, v) for f, v in runs_points])
+            point, low, high = _bootstrap_band(curves, reps, rng)
+            (line,) = ax_curve.plot(grid, point, label=label, **_markers(len(grid)))
+            if len(curves) > 1:
+                ax_curve.fill_between(grid, low, high, alpha=0.25, color=line.get_color())
+            profiles[label] = _normalised_matrix(runs, algo, run_set, envs)
+    ax_curve.set(xlabel="fraction of the budget", ylabel="normalised return (IQM)", title="aggregate over environments")
+    ax_curve.set_xlim(0, 1.02)
     ax_curve.grid(alpha=0.3)
     ax_curve.legend()
-    names = list(results)
-    for i, algo in enumerate(names):
-        point, low, high = results[algo]
-        ax_final.plot([low, high], [i, i], linewidth=6, alpha=0.5)
-        ax_final.plot([point], [i], "k|", markersize=14)
-    ax_final.set_yticks(range(len(names)), names)
-    ax_final.set(xlabel="final normalised IQM (95% CI)", title="final, aggregate")
-    ax_final.grid(alpha=0.3)
+    if profiles:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            distributions, distribution_cis = library.create_performance_profile(profiles, taus, reps=min(reps, 2000))
+        for label, distribution in distributions.items():
+            (line,) = ax_profile.plot(taus, distribution, label=label)
+            low, high = distribution_cis[label]
+            ax_profile.fill_between(taus, low, high, alpha=0.2, color=line.get_color())
+        ax_profile.set(
+            xlabel="normalised score τ",
+            ylabel="fraction of runs with score > τ",
+            title="performance profile (run scores, 95% CIs)",
+        )
+        ax_profile.grid(alpha=0.3)
+        ax_profile.legend()
     figure.tight_layout()
     path = out / "aggregate.png"
     figure.savefig(path, dpi=100)
@@ -375,25 +619,150 @@ def _plot_aggregate(
     return path
 
 
-def write_report(paths: Sequence[Path], out: Path, reps: int = 10_000, seed: int = 0) -> dict[str, Path]:
-    """Read sweep and Zoo folders and write ``results.csv``, ``report.md`` and the PNG plots into ``out``.
+def _verdict(low: float, high: float, better: str, than: str) -> str:
+    if low > 0.5:
+        return f"established ({better} > {than})"
+    if high < 0.5:
+        return f"reversed: {than} > {better} established"
+    return "not established"
+
+
+def claim_sentences(runs: Any, protocol: Any, reps: int, seed: int) -> list[str]:
+    """One sentence per claim of ``protocol``, from its own runs only (``protocol_match == "yes"``), by its
+    decision rule: the 95% CI of P(better > than) above 0.5 establishes the claim, below 0.5 reverses it."""
+    min_seeds = int(protocol.statistics.get("min_seeds_for_ci", 5))
+    size = float(protocol.statistics.get("confidence", 0.95))
+    ours = runs[runs["protocol_match"] == "yes"]
+    sentences = []
+    for claim in protocol.claims:
+        expected = {
+            algo: sum(
+                len(group["seeds"])
+                for group in protocol.groups.values()
+                if algo in group["algos"]
+                for env in claim.envs
+                if env in group["envs"]
+            )
+            for algo in (claim.better, claim.than)
+        }
+        where = ", ".join(claim.envs)
+        head = f"**{claim.better} > {claim.than} on {where}**"
+        done = {algo: ours[(ours["algo"] == algo) & ours["env"].isin(claim.envs)] for algo in expected}
+        if any(len(done[algo]) < expected[algo] for algo in expected):
+            counts = ", ".join(f"{algo} {len(done[algo])} of {expected[algo]}" for algo in expected)
+            sentences.append(f"{head}: pending (runs done: {counts}).")
+            continue
+        matrices = {}
+        for algo in expected:
+            pivot = done[algo].pivot_table(index="seed", columns="env", values="score")[list(claim.envs)].dropna()
+            matrices[algo] = pivot.to_numpy()
+        n_x, n_y = len(matrices[claim.better]), len(matrices[claim.than])
+        if min(n_x, n_y) < min_seeds:
+            listed = "; ".join(
+                f"{algo}: {', '.join(_number(v) for v in matrices[algo].mean(axis=1))}" for algo in expected
+            )
+            sentences.append(f"{head}: not established (fewer than {min_seeds} seeds; scores {listed}).")
+            continue
+        if len(claim.envs) == 1:
+            x, y = matrices[claim.better][:, 0], matrices[claim.than][:, 0]
+            kind = "IQM"
+        else:
+            x = np.column_stack([normalize(e, matrices[claim.better][:, i]) for i, e in enumerate(claim.envs)])
+            y = np.column_stack([normalize(e, matrices[claim.than][:, i]) for i, e in enumerate(claim.envs)])
+            kind = "normalised IQM"
+        stat_x = aggregate_intervals(x, reps=reps, seed=seed, size=size)["IQM"]
+        stat_y = aggregate_intervals(y, reps=reps, seed=seed, size=size)["IQM"]
+        p, low, high = improvement_probability(
+            matrices[claim.better], matrices[claim.than], reps=reps, seed=seed, size=size
+        )
+        sentences.append(
+            f"{head}: {kind} {_number(stat_x[0])} [{_number(stat_x[1])}, {_number(stat_x[2])}] vs "
+            f"{_number(stat_y[0])} [{_number(stat_y[1])}, {_number(stat_y[2])}] ({n_x} vs {n_y} seeds), "
+            f"P({claim.better} > {claim.than}) = {p:.2f} [{low:.2f}, {high:.2f}]: {_verdict(low, high, claim.better, claim.than)}."
+        )
+    return sentences
+
+
+#: Markers of the README block that ``write_report(..., readme=...)`` replaces.
+README_BEGIN = "<!-- sb3-trpo-bench report: results begin -->"
+README_END = "<!-- sb3-trpo-bench report: results end -->"
+
+
+def _readme_block(runs: Any, protocol: Any, claims: list[str], min_seeds: int, reps: int, seed: int) -> list[str]:
+    """The README's results: per environment and algorithm the score (IQM [95% CI], or the seeds' scores), then
+    the claims. Generated: edit the protocol or the runs, not this text."""
+    lines = [
+        README_BEGIN,
+        f"<!-- generated by sb3-trpo-bench report --readme: do not edit by hand ({protocol.name if protocol else 'no protocol'}) -->",
+        "",
+        "| env | algo | runs | seeds | timesteps | score: IQM [95% CI] or the seeds' scores |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (env, algo, run_set), group in runs.groupby(["env", "algo", "set"]):
+        score = _score_cells(group["score"].to_numpy(), min_seeds, reps, seed)[0]
+        seeds = (
+            f"{int(group['seed'].min())}-{int(group['seed'].max())}" if len(group) > 1 else str(group["seed"].iloc[0])
+        )
+        lines.append(
+            f"| {env} | {_label(algo, run_set)} | {len(group)} | {seeds} | {int(group['timesteps'].max()):,} | {score} |"
+        )
+    lines += [
+        "",
+        f"Score of a run: the mean of its last {SCORE_EVALUATIONS} evaluations. Rows marked with a protocol are its "
+        "pre-registered runs on held-out seeds; the others are the earlier protocol's (other seeds, earlier settings, "
+        "docs/benchmark.md), never pooled with them.",
+        "",
+    ]
+    if claims:
+        lines += ["Pre-registered claims (decision: the 95% CI of P(X > Y) excludes 0.5):", ""]
+        lines += [f"- {sentence}" for sentence in claims]
+        lines.append("")
+    return [*lines, README_END]
+
+
+def _splice_readme(readme: Path, block: list[str]) -> None:
+    text = readme.read_text()
+    if README_BEGIN not in text or README_END not in text:
+        raise ValueError(f"{readme} has no {README_BEGIN} ... {README_END} block to replace")
+    before, rest = text.split(README_BEGIN, 1)
+    _, after = rest.split(README_END, 1)
+    readme.write_text(before + "\n".join(block) + after)
+
+
+def write_report(
+    paths: Sequence[Path],
+    out: Path,
+    reps: int = 10_000,
+    seed: int = 0,
+    protocol: Path | None = None,
+    readme: Path | None = None,
+) -> dict[str, Path]:
+    """Read sweep and Zoo folders and write ``results.csv``, ``runs.csv``, ``report.md`` and the PNG plots into
+    ``out``; given ``protocol``, also state for each run whether it is one of the protocol's and write its claims
+    (``claims.md``); given ``readme``, replace its generated results block.
 
     :param reps: bootstrap replications of the tables' confidence intervals (the curves use ``min(reps, 2000)``)
     :param seed: seed of the bootstrap
-    :return: the written files by name (``csv``, ``markdown``, ``aggregate``, ``curves_<env>``)
+    :return: the written files by name (``csv``, ``runs``, ``markdown``, ``aggregate``, ``curves_<env>``, ...)
     :raises ValueError: no evaluation found in ``paths``
     """
+    from sb3_trpo_ext.benchmark.protocol import load_protocol
+
+    registered = load_protocol(protocol) if protocol is not None else None
+    min_seeds = int(registered.statistics.get("min_seeds_for_ci", 5)) if registered else 5
     table, infos = collect_rows(paths)
     if table.empty:
         raise ValueError(f"no evaluations found in {', '.join(map(str, paths))}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    written: dict[str, Path] = {"csv": out / "results.csv", "markdown": out / "report.md"}
+    runs = run_table(table, infos, registered)
+    written: dict[str, Path] = {"csv": out / "results.csv", "runs": out / "runs.csv", "markdown": out / "report.md"}
     table.to_csv(written["csv"], index=False)
+    runs.to_csv(written["runs"], index=False)
     rng = np.random.default_rng(seed)
     curve_reps = min(reps, 2000)
 
-    lines = ["# Benchmark report", "", "Machine(s):", "", *_machine_lines(infos), "", "Budgets:", ""]
+    lines = ["# Benchmark report", "", "Machine(s):", "", *_machine_lines(infos), "", "Sweeps:", ""]
     lines += [*_budget_lines(table, infos), ""]
     unfinished, not_started = [], []
     for info in infos:
@@ -402,64 +771,104 @@ def write_report(paths: Sequence[Path], out: Path, reps: int = 10_000, seed: int
                 not_started.append(f"{algo}/{env}/seed {run_seed}")
             elif state != "done":
                 budget = info["config"]["budgets"][algo][env]
-                unfinished.append(f"{algo}/{env}/seed {run_seed} ({state:,} of {budget:,} timesteps)")
+                unfinished.append(f"{algo}/{env}/seed {run_seed} ({min(state, budget):,} of {budget:,} timesteps)")
     if unfinished:
-        lines += [f"Unfinished runs (their last evaluation is used): {', '.join(unfinished)}", ""]
+        lines += [f"Unfinished runs (their last evaluations are used): {', '.join(unfinished)}", ""]
     if not_started:
         lines += [f"Runs not started (no rows): {', '.join(not_started)}", ""]
+    if registered is not None:
+        counts = runs["protocol_match"].value_counts()
+        lines += [
+            f"## Protocol `{registered.name}`",
+            "",
+            f"`{registered.path.name}`, sha256 `{registered.sha256[:16]}…`. Runs: "
+            + ", ".join(f"{state}: {n}" for state, n in counts.items())
+            + ". A run matches when its sweep was started with this protocol file, it belongs to the protocol's "
+            "group, its budget and evaluation are the protocol's and it trained with the registered hyperparameter "
+            "block.",
+            "",
+        ]
+        mismatched = runs[runs["protocol_match"].str.startswith("no")]
+        for row in mismatched.itertuples():
+            lines.append(f"- {row.algo}/{row.env}/seed {row.seed}: {row.protocol_match}")
+        lines.append("")
     lines += [
-        f"Final score: the last evaluation of each run; IQM over seeds (interquartile mean, rliable) with its 95% "
-        f"stratified-bootstrap confidence interval ({reps:,} replications, seed {seed}).",
+        f"Score of a run: the mean of its last {SCORE_EVALUATIONS} periodic evaluations (fewer when it has fewer; "
+        "column `score_evaluations` of runs.csv; 0: the run had none, its final evaluation is its score). IQM, mean and median over runs with 95% stratified-bootstrap "
+        f"confidence intervals (rliable, {reps:,} replications, seed {seed}); with fewer than {min_seeds} runs the "
+        "runs' scores are listed instead of an interval. Earlier-protocol rows and protocol rows are never pooled.",
         "",
     ]
-    finals = _final_scores(table)
-    for env in sorted(finals["env"].unique()):
-        lines += [
-            f"## {env}",
-            "",
-            "| algo | seeds | final timesteps | IQM | 95% CI | mean ± std |",
-            "|---|---|---|---|---|---|",
-        ]
-        for algo, group in finals[finals["env"] == env].groupby("algo"):
-            scores = group["eval_mean"].to_numpy()
-            point, low, high = iqm_interval(scores, reps=reps, seed=seed)
-            steps = f"{int(group['timesteps'].min()):,}" + (
-                f"–{int(group['timesteps'].max()):,}" if group["timesteps"].nunique() > 1 else ""
-            )
-            lines.append(
-                f"| {algo} | {len(scores)} | {steps} | {point:.1f} | [{low:.1f}, {high:.1f}] | "
-                f"{scores.mean():.1f} ± {scores.std():.1f} |"
-            )
-        lines.append("")
-        written[f"curves_{env}"] = _plot_env(table, env, out, curve_reps, rng)
+    for env in sorted(runs["env"].unique()):
+        lines += [f"## {env}", "", *_env_table(runs, env, min_seeds, reps, seed)]
+        written[f"curves_{env}"] = _plot_env(table, runs, env, out, curve_reps, rng)
         lines += [f"![{env}]({written[f'curves_{env}'].name})", ""]
 
-    results, envs, _ = _aggregate(table, reps, seed)
+    aggregates = _aggregate_sets(runs)
     lines += ["## Aggregate over environments", ""]
-    if results:
+    if aggregates:
         lines += [
-            f"IQM over (seed, environment) of the final returns normalised as (score - random) / (good - random), "
-            f"environments: {', '.join(envs)}; 95% stratified-bootstrap CI (runs resampled within each environment).",
+            "Normalised scores (score - random) / (good - random) over (seed, environment); only algorithms that ran "
+            "every environment of the aggregate, over the seeds that ran them all; 95% stratified-bootstrap CIs.",
             "",
-            "| algo | normalised IQM | 95% CI |",
-            "|---|---|---|",
-            *[f"| {a} | {p:.3f} | [{lo:.3f}, {hi:.3f}] |" for a, (p, lo, hi) in results.items()],
-            "",
-            "Reference scores (random, good):",
-            "",
-            *[
-                f"- {_task(e)}: {REFERENCE_SCORES[_task(e)][0]:g}, {REFERENCE_SCORES[_task(e)][1]:g} "
-                f"({REFERENCE_SCORES[_task(e)][2]})"
-                for e in envs
-            ],  # fmt: skip
-            "",
+            "| set | environments | algo | runs | IQM | mean | median |",
+            "|---|---|---|---|---|---|---|",
         ]
-        written["aggregate"] = _plot_aggregate(table, envs, results, out, curve_reps, rng)
-        lines += ["![aggregate](aggregate.png)", ""]
+        for run_set, envs, included, excluded in aggregates:
+            for algo in included:
+                matrix = _normalised_matrix(runs, algo, run_set, envs)
+                if len(matrix) < min_seeds:  # too few seeds for an interval: the seeds' mean normalised scores
+                    cells = [f"seeds: {', '.join(f'{v:.3f}' for v in matrix.mean(axis=1))}", "—", "—"]
+                else:
+                    stats = aggregate_intervals(matrix, reps=reps, seed=seed)
+                    cells = [f"{p:.3f} [{lo:.3f}, {hi:.3f}]" for p, lo, hi in (stats[n] for n in AGGREGATES)]
+                lines.append(f"| {run_set} | {', '.join(envs)} | {algo} | {matrix.size} | {' | '.join(cells)} |")
+            if excluded:
+                lines.append(
+                    f"| {run_set} | | not aggregated (did not run every environment): {', '.join(excluded)} | | | | |"
+                )
+        envs_all = sorted({env for _, envs, _, _ in aggregates for env in envs})
+        lines += ["", "Reference scores (random, good):", ""]
+        lines += [
+            f"- {_task(e)}: {REFERENCE_SCORES[_task(e)][0]:g}, {REFERENCE_SCORES[_task(e)][1]:g} ({REFERENCE_SCORES[_task(e)][2]})"
+            for e in envs_all
+        ]
+        written["aggregate"] = _plot_aggregate(table, runs, aggregates, out, curve_reps, rng)
+        lines += ["", "![aggregate](aggregate.png)", ""]
     else:
         lines += ["No environment with reference scores: no aggregate.", ""]
-    skipped = sorted({e for e in finals["env"].unique() if _task(e) not in REFERENCE_SCORES})
+    skipped = sorted({e for e in runs["env"].unique() if _task(e) not in REFERENCE_SCORES})
     if skipped:
         lines += [f"Not in the aggregate (no reference scores): {', '.join(skipped)}.", ""]
+
+    lines += [
+        "## Cost",
+        "",
+        "Per run, medians: training CPU time (user + system of the run's process, without evaluations: unaffected "
+        "by other runs sharing the machine, so cost comparisons use it), training wall-clock time, evaluation CPU "
+        "time, and the mean number of this sweep's runs running at once (the sharing).",
+        "",
+        "| env | algo | runs | training CPU s | training wall s | evaluation CPU s | runs at once |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (env, algo, run_set), group in runs.groupby(["env", "algo", "set"]):
+        recorded = [group[c].dropna() for c in ("cpu_seconds", "wall_seconds", "eval_cpu_seconds")]
+        cells = [_number(values.median()) if len(values) else "—" for values in recorded]
+        sharing = group["concurrent_runs_mean"].dropna()
+        lines.append(
+            f"| {env} | {_label(algo, run_set)} | {len(group)} | {' | '.join(cells)} | "
+            f"{f'{sharing.mean():.2f}' if len(sharing) else '—'} |"
+        )
+    lines.append("")
+
+    claims: list[str] = []
+    if registered is not None:
+        claims = claim_sentences(runs, registered, reps, seed)
+        lines += ["## Pre-registered claims", "", *[f"- {sentence}" for sentence in claims], ""]
+        written["claims"] = out / "claims.md"
+        written["claims"].write_text("\n".join(f"- {sentence}" for sentence in claims) + "\n")
     written["markdown"].write_text("\n".join(lines))
+    if readme is not None:
+        _splice_readme(Path(readme), _readme_block(runs, registered, claims, min_seeds, reps, seed))
+        written["readme"] = Path(readme)
     return written
