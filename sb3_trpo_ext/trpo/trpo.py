@@ -470,6 +470,11 @@ class TRPO(OnPolicyAlgorithm):
             gamma=self.gamma,
             seed=self.seed,
         )
+        if self.verbose >= 1:  # the restore-and-replay check runs once per environment: say what it cost
+            print(
+                f"Vine: restoring the {self._vine.n_envs} environment(s) checked exact by a restore-and-replay round "
+                f"trip in {self._vine.check_seconds * 1e3:.1f} ms"
+            )
 
     def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
         """See SB3's ``set_env``; with vine sampling the new environment is checked and branched from."""
