@@ -26,7 +26,8 @@ from sb3_trpo_ext.benchmark import main  # noqa: E402
 from sb3_trpo_ext.benchmark.report import collect_rows, iqm, iqm_interval, normalize, write_report  # noqa: E402
 
 SWEEP = ["--algos", "trpo_ext", "ppo", "--envs", "CartPole-v1", "--seeds", "0", "1"]
-SMALL = ["-n", "1000", "--eval-freq", "500", "--eval-episodes", "2", "--save-freq", "500", "--no-progress"]
+SMALL = ["-n", "1000", "--eval-freq", "500", "--eval-episodes", "2", "--final-eval-episodes", "2", "--save-freq", "500",
+         "--no-progress"]  # fmt: skip
 DETERMINISTIC = ["algo", "env", "seed", "timesteps", "env_steps", "eval_mean", "eval_std"]
 
 
@@ -162,7 +163,7 @@ def test_killed_sweep_resumes_from_checkpoint(tmp_path: Path) -> None:
     budget = 8000
     argv = [sys.executable, "-m", "sb3_trpo_ext.benchmark", "run", "--algos", "ppo", "--envs", "CartPole-v1"]
     argv += ["--seeds", "0", "1", "-n", str(budget), "--eval-freq", "500", "--eval-episodes", "2"]
-    argv += ["--save-freq", "500", "--workers", "1", "--no-progress", "-f", str(folder)]
+    argv += ["--final-eval-episodes", "2", "--save-freq", "500", "--workers", "1", "--no-progress", "-f", str(folder)]
     first, cut = folder / "runs/ppo/CartPole-v1/seed_0", folder / "runs/ppo/CartPole-v1/seed_1"
 
     sweep = subprocess.Popen(argv, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -263,7 +264,8 @@ def test_off_policy_checkpoint_keeps_the_replay_buffer(tmp_path: Path) -> None:
 
     folder = tmp_path / "td3"
     main(["run", "--algos", "td3", "--envs", "Pendulum-v1", "--seeds", "0", "-n", "600", "--eval-freq", "300"]
-         + ["--eval-episodes", "1", "--save-freq", "300", "--workers", "1", "--no-progress", "-f", str(folder)])  # fmt: skip
+         + ["--eval-episodes", "1", "--final-eval-episodes", "1", "--save-freq", "300", "--workers", "1", "--no-progress",
+            "-f", str(folder)])  # fmt: skip
     run = folder / "runs" / "td3" / "Pendulum-v1" / "seed_0"
     checkpoints = [
         r for r in map(json.loads, (run / "timeline.jsonl").read_text().splitlines()) if r["kind"] == "checkpoint"
