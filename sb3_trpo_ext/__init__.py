@@ -5,13 +5,17 @@ from sb3_trpo_ext.trpo import TRPO
 
 __version__ = "0.1.0"
 
-__all__ = ["MaskableTRPO", "TRPO", "UnsafeCheckpointError", "__version__", "add_safe_globals"]
+__all__ = ["MaskableTRPO", "RecurrentTRPO", "TRPO", "UnsafeCheckpointError", "__version__", "add_safe_globals"]
 
 
 def __getattr__(name: str) -> object:
-    """Lazy exports whose modules need an optional dependency (``MaskableTRPO``: sb3-contrib)."""
+    """Lazy exports whose modules need an optional dependency (``MaskableTRPO``, ``RecurrentTRPO``: sb3-contrib)."""
     if name == "MaskableTRPO":
         from sb3_trpo_ext.maskable import MaskableTRPO
 
         return MaskableTRPO
+    if name == "RecurrentTRPO":
+        from sb3_trpo_ext.recurrent import RecurrentTRPO
+
+        return RecurrentTRPO
     raise AttributeError(f"module 'sb3_trpo_ext' has no attribute {name!r}")

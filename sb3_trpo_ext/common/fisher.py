@@ -166,18 +166,55 @@ def _grad(
     return th.autograd.grad(outputs, inputs, grad_outputs, allow_unused=True, materialize_grads=True, **kwargs)
 
 
-def _differentiable_grad(
-    outputs: Sequence[th.Tensor], inputs: Sequence[th.Tensor], grad_outputs: Sequence[th.Tensor]
-) -> tuple[th.Tensor, ...]:
-    """A backward pass with its own graph (``create_graph``), to be differentiated again; inputs the outputs do
-    not depend on get zeros.
+#: autograd nodes that stand for a missing derivative: ``once_differentiable``'s delayed error, a formula not
+#: implemented. Where they sit off the path to what is differentiated next, autograd skips them: a silent zero.
+_REFUSING_NODES = ("Error", "DelayedError", "NotImplemented")
 
-    :raises RuntimeError: if a layer's backward has no graph (a fused kernel without a double-backward formula, a
-        custom autograd function computed on plain tensors): differentiating it again would silently give zero
-        for every parameter behind that layer (``F v = 0`` when it covers the whole network)
+
+def _broken_graphs(grads: Sequence[th.Tensor | None], targets: Sequence[th.Tensor]) -> list[int]:
+    """Indices of the gradients whose graph cannot be differentiated w.r.t. ``targets``: no graph at all, no path
+    to any target, or a node that refuses the derivative (one walk over the graph, each node visited once)."""
+    target_ids = {id(t) for t in targets}
+    reaches: dict[Any, bool] = {}
+    refuses: dict[Any, bool] = {}
+    for root in {grad.grad_fn for grad in grads if grad is not None and grad.grad_fn is not None}:
+        stack = [root]
+        while stack:  # iterative post-order: graphs through long sequences are deep
+            node = stack[-1]
+            if node in reaches:
+                stack.pop()
+                continue
+            children = [child for child, _ in node.next_functions if child is not None]
+            pending = [child for child in children if child not in reaches]
+            if pending:
+                stack.extend(pending)
+                continue
+            stack.pop()
+            variable = getattr(node, "variable", None)  # AccumulateGrad: a leaf
+            reaches[node] = (variable is not None and id(variable) in target_ids) or any(reaches[c] for c in children)
+            refuses[node] = type(node).__name__ in _REFUSING_NODES or any(refuses[c] for c in children)
+    return [
+        index
+        for index, grad in enumerate(grads)
+        if grad is not None and (grad.grad_fn is None or not reaches[grad.grad_fn] or refuses[grad.grad_fn])
+    ]
+
+
+def _differentiable_grad(
+    outputs: Sequence[th.Tensor],
+    inputs: Sequence[th.Tensor],
+    grad_outputs: Sequence[th.Tensor],
+    then_wrt: Sequence[th.Tensor],
+) -> tuple[th.Tensor, ...]:
+    """A backward pass with its own graph (``create_graph``), to be differentiated again w.r.t. ``then_wrt``;
+    inputs the outputs do not depend on get zeros.
+
+    :raises RuntimeError: if a layer refuses the second derivative (a fused kernel without a double-backward
+        formula, a custom autograd function computed on plain tensors or marked ``once_differentiable``): autograd
+        would silently give zero for every parameter behind that layer (``F v = 0`` when it covers the network)
     """
     grads = th.autograd.grad(outputs, inputs, grad_outputs, create_graph=True, retain_graph=True, allow_unused=True)
-    refused = [index for index, grad in enumerate(grads) if grad is not None and not grad.requires_grad]
+    refused = _broken_graphs(grads, then_wrt)
     if refused:
         shapes = [tuple(inputs[index].shape) for index in refused]
         raise RuntimeError(
@@ -211,7 +248,7 @@ def analytic_fisher_product(
     dist_at = tuple(t.detach() for t in dist_params)
     n_states = dist_at[0].shape[0]
     probes = tuple(th.zeros_like(t, requires_grad=True) for t in dist_at)
-    pullback_of_probes = _differentiable_grad(dist_params, params, probes)
+    pullback_of_probes = _differentiable_grad(dist_params, params, probes, then_wrt=probes)
     linear = [(i, g) for i, g in enumerate(pullback_of_probes) if g.requires_grad]  # unused parameters: J v = 0
 
     def product(vector: th.Tensor) -> th.Tensor:
@@ -236,11 +273,43 @@ def autograd_fisher_product(
     """
     dist_old = tuple(t.detach() for t in dist_params)
     kl = family.kl(dist_old, dist_params).mean()
-    grad_kl = flatten(_differentiable_grad([kl], params, [th.ones(())]))
+    grad_kl = flatten(_differentiable_grad([kl], params, [th.ones(())], then_wrt=params))
 
     def product(vector: th.Tensor) -> th.Tensor:
         hv = _grad([grad_kl @ vector], params, [th.ones(())], retain_graph=True)
         return flatten(hv) + damping * vector
+
+    return product
+
+
+def forward_mode_fisher_product(
+    forward: Callable[[Sequence[th.Tensor]], DistParams],
+    params: Sequence[th.Tensor],
+    family: ActionFamily,
+    damping: float = 0.0,
+) -> Callable[[th.Tensor], th.Tensor]:
+    """``v -> (mean_s J_s^T M_s J_s) v + damping * v`` with first derivatives only: ``J v`` by forward-mode AD
+    (``torch.func.jvp``) of ``forward``, ``J^T u`` by one backward pass of the graph of ``forward(params)``,
+    built once. Nothing differentiates a backward pass, so layers without a double-backward formula (cuDNN's
+    and mkldnn's fused LSTM kernels) are fine, provided ``forward`` is made of operations with forward-mode
+    formulas: for an LSTM, :func:`sb3_trpo_ext.recurrent.lstm.lstm_sequence` (the module's own weights through
+    matmuls, sigmoid and tanh) instead of the fused kernel, which has no forward-mode formula either.
+
+    :param forward: maps tensors shaped like ``params`` to the distribution parameters at a batch of states
+        (``forward(params)`` must be differentiable w.r.t. ``params``)
+    :param params: the parameters ``theta_old`` the Fisher is taken with respect to
+    :param family: the action distribution family
+    :param damping: Tikhonov damping added to the product
+    """
+    dist_params = forward(params)
+    dist_at = tuple(t.detach() for t in dist_params)
+    n_states = dist_at[0].shape[0]
+    primals = tuple(p.detach() for p in params)
+
+    def product(vector: th.Tensor) -> th.Tensor:
+        _, jv = th.func.jvp(lambda *tensors: tuple(forward(tensors)), primals, unflatten(vector, params))
+        weighted = tuple(t / n_states for t in family.fisher_times(dist_at, jv))
+        return flatten(_grad(dist_params, params, weighted, retain_graph=True)) + damping * vector
 
     return product
 

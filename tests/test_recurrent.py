@@ -1,0 +1,514 @@
+"""RecurrentTRPO: the functional LSTM, the first-derivatives-only Fisher, sequences, validation, save/load, Zoo."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from gymnasium import spaces
+from sb3_contrib import RecurrentPPO
+from stable_baselines3.common.env_util import make_vec_env
+from torch import nn
+
+from sb3_trpo_ext import RecurrentTRPO
+from sb3_trpo_ext.common.fisher import (
+    CategoricalFamily,
+    GaussianFamily,
+    analytic_fisher_product,
+    flatten,
+    forward_mode_fisher_product,
+)
+from sb3_trpo_ext.recurrent.lstm import lstm_sequence
+from sb3_trpo_ext.recurrent.policies import actor_distribution
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+TINY = dict(lstm_hidden_size=8, net_arch=[8])
+
+
+class RandomEnv(gym.Env):
+    """Random observations of any space, episodes of random length (3 to 9 steps), any action space."""
+
+    def __init__(self, action_space=None, observation_space=None):
+        self.action_space = action_space or spaces.Discrete(3)
+        self.observation_space = observation_space or spaces.Box(-1, 1, (4,), np.float32)
+        self._left = 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        if seed is not None:  # Space.seed(None) would draw a fresh seed from the OS
+            self.observation_space.seed(seed)
+        self._left = int(self.np_random.integers(3, 10))
+        return self.observation_space.sample(), {}
+
+    def step(self, action):
+        assert self.action_space.contains(
+            np.asarray(action, dtype=self.action_space.dtype).reshape(self.action_space.shape)
+        )
+        self._left -= 1
+        return self.observation_space.sample(), float(self.np_random.normal()), self._left <= 0, False, {}
+
+
+# ----------------------------------------------------------------------------------- functional LSTM
+@pytest.mark.parametrize("dtype", [th.float32, th.float64])
+@pytest.mark.parametrize("n_layers", [1, 2])
+def test_functional_lstm_equals_nn_lstm_with_episode_resets(dtype, n_layers):
+    """:func:`lstm_sequence` computes what sb3-contrib's ``_process_sequence`` computes with the fused kernel,
+    resets at episode starts included (float32: to 1e-6, float64: to 1e-13)."""
+    from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
+
+    generator = th.Generator().manual_seed(0)
+    lstm = nn.LSTM(5, 7, num_layers=n_layers).to(dtype)
+    n_seq, length = 3, 11
+    features = th.randn(n_seq * length, 5, generator=generator, dtype=dtype)
+    states = tuple(th.randn(n_layers, n_seq, 7, generator=generator, dtype=dtype) for _ in range(2))
+    for starts in (
+        th.zeros(n_seq * length, dtype=dtype),
+        (th.rand(n_seq * length, generator=generator) < 0.2).to(dtype),
+    ):
+        expected, _ = RecurrentActorCriticPolicy._process_sequence(features, states, starts, lstm)
+        with th.no_grad():
+            ours = lstm_sequence(lstm, features, states, starts)
+        error = (ours - expected.detach()).abs().max().item()
+        assert error < (1e-6 if dtype == th.float32 else 1e-13), error
+
+
+def test_functional_lstm_without_bias_and_refused_settings():
+    lstm = nn.LSTM(3, 4, bias=False)
+    features, states = th.randn(6, 3), (th.zeros(1, 2, 4), th.zeros(1, 2, 4))
+    starts = th.tensor([1.0, 0, 0, 1, 0, 0])
+    from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
+
+    expected, _ = RecurrentActorCriticPolicy._process_sequence(features, states, starts, lstm)
+    th.testing.assert_close(lstm_sequence(lstm, features, states, starts), expected, rtol=1e-5, atol=1e-6)
+    env = RandomEnv()
+    for lstm_kwargs, name in [(dict(dropout=0.1), "dropout"), (dict(proj_size=2), "proj_size")]:
+        with pytest.raises(ValueError, match=name):
+            RecurrentTRPO(
+                "MlpLstmPolicy", env, n_steps=8, policy_kwargs=dict(TINY, n_lstm_layers=2, lstm_kwargs=lstm_kwargs)
+            )
+
+
+# --------------------------------------------------- a recurrent cell without second or forward derivatives
+class _FusedOnly(th.autograd.Function):
+    """An LSTM kernel the way cuDNN's behaves: forward and a first-order backward, no double backward
+    (``once_differentiable``) and no forward-mode formula (no ``jvp``)."""
+
+    @staticmethod
+    def forward(ctx, lstm, x, h0, c0, *weights):
+        ctx.lstm = lstm
+        ctx.save_for_backward(x, h0, c0, *weights)
+        with th.no_grad():
+            return _run(lstm, x, h0, c0, weights)
+
+    @staticmethod
+    @th.autograd.function.once_differentiable
+    def backward(ctx, grad_out, grad_h, grad_c):
+        inputs = [t.detach().requires_grad_(True) for t in ctx.saved_tensors]
+        with th.enable_grad():
+            outputs = _run(ctx.lstm, inputs[0], inputs[1], inputs[2], inputs[3:])
+            grads = th.autograd.grad(outputs, inputs, (grad_out, grad_h, grad_c), allow_unused=True)
+        return (None, *grads)
+
+
+def _run(lstm, x, h0, c0, weights):
+    """nn.LSTM's own (fused) forward of ``lstm`` with ``weights`` in place of its parameters."""
+    names = [f"inner.{name}" for name, _ in lstm.named_parameters()]
+    output, (h, c) = th.func.functional_call(_Plain(lstm), dict(zip(names, weights, strict=True)), (x, (h0, c0)))
+    return output, h, c
+
+
+class _Plain(nn.Module):
+    """The fused nn.LSTM forward of ``lstm``'s configuration (used inside :class:`_FusedOnly`)."""
+
+    def __init__(self, lstm):
+        super().__init__()
+        self.inner = lstm
+
+    def forward(self, x, states):
+        return nn.LSTM.forward(self.inner, x, states)
+
+
+class RefusingLSTM(nn.LSTM):
+    """nn.LSTM whose forward goes through :class:`_FusedOnly`: first derivatives only, by reverse mode."""
+
+    def forward(self, x, states):
+        output, h, c = _FusedOnly.apply(self, x, states[0], states[1], *self.parameters())
+        return output, (h, c)
+
+
+def _refusing_model(action_space, n_envs=2):
+    env = make_vec_env(lambda: RandomEnv(action_space), n_envs=n_envs, seed=0)
+    model = RecurrentTRPO("MlpLstmPolicy", env, n_steps=16, batch_size=16, seed=0, policy_kwargs=TINY)
+    refusing = RefusingLSTM(model.policy.lstm_actor.input_size, 8)
+    refusing.load_state_dict(model.policy.lstm_actor.state_dict())
+    model.policy.lstm_actor = refusing
+    model._actor_params, model._critic_params = model._split_actor_critic()
+    return model
+
+
+def test_the_refusing_cell_refuses():
+    lstm = RefusingLSTM(3, 4)
+    x, states = th.randn(5, 2, 3), (th.zeros(1, 2, 4), th.zeros(1, 2, 4))
+    out, _ = lstm(x, states)
+    grads = th.autograd.grad(out.sum(), list(lstm.parameters()), create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|does not require grad"):
+        th.autograd.grad(sum(g.sum() for g in grads), list(lstm.parameters()))
+    names = [name for name, _ in lstm.named_parameters()]
+    primals = tuple(p.detach() for p in lstm.parameters())
+    with pytest.raises(RuntimeError, match="jvp"):
+        th.func.jvp(
+            lambda *w: th.func.functional_call(lstm, dict(zip(names, w)), (x, states))[0],
+            primals,
+            tuple(th.ones_like(p) for p in primals),
+        )
+
+
+def _explicit_fisher(model, batch, family):
+    """``mean_s J_s^T M_s J_s`` with ``J`` row by row from first-order reverse mode through the policy's LSTM."""
+    params = model._actor_params
+    dist_params = family.params(actor_distribution(model.policy, batch))
+    flat = th.cat([t.reshape(t.shape[0], -1) for t in dist_params], dim=1)
+    n_states, width = flat.shape
+    rows = [
+        flatten(th.autograd.grad(flat[s, k], params, retain_graph=True)) for s in range(n_states) for k in range(width)
+    ]
+    jacobian = th.stack(rows).view(n_states, width, -1).double()
+    at = tuple(t.detach().double() for t in dist_params)
+    if isinstance(family, GaussianFamily):
+        blocks = [th.diag(th.cat([th.exp(-2 * at[1][s]), 2 * th.ones_like(at[1][s])])) for s in range(n_states)]
+    else:
+        probs = at[0].exp()
+        blocks = [th.diag(probs[s]) - th.outer(probs[s], probs[s]) for s in range(n_states)]
+    return sum(jacobian[s].T @ blocks[s] @ jacobian[s] for s in range(n_states)) / n_states
+
+
+@pytest.mark.parametrize(
+    "action_space", [spaces.Discrete(3), spaces.Box(-1, 1, (2,), np.float32)], ids=["categorical", "gaussian"]
+)
+def test_fisher_product_with_a_cell_refusing_double_backward_and_forward_ad(action_space):
+    """The generic route raises on that cell (it differentiates a backward pass); RecurrentTRPO's product takes
+    first derivatives only and equals the explicit Fisher built from reverse-mode Jacobians through the cell."""
+    model = _refusing_model(action_space)
+    model.learn(32)  # a whole update runs through the refusing cell
+    batch = next(model.rollout_buffer.get(batch_size=None))
+    sequences, _ = model._single_path_surrogate(batch)
+    distribution = model._policy_distribution(sequences)
+    family = model._action_family(distribution)
+    assert isinstance(family, GaussianFamily if isinstance(action_space, spaces.Box) else CategoricalFamily)
+    with pytest.raises(RuntimeError, match="second derivative"):
+        analytic_fisher_product(family.params(distribution), model._actor_params, family)(
+            th.ones(sum(p.numel() for p in model._actor_params))
+        )
+    product = model._fisher_product(sequences, family.params(distribution), family)
+    fisher = _explicit_fisher(model, sequences, family)
+    generator = th.Generator().manual_seed(0)
+    for _ in range(3):
+        vector = th.randn(fisher.shape[0], generator=generator)
+        expected = fisher @ vector.double() + model.cg_damping * vector.double()
+        error = (product(vector).double() - expected).abs().max() / expected.abs().max()
+        assert error < 1e-5, error.item()
+
+
+def test_forward_mode_fisher_product_equals_the_reverse_mode_product_in_float64():
+    """On plain operations both generic routes apply: the first-derivatives-only product equals the analytic one."""
+    generator = th.Generator().manual_seed(0)
+    lstm = nn.LSTM(3, 4).double()
+    head = nn.Linear(4, 3).double()
+    features = th.randn(12, 3, generator=generator, dtype=th.float64)
+    states = (th.zeros(1, 2, 4, dtype=th.float64), th.zeros(1, 2, 4, dtype=th.float64))
+    starts = th.tensor([1.0, 0, 0, 1, 0, 0, 1, 0, 0, 0, 0, 1], dtype=th.float64)
+    params = [*lstm.parameters(), *head.parameters()]
+    names = [f"0.{n}" for n, _ in lstm.named_parameters()] + [f"1.{n}" for n, _ in head.named_parameters()]
+    container = nn.Sequential(lstm, head)
+    family = CategoricalFamily()
+
+    def forward(tensors):
+        def run(*_):
+            return (th.log_softmax(head(lstm_sequence(lstm, features, states, starts)), dim=-1),)
+
+        container.forward = run  # type: ignore[method-assign]
+        return th.func.functional_call(container, dict(zip(names, tensors)), ())
+
+    reference = analytic_fisher_product(forward(params), params, family, damping=0.01)
+    ours = forward_mode_fisher_product(forward, params, family, damping=0.01)
+    for seed in range(3):
+        vector = th.randn(sum(p.numel() for p in params), generator=th.Generator().manual_seed(seed), dtype=th.float64)
+        th.testing.assert_close(ours(vector), reference(vector), rtol=1e-11, atol=1e-13)
+
+
+# ------------------------------------------------------------------------------------- smoke tests
+@pytest.mark.parametrize(
+    "action_space",
+    [spaces.Box(-1, 1, (2,), np.float32), spaces.Discrete(3), spaces.MultiDiscrete([3, 2]), spaces.MultiBinary(3)],
+    ids=["box", "discrete", "multidiscrete", "multibinary"],
+)
+def test_smoke_mlp_lstm_policy(action_space):
+    env = make_vec_env(lambda: RandomEnv(action_space), n_envs=2, seed=0)
+    model = RecurrentTRPO("MlpLstmPolicy", env, n_steps=16, batch_size=8, seed=0, policy_kwargs=TINY)
+    before = [p.detach().clone() for p in model._actor_params]
+    model.learn(64)
+    assert model._n_updates == 2
+    assert any(not th.equal(a, b) for a, b in zip(before, model._actor_params))
+    obs = env.reset()
+    actions, state = model.predict(obs, deterministic=True)
+    assert actions.shape == (2, *action_space.shape) and state[0].shape == (1, 2, 8)
+
+
+def test_smoke_multi_input_and_cnn_lstm_policies():
+    dict_space = spaces.Dict({"a": spaces.Box(-1, 1, (3,), np.float32), "b": spaces.Discrete(4)})
+    env = make_vec_env(lambda: RandomEnv(spaces.Discrete(2), dict_space), n_envs=2, seed=0)
+    RecurrentTRPO("MultiInputLstmPolicy", env, n_steps=16, batch_size=16, seed=0, policy_kwargs=TINY).learn(32)
+    image = spaces.Box(0, 255, (36, 36, 1), np.uint8)
+    env = make_vec_env(lambda: RandomEnv(spaces.Discrete(2), image), n_envs=1, seed=0)
+    model = RecurrentTRPO(
+        "CnnLstmPolicy",
+        env,
+        n_steps=8,
+        batch_size=8,
+        seed=0,
+        policy_kwargs=dict(TINY, features_extractor_kwargs=dict(features_dim=8)),
+    )
+    model.learn(8)
+    assert model._n_updates == 1
+
+
+@pytest.mark.parametrize(
+    "policy_kwargs",
+    [
+        dict(enable_critic_lstm=False),
+        dict(shared_lstm=True, enable_critic_lstm=False, share_features_extractor=True),
+        dict(n_lstm_layers=2),
+    ],
+    ids=["critic-mlp", "shared-lstm", "two-layers"],
+)
+def test_lstm_layouts_split_and_train(policy_kwargs):
+    model = RecurrentTRPO(
+        "MlpLstmPolicy", RandomEnv(), n_steps=16, batch_size=8, seed=0, policy_kwargs={**TINY, **policy_kwargs}
+    )
+    actor_ids = {id(p) for p in model._actor_params}
+    assert all(id(p) in actor_ids for p in model.policy.lstm_actor.parameters())
+    assert not actor_ids & {id(p) for p in model._critic_params}
+    model.learn(32)
+
+
+# ------------------------------------------------------------------------------------ sequences
+def test_sequences_reproduce_collection_across_episode_boundaries_and_envs():
+    """The update recomputes, from the hidden states stored at the sequence starts, exactly what the policy computed
+    step by step during collection: log-probabilities (ratio 1 at theta_old) and values, for sequences cut at
+    episode ends (episodes of 3 to 9 steps in a 32-step rollout) and across 3 environments; and the actor's
+    distribution equals sb3-contrib's ``evaluate_actions`` on the same batch."""
+    env = make_vec_env(lambda: RandomEnv(spaces.Discrete(3)), n_envs=3, seed=1)
+    model = RecurrentTRPO("MlpLstmPolicy", env, n_steps=32, batch_size=20, seed=1, policy_kwargs=TINY)
+    model.learn(96)  # three updates: the stored states at rollout starts are not zero any more
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class Nothing(BaseCallback):
+        def _on_step(self):
+            return True
+
+    callback = Nothing()
+    callback.init_callback(model)
+    model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
+    episode_starts = model.rollout_buffer.episode_starts.copy()
+    assert episode_starts[1:].sum() >= 6  # episode boundaries inside the rollout, in every environment
+    batch = next(model.rollout_buffer.get(batch_size=None))
+    sequences, surrogate = model._single_path_surrogate(batch)
+    assert len(sequences.states) == 32 * 3
+    with th.no_grad():
+        actions = batch.actions[sequences.states].long().flatten()
+        ours = model._policy_distribution(sequences).log_prob(actions)  # SB3's distribution objects are reused
+        np.testing.assert_allclose(ours.numpy(), batch.old_log_prob[sequences.states].numpy(), rtol=0, atol=2e-6)
+        values, log_prob, _ = model.policy.evaluate_actions(
+            batch.observations, batch.actions.long().flatten(), batch.lstm_states, batch.episode_starts
+        )
+        th.testing.assert_close(log_prob[sequences.states], ours)
+        th.testing.assert_close(
+            values.flatten()[sequences.states], batch.old_values[sequences.states], rtol=0, atol=2e-6
+        )
+        for minibatch in model.rollout_buffer.get(batch_size=20):  # the critic's minibatches: sequences cut anywhere
+            real = minibatch.mask > 0.5
+            predicted = model.policy.predict_values(
+                minibatch.observations, minibatch.lstm_states.vf, minibatch.episode_starts
+            )
+            th.testing.assert_close(predicted.flatten()[real], minibatch.old_values[real], rtol=0, atol=2e-6)
+
+
+def test_collection_fills_the_buffer_as_recurrent_ppo_does():
+    """Same weights, same seed: our rollout buffer holds exactly what sb3-contrib's RecurrentPPO collects."""
+    make = lambda: make_vec_env(lambda: RandomEnv(spaces.Discrete(3)), n_envs=2, seed=3)  # noqa: E731
+    ours = RecurrentTRPO("MlpLstmPolicy", make(), n_steps=24, seed=3, policy_kwargs=TINY)
+    theirs = RecurrentPPO(ours.policy_class, make(), n_steps=24, seed=3, policy_kwargs=TINY)
+    theirs.policy.load_state_dict(ours.policy.state_dict())
+    for model in (ours, theirs):
+        model.set_random_seed(3)
+        model._setup_learn(48)
+        from stable_baselines3.common.callbacks import BaseCallback
+
+        class Nothing(BaseCallback):
+            def _on_step(self):
+                return True
+
+        callback = Nothing()
+        callback.init_callback(model)
+        model.collect_rollouts(model.env, callback, model.rollout_buffer, 24)
+    for name in (
+        "observations",
+        "actions",
+        "rewards",
+        "episode_starts",
+        "values",
+        "log_probs",
+        "advantages",
+        "returns",
+        "hidden_states_pi",
+        "cell_states_vf",
+    ):
+        np.testing.assert_array_equal(
+            getattr(ours.rollout_buffer, name), getattr(theirs.rollout_buffer, name), err_msg=name
+        )
+
+
+# ----------------------------------------------------------------------------------- validation
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(policy_kwargs=dict(lstm_hidden_size=0)), "lstm_hidden_size=0"),
+        (dict(policy_kwargs=dict(n_lstm_layers=1.5)), "n_lstm_layers=1.5"),
+        (dict(policy_kwargs=dict(shared_lstm="yes")), "shared_lstm='yes'"),
+        (dict(policy_kwargs=dict(enable_critic_lstm=None)), "enable_critic_lstm=None"),
+        (dict(policy_kwargs=dict(shared_lstm=True)), "enable_critic_lstm=False"),
+        (dict(policy_kwargs=dict(shared_lstm=True, enable_critic_lstm=False)), "share_features_extractor=True"),
+        (dict(policy_kwargs=dict(lstm_kwargs=dict(bidirectional=True))), "bidirectional"),
+        (dict(target_kl=0.0), "target_kl=0.0"),
+        (dict(cg_max_steps=0), "cg_max_steps=0"),
+        (dict(line_search_shrinking_factor=1.0), "line_search_shrinking_factor"),
+        (dict(fisher="hessian"), "fisher='hessian'"),
+        (dict(n_steps=0), "n_steps=0"),
+        (dict(sampling="vine"), "sampling='vine'.*single_path"),
+        (dict(rollout_buffer_class=RecurrentPPO), "rollout_buffer_class"),
+    ],
+)
+def test_invalid_settings_raise_value_error_naming_them(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        RecurrentTRPO("MlpLstmPolicy", RandomEnv(), **kwargs)
+
+
+def test_feed_forward_policy_is_refused():
+    from stable_baselines3.common.policies import ActorCriticPolicy
+
+    with pytest.raises(ValueError, match="RecurrentActorCriticPolicy"):
+        RecurrentTRPO(ActorCriticPolicy, RandomEnv())
+
+
+def test_fisher_autograd_reference_equals_analytic_on_a_batch():
+    env = make_vec_env(lambda: RandomEnv(spaces.Box(-1, 1, (2,), np.float32)), n_envs=2, seed=0)
+    model = RecurrentTRPO("MlpLstmPolicy", env, n_steps=16, seed=0, policy_kwargs=TINY)
+    model.learn(16)
+    sequences, _ = model._single_path_surrogate(next(model.rollout_buffer.get(batch_size=None)))
+    distribution = model._policy_distribution(sequences)
+    family = model._action_family(distribution)
+    analytic = model._fisher_product(sequences, family.params(distribution), family)
+    model.fisher = "autograd"
+    reference = model._fisher_product(sequences, family.params(distribution), family)
+    vector = th.randn(sum(p.numel() for p in model._actor_params), generator=th.Generator().manual_seed(0))
+    th.testing.assert_close(analytic(vector), reference(vector), rtol=1e-4, atol=1e-6)
+    sub = sequences.every_kth_state(3)
+    assert th.equal(sub.states, sequences.states[::3])
+
+
+# ------------------------------------------------------------------------------------- save / load
+def _episode_actions(model, observations, starts):
+    state, actions = None, []
+    for obs, start in zip(observations, starts, strict=True):
+        action, state = model.predict(obs[None], state=state, episode_start=np.array([start]), deterministic=True)
+        actions.append(action.tolist())
+    return actions
+
+
+def test_save_and_load_in_a_fresh_process(tmp_path):
+    env = make_vec_env(lambda: RandomEnv(spaces.Box(-1, 1, (2,), np.float32)), n_envs=2, seed=0)
+    model = RecurrentTRPO("MlpLstmPolicy", env, n_steps=16, seed=0, policy_kwargs=TINY)
+    model.learn(32)
+    model.save(tmp_path / "rtrpo.zip")
+    rng = np.random.default_rng(0)
+    observations = rng.uniform(-1, 1, (12, 4)).astype(np.float32)
+    starts = np.zeros(12, bool)
+    starts[[0, 5]] = True
+    np.save(tmp_path / "obs.npy", observations)
+    np.save(tmp_path / "starts.npy", starts)
+    code = f"""
+import json, numpy as np, sys
+sys.path.insert(0, {str(REPO_ROOT / "tests")!r})
+from test_recurrent import _episode_actions
+from sb3_trpo_ext import RecurrentTRPO
+model = RecurrentTRPO.load({str(tmp_path / "rtrpo.zip")!r})
+actions = _episode_actions(model, np.load({str(tmp_path / "obs.npy")!r}), np.load({str(tmp_path / "starts.npy")!r}))
+print(json.dumps({{"actions": actions, "class": type(model).__name__, "policy": type(model.policy).__name__}}))
+"""
+    env_vars = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env_vars, timeout=120, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    output = json.loads(result.stdout.strip().splitlines()[-1])
+    assert output["actions"] == _episode_actions(model, observations, starts)
+    assert (output["class"], output["policy"]) == ("RecurrentTRPO", "MlpLstmPolicy")
+
+
+# ------------------------------------------------------------------------------------------- Zoo
+def test_zoo_key_and_blocks():
+    import yaml
+
+    from sb3_trpo_ext.zoo.registry import ZOO_ALGORITHMS
+
+    entry = ZOO_ALGORITHMS["trpo_lstm"]
+    assert entry.algo_class is RecurrentTRPO
+    blocks = yaml.safe_load((REPO_ROOT / "hyperparams" / entry.hyperparams_file).read_text())
+    for env_id in ("CartPoleNoVel-v1", "PendulumNoVel-v1"):
+        block = blocks[env_id]
+        assert block["policy"] == "MlpLstmPolicy"
+        assert "lstm_hidden_size=64" in block["policy_kwargs"].replace(" ", "")
+
+
+# ----------------------------------------------------------------------------------- learning
+@pytest.mark.slow
+def test_cartpole_no_velocity_is_solved():
+    """The trpo_lstm block on CartPoleNoVel-v1 (velocities hidden: a memoryless policy cannot solve it)."""
+    import rl_zoo3.import_envs  # noqa: F401  (registers CartPoleNoVel-v1)
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    env = VecNormalize(make_vec_env("CartPoleNoVel-v1", n_envs=8, seed=0), gamma=0.99)
+    model = RecurrentTRPO(
+        "MlpLstmPolicy",
+        env,
+        n_steps=128,
+        batch_size=512,
+        cg_damping=1e-3,
+        gae_lambda=0.98,
+        gamma=0.99,
+        n_critic_updates=20,
+        seed=0,
+        policy_kwargs=dict(
+            ortho_init=False, activation_fn=nn.ReLU, lstm_hidden_size=64, net_arch=dict(pi=[64], vf=[64])
+        ),
+    )
+    model.learn(100_000)
+    eval_env = VecNormalize(make_vec_env("CartPoleNoVel-v1", n_envs=1, seed=1000), training=False, norm_reward=False)
+    eval_env.obs_rms = env.obs_rms
+    scores = []
+    for _ in range(10):
+        obs, state, start, total, done = eval_env.reset(), None, np.ones(1, bool), 0.0, False
+        while not done:
+            action, state = model.predict(obs, state=state, episode_start=start, deterministic=True)
+            obs, reward, start, _ = eval_env.step(action)
+            total, done = total + float(reward[0]), bool(start[0])
+        scores.append(total)
+    assert np.mean(scores) >= 450, scores
