@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import importlib
 import inspect
+import io
 import re
+import tempfile
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -57,12 +60,11 @@ def hyperparams_path(algo: str) -> Path:
 
 
 def _zoo_hyperparams_path(algo: str) -> Path:
-    """Where the Zoo looks for ``{algo}.yml`` by default (mirrors ``ExperimentManager``)."""
-    import rl_zoo3
+    """Where the Zoo looks for ``{algo}.yml`` by default: the ``config`` of its own ``ExperimentManager``."""
+    from rl_zoo3.exp_manager import ExperimentManager
 
-    package = Path(rl_zoo3.__file__).parent
-    root = package if (package / "hyperparams").is_dir() else package.parent
-    return root / "hyperparams" / f"{algo}.yml"
+    with tempfile.TemporaryDirectory() as folder:
+        return Path(ExperimentManager(argparse.Namespace(), algo, "CartPole-v1", log_folder=folder).config)
 
 
 _VERSIONED_ID = re.compile(r"^(?P<task>.+)-v(?P<version>\d+)$")
@@ -106,13 +108,35 @@ def _algo_env_flags(argv: Sequence[str]) -> tuple[str, str]:
     return known.algo, known.env
 
 
-def _select_block(config: dict[str, Any], env_id: str, is_atari: bool) -> str | None:
-    """The block the Zoo's ``ExperimentManager.read_hyperparameters`` will use."""
-    if env_id in config:
-        return env_id
-    if is_atari:
-        return "atari"
-    return "default" if "default" in config else None
+def zoo_selected_block(config: dict[str, Any], env_id: str) -> str | None:
+    """The id of the block of ``config`` that the Zoo's own ``ExperimentManager.read_hyperparameters`` selects for
+    ``env_id`` (its id, ``"atari"`` or ``"default"``), or None where it finds none.
+
+    The Zoo's method reads a file and returns the block's contents, not its id: it is called on a copy of
+    ``config`` in which every block is replaced by a marker naming it.
+    """
+    from rl_zoo3.exp_manager import ExperimentManager
+
+    markers = {key: {_BLOCK_MARKER: key} for key in config}
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "blocks.yml"
+        path.write_text(yaml.safe_dump(markers, sort_keys=False))
+        manager = ExperimentManager(argparse.Namespace(), "ppo", env_id, log_folder=folder, config=str(path))
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # it prints the file and the block
+                hyperparams, _ = manager.read_hyperparameters()
+        except ValueError:  # "Hyperparameters not found for ..."
+            return None
+    return hyperparams[_BLOCK_MARKER]
+
+
+_BLOCK_MARKER = "__sb3_trpo_ext_block__"
+
+
+def _select_block(config: dict[str, Any], env_id: str, is_atari: bool | None = None) -> str | None:
+    """The block the Zoo's ``ExperimentManager.read_hyperparameters`` will use (:func:`zoo_selected_block`; the Zoo
+    decides itself whether ``env_id`` is an Atari game, ``is_atari`` is kept for callers and not used)."""
+    return zoo_selected_block(config, env_id)
 
 
 def _check_block(algo: str, block: dict[str, Any], source: str) -> None:
@@ -157,7 +181,6 @@ def _prepare_train(argv: list[str], tmpdir: str) -> list[str]:
     :raises ZooConfigError: unknown algorithm, unknown environment id, or a hyperparameter we do not accept
     """
     import gymnasium as gym
-    from rl_zoo3.exp_manager import ExperimentManager
     from rl_zoo3.utils import ALGOS
 
     known, _ = _train_preparser().parse_known_args(argv)
@@ -191,7 +214,7 @@ def _prepare_train(argv: list[str], tmpdir: str) -> list[str]:
             )
             extra = ["--conf-file", str(derived)]
     if ours:
-        block_id = _select_block(config, known.env, ExperimentManager.is_atari(known.env))
+        block_id = zoo_selected_block(config, known.env)
         if block_id is not None:
             _check_block(known.algo, config[block_id], f"{config_path} (block {block_id!r})")
         overrides = {item.split(":")[0]: None for item in known.hyperparams or []}
