@@ -109,9 +109,9 @@ def time_calls(model: OnPolicyAlgorithm, method: str, record: list[float]) -> No
 
 def benchmark_env(
     env_id: str, algorithms: dict[str, type[OnPolicyAlgorithm]], timesteps: int, repeats: int, seed: int
-) -> tuple[dict[str, Timings], dict[str, float]]:
+) -> tuple[dict[str, Timings], dict[str, float], dict[str, float]]:
     """Build, warm up and time every algorithm on ``env_id``, alternating the algorithms across repeats; then time
-    our Fisher-vector products on the last batch."""
+    our Fisher-vector products on the last batch and every model's ``predict``."""
     models: dict[str, OnPolicyAlgorithm] = {}
     timings: dict[str, Timings] = {}
     for name, algorithm in algorithms.items():
@@ -134,7 +134,28 @@ def benchmark_env(
                 f"  [{env_id} repeat {repeat + 1}/{repeats}] {name:<12} {model.num_timesteps} steps in {seconds:.2f} s",
                 flush=True,
             )
-    return timings, fisher_product_ms(models["ours"])
+    return timings, fisher_product_ms(models["ours"]), predict_microseconds(models, env_id, seed)
+
+
+def predict_microseconds(
+    models: dict[str, OnPolicyAlgorithm], env_id: str, seed: int, calls: int = 2000, blocks: int = 10
+) -> dict[str, float]:
+    """Median microseconds of one ``model.predict(obs, deterministic=True)`` on a single observation (what an
+    evaluation callback does every step), the models alternating over ``blocks`` blocks of ``calls`` calls."""
+    env = gymnasium.make(env_id)
+    observations = [env.reset(seed=seed)[0]]
+    for _ in range(99):
+        observation, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        observations.append(env.reset()[0] if terminated or truncated else observation)
+    env.close()
+    per_call: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(blocks):
+        for name, model in models.items():
+            start = perf_counter()
+            for i in range(calls):
+                model.predict(observations[i % len(observations)], deterministic=True)
+            per_call[name].append(1e6 * (perf_counter() - start) / calls)
+    return {name: statistics.median(values) for name, values in per_call.items()}
 
 
 def fisher_product_ms(model: OnPolicyAlgorithm, calls: int = 20) -> dict[str, float]:
@@ -320,6 +341,14 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
             f"{fisher['analytic']:.2f} ms; autograd (Hessian of KL) {fisher['autograd']:.2f} ms"
             f" -> Hessian/ours {fisher['autograd'] / fisher['analytic_mlp']:.2f}x"
         )
+    print("one predict(obs, deterministic=True) on a single observation (median us; target: ours >= 5x faster):")
+    for env_id, result in results.items():
+        predict = result["predict_us"]
+        speedup = predict["sb3-contrib"] / predict["ours"]
+        print(
+            f"{env_id:<12} ours {predict['ours']:.1f} us, sb3-contrib {predict['sb3-contrib']:.1f} us -> "
+            f"{speedup:.1f}x {'ok' if speedup >= 5 else 'MISS'}"
+        )
 
 
 # -------------------------------------------------------------------------------------------- main
@@ -348,12 +377,13 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, dict[str, Any]] = {}
     raw: dict[str, dict[str, Any]] = {}
     for env_id in args.envs:
-        timings, fisher_ms = benchmark_env(env_id, algorithms, args.timesteps, args.repeats, args.seed)
+        timings, fisher_ms, predict_us = benchmark_env(env_id, algorithms, args.timesteps, args.repeats, args.seed)
         summaries = {name: timings[name].summary() for name in ALGORITHMS}
         results[env_id] = {
             **summaries,
             "ratios": ratios(summaries["ours"], summaries["sb3-contrib"]),
             "fisher_product_ms": fisher_ms,
+            "predict_us": predict_us,
             "simulator_steps_per_s": simulator_steps_per_second(env_id),
         }
         raw[env_id] = {name: asdict(timings[name]) for name in ALGORITHMS}

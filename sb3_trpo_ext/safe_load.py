@@ -70,9 +70,6 @@ SAFE_GLOBALS: frozenset[tuple[str, str]] = frozenset(
         ("numpy", "dtype"),
         ("numpy", "ndarray"),
         ("numpy", "float32"),
-        ("numpy", "float64"),
-        ("numpy", "int64"),
-        ("numpy", "bool_"),
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "scalar"),
         ("numpy._core.numeric", "_frombuffer"),
@@ -87,7 +84,6 @@ SAFE_GLOBALS: frozenset[tuple[str, str]] = frozenset(
         ("numpy.random.bit_generator", "__pyx_unpickle_SeedSequence"),
         # tensors in a policy file (storages come through torch.load's persistent ids, never a global)
         ("torch._utils", "_rebuild_tensor_v2"),
-        ("torch._utils", "_rebuild_parameter"),
         # gymnasium spaces
         ("gymnasium.spaces.box", "Box"),
         ("gymnasium.spaces.discrete", "Discrete"),

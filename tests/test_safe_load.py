@@ -47,9 +47,6 @@ EXPECTED_SAFE_GLOBALS = {
     ("numpy", "dtype"),
     ("numpy", "ndarray"),
     ("numpy", "float32"),
-    ("numpy", "float64"),
-    ("numpy", "int64"),
-    ("numpy", "bool_"),
     ("numpy._core.multiarray", "_reconstruct"),
     ("numpy._core.multiarray", "scalar"),
     ("numpy._core.numeric", "_frombuffer"),
@@ -62,7 +59,6 @@ EXPECTED_SAFE_GLOBALS = {
     ("numpy.random.bit_generator", "SeedSequence"),
     ("numpy.random.bit_generator", "__pyx_unpickle_SeedSequence"),
     ("torch._utils", "_rebuild_tensor_v2"),
-    ("torch._utils", "_rebuild_parameter"),
     ("gymnasium.spaces.box", "Box"),
     ("gymnasium.spaces.discrete", "Discrete"),
     ("gymnasium.spaces.multi_discrete", "MultiDiscrete"),
@@ -132,6 +128,9 @@ EXPECTED_SAFE_GLOBALS = {
     ("sb3_trpo_ext.maskable.policies", "MaskableMultiInputPolicy"),
     ("sb3_trpo_ext.maskable.vine", "MaskableVineRolloutBuffer"),
     ("sb3_trpo_ext.maskable.vine", "MaskableDictVineRolloutBuffer"),
+    ("sb3_trpo_ext.recurrent.policies", "MlpLstmPolicy"),
+    ("sb3_trpo_ext.recurrent.policies", "CnnLstmPolicy"),
+    ("sb3_trpo_ext.recurrent.policies", "MultiInputLstmPolicy"),
 }
 
 #: Globals that turn an allowlist into ``os.system`` in a step or two: none may ever be admitted.

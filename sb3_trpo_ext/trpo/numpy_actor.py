@@ -49,20 +49,36 @@ class NumpyActor:
     std: np.ndarray | None = None
     action_dims: list[int] | None = None
     keys: list[str] | None = None
+    #: with ``std`` None: a view of the Gaussian's ``log_std`` (see :meth:`from_policy`'s ``share_memory``)
+    log_std: np.ndarray | None = None
 
     @classmethod
-    def from_policy(cls, policy: ActorCriticPolicy) -> NumpyActor | None:
+    def from_policy(cls, policy: ActorCriticPolicy, share_memory: bool = False) -> NumpyActor | None:
         """A snapshot of ``policy``'s actor, or None where numpy would not compute exactly what the policy does
-        (see :func:`sb3_trpo_ext.trpo.policies.plain_mlp_layers`; gSDE, squashed and other distributions)."""
+        (see :func:`sb3_trpo_ext.trpo.policies.plain_mlp_layers`; gSDE, squashed and other distributions).
+
+        :param share_memory: views of the parameters instead of copies (CPU float32 parameters only, else None):
+            in-place updates of the parameters (optimizer steps, ``load_state_dict``) show through, so the actor
+            never goes stale while the parameter tensors stay the same; for ``predict``
+        """
         plain = plain_mlp_actor(policy, dict_observations=True)
         if plain is None:
             return None
         linears, tanh, family = plain
         activations = ["tanh" if is_tanh else "relu" for is_tanh in tanh]
-        weights = [(_numpy(layer.weight).T.copy(), _numpy(layer.bias)) for layer in linears]
-        std, action_dims = _draw_params(policy, family)
         keys = flat_dict_keys(policy, policy.pi_features_extractor)
-        return cls(weights, activations, family, std, action_dims, keys)
+        if not share_memory:
+            weights = [(_numpy(layer.weight).T.copy(), _numpy(layer.bias)) for layer in linears]
+            return cls(weights, activations, family, *_draw_params(policy, family), keys)
+        parameters = [t for layer in linears for t in (layer.weight, layer.bias)]
+        if family == "gaussian":
+            parameters.append(policy.log_std)
+        if not all(t.device.type == "cpu" and t.dtype == th.float32 for t in parameters):
+            return None
+        weights = [(layer.weight.detach().numpy().T, layer.bias.detach().numpy()) for layer in linears]
+        log_std = policy.log_std.detach().numpy() if family == "gaussian" else None
+        action_dims = _draw_params(policy, family)[1]
+        return cls(weights, activations, family, None, action_dims, keys, log_std)
 
     def distribution_params(self, obs: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
         """The head's output for a batch of observations: the Gaussian's mean, or the logits."""
@@ -82,7 +98,21 @@ class NumpyActor:
 
     def sample(self, obs: np.ndarray | dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
         """Actions for a batch of observations, drawn with ``rng`` (int64 for discrete families, else float32)."""
-        return draw_actions(self.family, self.distribution_params(obs), self.std, self.action_dims, rng)
+        std = self.std if self.std is not None or self.log_std is None else np.exp(self.log_std)
+        return draw_actions(self.family, self.distribution_params(obs), std, self.action_dims, rng)
+
+    def mode(self, obs: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
+        """The deterministic actions SB3's distributions give (``mode()``): the Gaussian's mean, the most likely
+        category (of each block), a Bernoulli's 1 where its probability is above 1/2."""
+        params = self.distribution_params(obs)
+        if self.family == "gaussian":
+            return params
+        if self.family == "bernoulli":  # torch.round(p) rounds 1/2 to 0: 1 exactly where the logit is > 0
+            return (params > 0).astype(np.float32)
+        if self.family == "categorical":
+            return params.argmax(axis=1)
+        blocks = np.split(params, np.cumsum(self.action_dims)[:-1], axis=1)
+        return np.stack([block.argmax(axis=1) for block in blocks], axis=1)
 
 
 @dataclass
@@ -130,6 +160,27 @@ def collection_actor(policy: ActorCriticPolicy) -> NumpyActor | TorchHeadActor |
     head with the same numpy draws, else None (the policy samples through its own ``forward``, or gSDE)."""
     numpy_actor = NumpyActor.from_policy(policy)
     return numpy_actor if numpy_actor is not None else TorchHeadActor.from_policy(policy)
+
+
+class SharedActorCache:
+    """The numpy actor of ``predict`` (a :class:`NumpyActor` sharing the parameters' memory) for one policy, and
+    whether it still describes it: the same policy, the same action head module, the same parameter tensors on
+    the same storage (in-place updates show through the shared memory and need no rebuild; a ``load``, a new
+    head or a parameter given new storage rebuild it). A few attribute reads: it runs on every ``predict``."""
+
+    def __init__(self, policy: ActorCriticPolicy):
+        self.policy, self.head = policy, policy.action_net
+        self.actor = NumpyActor.from_policy(policy, share_memory=True)
+        self.tensors = [t for t in policy.parameters()]
+        self.pointers = [t.data_ptr() for t in self.tensors]
+
+    def valid_for(self, policy: ActorCriticPolicy) -> bool:
+        """Whether the cached actor still computes ``policy``'s actor."""
+        return (
+            policy is self.policy
+            and policy.action_net is self.head
+            and all(t.data_ptr() == pointer for t, pointer in zip(self.tensors, self.pointers))
+        )
 
 
 def _draw_params(policy: ActorCriticPolicy, family: str) -> tuple[np.ndarray | None, list[int] | None]:
