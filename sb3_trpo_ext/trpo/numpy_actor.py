@@ -169,7 +169,7 @@ class SharedActorCache:
     head or a parameter given new storage rebuild it). A few attribute reads: it runs on every ``predict``."""
 
     def __init__(self, policy: ActorCriticPolicy):
-        self.policy, self.head = policy, policy.action_net
+        self.policy, self.head = policy, getattr(policy, "action_net", None)
         self.actor = NumpyActor.from_policy(policy, share_memory=True)
         self.tensors = [t for t in policy.parameters()]
         self.pointers = [t.data_ptr() for t in self.tensors]
@@ -178,7 +178,7 @@ class SharedActorCache:
         """Whether the cached actor still computes ``policy``'s actor."""
         return (
             policy is self.policy
-            and policy.action_net is self.head
+            and getattr(policy, "action_net", None) is self.head
             and all(t.data_ptr() == pointer for t, pointer in zip(self.tensors, self.pointers))
         )
 

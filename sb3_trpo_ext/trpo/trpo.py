@@ -22,7 +22,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.save_util import load_from_zip_file, recursive_getattr
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, RolloutBufferSamples, Schedule
-from stable_baselines3.common.utils import explained_variance, obs_as_tensor
+from stable_baselines3.common.utils import explained_variance, is_vectorized_observation, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 
@@ -47,7 +47,7 @@ from sb3_trpo_ext.common.vine import (
 )
 from sb3_trpo_ext.safe_load import explain_weights_only_refusal, load_data
 from sb3_trpo_ext.trpo.critic import PlainMlpCritic, optimizer_step
-from sb3_trpo_ext.trpo.numpy_actor import collection_actor
+from sb3_trpo_ext.trpo.numpy_actor import NumpyActor, SharedActorCache, collection_actor
 from sb3_trpo_ext.trpo.policies import (
     CnnPolicy,
     MlpPolicy,
@@ -486,9 +486,19 @@ class TRPO(OnPolicyAlgorithm):
         super().set_random_seed(seed)
         # a stream of its own: [seed, 1] is independent of numpy's global generator seeded with `seed`
         self._collect_rng = np.random.default_rng(None if seed is None else [seed, 1])
+        # predict()'s stochastic actions draw from a third stream: evaluating never changes training
+        self._predict_rng = np.random.default_rng(None if seed is None else [seed, 2])
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_actor_params", "_critic_params", "_vine", "_collect_rng"]
+        return [
+            *super()._excluded_save_params(),
+            "_actor_params",
+            "_critic_params",
+            "_vine",
+            "_collect_rng",
+            "_predict_rng",
+            "_predictor",
+        ]
 
     # ------------------------------------------------------------- collection
     def collect_rollouts(
@@ -866,6 +876,37 @@ class TRPO(OnPolicyAlgorithm):
         )
         has_image = any(is_image_space(space) for space in spaces_in)
         return None if has_image else 1
+
+    def predict(
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """See SB3's ``predict``. For SB3's MLP actors on flat ``Box`` observations (where :class:`NumpyActor`
+        applies) the actions come from a numpy copy of the actor that shares the parameters' memory: the same
+        function as the torch path (deterministic actions equal to float precision, the same argmax), at a
+        fraction of the cost per call, which is most of an evaluation's time. Stochastic actions are drawn from a
+        generator of their own (seeded from ``seed``), never the one collection draws from, so evaluating never
+        changes training. Any other policy, observation or device takes SB3's torch path."""
+        fast = state is None and isinstance(observation, np.ndarray) and isinstance(self.policy, ActorCriticPolicy)
+        actor = self._numpy_predictor() if fast else None
+        if actor is None or actor.keys is not None:
+            return super().predict(observation, state, episode_start, deterministic)
+        # SB3's own check: a single observation, or a batch of them (raises on any other shape)
+        vectorized = is_vectorized_observation(observation, self.observation_space)
+        obs = observation.reshape((-1, *self.observation_space.shape))
+        actions = actor.mode(obs) if deterministic else actor.sample(obs, self._predict_rng)
+        actions = self._to_env_actions(actions.reshape((-1, *self.action_space.shape)))  # clipped, as SB3's
+        return (actions if vectorized else actions.squeeze(axis=0)), state
+
+    def _numpy_predictor(self) -> NumpyActor | None:
+        """The numpy actor of :meth:`predict` (:class:`SharedActorCache`), rebuilt when the policy changes."""
+        cache = getattr(self, "_predictor", None)
+        if cache is None or not cache.valid_for(self.policy):
+            self._predictor = cache = SharedActorCache(self.policy)
+        return cache.actor
 
     @classmethod
     def load(  # type: ignore[override]
