@@ -512,3 +512,20 @@ def test_cartpole_no_velocity_is_solved():
             total, done = total + float(reward[0]), bool(start[0])
         scores.append(total)
     assert np.mean(scores) >= 450, scores
+
+
+def test_zoo_train_and_enjoy(tmp_path):
+    """``train --algo trpo_lstm`` with the CartPoleNoVel-v1 block (VecNormalize, 8 environments), then ``enjoy``,
+    which carries the LSTM state between steps."""
+    from test_zoo import FAST, check, run_zoo
+
+    check(
+        run_zoo("train", "--algo", "trpo_lstm", "--env", "CartPoleNoVel-v1", "-n", "512", "-f", str(tmp_path), *FAST,
+                "-params", "n_steps:32", "batch_size:128")
+    )  # fmt: skip
+    model = RecurrentTRPO.load(tmp_path / "trpo_lstm" / "CartPoleNoVel-v1_1" / "CartPoleNoVel-v1.zip")
+    assert (model.n_envs, model.num_timesteps, model.policy.lstm_actor.hidden_size) == (8, 512, 64)
+    check(
+        run_zoo("enjoy", "--algo", "trpo_lstm", "--env", "CartPoleNoVel-v1", "-f", str(tmp_path), "--no-render",
+                "-n", "50", "--num-threads", "1")
+    )  # fmt: skip

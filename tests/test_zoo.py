@@ -363,6 +363,7 @@ def test_sampler_only_valid_combinations(env_id: str, n_envs: int, algo: str) ->
     the constructor, vine's environment check included), without a warning; every critic minibatch is full; the model gets exactly the sampled
     values; and the converter (``--trial-id``) rebuilds them from the stored trial parameters."""
     entry = ZOO_ALGORITHMS[algo]
+    policy = "MlpLstmPolicy" if "MlpLstmPolicy" in entry.algo_class.policy_aliases else "MlpPolicy"  # trpo_lstm
     env = make_vec_env(env_id, n_envs=n_envs, seed=0)
     n_actions = env.action_space.shape[0] if isinstance(env.action_space, gym.spaces.Box) else 0
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=n_envs + n_actions))

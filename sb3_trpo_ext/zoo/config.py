@@ -188,6 +188,7 @@ def _prepare_train(argv: list[str], tmpdir: str) -> list[str]:
         raise ZooConfigError(f"unknown --algo {known.algo!r}; available: {', '.join(sorted(ALGOS))}")
     for module in known.gym_packages:
         importlib.import_module(module)
+    importlib.import_module("rl_zoo3.import_envs")  # the Zoo's own ids (CartPoleNoVel-v1, ...), as its train does
     if known.env not in gym.envs.registry:
         raise ZooConfigError(_unknown_env_message(known.env))
     ours = known.algo in ZOO_ALGORITHMS
