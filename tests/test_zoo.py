@@ -373,7 +373,7 @@ def test_sampler_only_valid_combinations(env_id: str, n_envs: int, algo: str) ->
             params = entry.sampler(trial, n_actions=n_actions, n_envs=n_envs, additional_args={})
             with warnings.catch_warnings():
                 warnings.simplefilter("error")
-                model = entry.algo_class("MlpPolicy", env, device="cpu", **params)
+                model = entry.algo_class(policy, env, device="cpu", **params)
             buffer_size = model.n_steps * model.n_envs
             assert model.n_envs == n_envs
             assert buffer_size % model.batch_size == 0, (model.n_steps, model.batch_size, n_envs)
