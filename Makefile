@@ -2,7 +2,7 @@
 #
 #   make venv       create $(VENV) and install the package (editable) with the test, mujoco, zoo, atari and dask extras
 #   make demo       train TRPO on CartPole-v1, evaluate it and save the model under runs/demo/
-#   make test       fast test suite (everything not marked `slow`)
+#   make test       ruff check, mypy on the public API, then the fast test suite (everything not marked `slow`)
 #   make test-slow  learning tests only (minutes)
 #   make test-all   everything
 #   make lint       ruff check + ruff format --check
@@ -48,7 +48,10 @@ endif
 demo: venv
 	$(VPY) -m sb3_trpo_ext.demo
 
+# lint and the public API's type check first (seconds), so that a clean clone proves them too (.ci/run calls this)
 test: venv
+	$(VPY) -m ruff check $(LINT_PATHS)
+	$(VPY) -m mypy
 	$(VPY) -m pytest -m "not slow" -q $(PYTEST_ARGS)
 
 test-slow: venv

@@ -133,6 +133,7 @@ def test_report_names_unfinished_and_missing_runs(local_sweep: Path, tmp_path: P
 
 def test_rerun_skips_finished_runs(local_sweep: Path) -> None:
     before = {p: p.stat().st_mtime_ns for p in local_sweep.glob("runs/*/*/*/segments.jsonl")}
+    assert len(before) == 4, sorted(before)  # 2 algorithms x 2 seeds: an empty glob would compare equal
     main(["run", *SWEEP, *SMALL, "-f", str(local_sweep), "--workers", "2"])
     assert {p: p.stat().st_mtime_ns for p in local_sweep.glob("runs/*/*/*/segments.jsonl")} == before
 
@@ -153,7 +154,9 @@ def test_dask_sweep_gives_the_same_rows(local_sweep: Path, tmp_path: Path) -> No
     local, _ = collect_rows([local_sweep])
     remote, _ = collect_rows([folder])
     pd.testing.assert_frame_equal(local[DETERMINISTIC], remote[DETERMINISTIC])
-    for run in folder.glob("runs/*/*/*"):  # the whole run folder came back
+    runs = sorted(folder.glob("runs/*/*/*"))
+    assert len(runs) == 4, runs  # 2 algorithms x 2 seeds (an empty glob would pass the loop below)
+    for run in runs:  # the whole run folder came back
         assert (run / "result.json").is_file() and any(run.glob("zoo/*/*/evaluations.npz"))
 
 
