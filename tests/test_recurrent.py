@@ -480,6 +480,7 @@ def test_zoo_key_and_blocks():
 
 # ----------------------------------------------------------------------------------- learning
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # ~100 updates of a 64-unit LSTM: minutes on an idle 2-core machine, far more when shared
 def test_cartpole_no_velocity_is_solved():
     """The trpo_lstm block on CartPoleNoVel-v1 (velocities hidden: a memoryless policy cannot solve it)."""
     import rl_zoo3.import_envs  # noqa: F401  (registers CartPoleNoVel-v1)
