@@ -154,6 +154,7 @@ def prepare_sweep(
         (hence no budget) for a pair without ``-n``, or ``out`` holding a sweep of another configuration
     """
     import gymnasium as gym
+    import rl_zoo3.import_envs  # noqa: F401  # the environments the Zoo registers itself (CartPoleNoVel-v1, ...)
     from rl_zoo3.utils import ALGOS
 
     from sb3_trpo_ext.zoo import register
