@@ -90,9 +90,15 @@ def test_dict_env_with_one_vector_key_acts_as_the_flattened_env(action, fast_col
     flat_model = TRPO("MlpPolicy", flat_env, fast_collect=fast_collect, **KWARGS)
     flat_results = _learn(flat_model, obs["vec"])
 
-    # before any update: the same policy, the same data, the same random draws, bit for bit
-    for name, ours, flat in zip(("before", "observations", "actions"), dict_results[:3], flat_results[:3]):
-        np.testing.assert_array_equal(ours, flat, err_msg=name)
+    # before any update: the same policy, the same data and the same random draws. torch's products over the
+    # Dict path's concatenated tensor may round differently in the last bit (seen with other tests' thread
+    # settings), so predictions compare to rounding; the numpy actor's draws are bit for bit.
+    np.testing.assert_allclose(dict_results[0], flat_results[0], rtol=1e-6, atol=1e-7, err_msg="before")
+    np.testing.assert_array_equal(dict_results[1], flat_results[1], err_msg="observations")
+    if fast_collect:
+        np.testing.assert_array_equal(dict_results[2], flat_results[2], err_msg="actions")
+    else:
+        np.testing.assert_allclose(dict_results[2], flat_results[2], rtol=1e-6, atol=1e-7, err_msg="actions")
     # after 4 updates: the same to rounding (the flat model's critic regression and Fisher products are
     # written out by hand, the Dict model's go through autograd)
     np.testing.assert_allclose(dict_results[3], flat_results[3], rtol=1e-4, atol=1e-5)
