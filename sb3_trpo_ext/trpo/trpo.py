@@ -220,10 +220,12 @@ class TRPO(OnPolicyAlgorithm):
         ``"auto"`` (one thread for networks without an image input, whose tiny operations only lose time to a
         thread pool, all the more when other processes share the cores; torch's own setting for CNN policies),
         an integer >= 1, or None (leave torch's setting alone)
-    :param fast_collect: Collect with a numpy copy of the actor where it computes exactly what the policy does
-        (SB3's MLP policies on flat ``Box`` observations with diagonal Gaussian without gSDE, categorical,
-        multi-categorical or Bernoulli actions); its own generator, seeded from ``seed``, draws the actions.
-        ``False``: every step calls the policy in torch
+    :param fast_collect: Draw the actions of SB3's own policies (diagonal Gaussian without gSDE, categorical,
+        multi-categorical or Bernoulli actions) with the model's own generator, seeded from ``seed``: from a numpy
+        copy of the actor where it computes exactly what the policy does (MLP policies on flat ``Box`` or
+        Dict-of-``Box`` observations), else from the actor's head computed by the policy in torch; the same
+        function gives the same draws whichever policy class computes it. ``False``: every step calls the
+        policy in torch
     :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
         the reported success rate, mean episode length, and mean reward over
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
