@@ -303,7 +303,7 @@ def _mlp_case(action_space, policy_kwargs):
 )
 def test_mlp_fisher_product_equals_the_autograd_jacobian_product(action_space, policy_kwargs):
     from sb3_trpo_ext.common.fisher import mlp_fisher_product
-    from sb3_trpo_ext.trpo.policies import plain_mlp_actor
+    from sb3_trpo_ext.common.mlp import MlpSpec
 
     model = _mlp_case(action_space, policy_kwargs)
     obs = th.randn(50, 5, generator=th.Generator().manual_seed(2))
@@ -311,7 +311,8 @@ def test_mlp_fisher_product_equals_the_autograd_jacobian_product(action_space, p
     family = action_family(distribution)
     params = model._actor_params
     reference = analytic_fisher_product(family.params(distribution), params, family, damping=0.1)
-    linears, tanh, _ = plain_mlp_actor(model.policy)
+    spec = MlpSpec.actor(model.policy)
+    linears, tanh = spec.linears, spec.tanh
     log_std = model.policy.log_std if isinstance(family, GaussianFamily) else None
     fast = mlp_fisher_product(linears, tanh, log_std, obs, params, family, damping=0.1)
     for seed in range(3):

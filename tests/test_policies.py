@@ -9,8 +9,10 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
 
 from sb3_trpo_ext import TRPO
+from sb3_trpo_ext.common.mlp import MlpSpec
+from sb3_trpo_ext.trpo.critic import value_function
 from sb3_trpo_ext.trpo.numpy_actor import NumpyActor
-from sb3_trpo_ext.trpo.policies import _lean_mlp, lean_value_function, split_actor_critic
+from sb3_trpo_ext.trpo.policies import split_actor_critic
 
 
 class _Env(gym.Env):
@@ -33,7 +35,7 @@ def _model(action_space, observation_space=FLAT, **kwargs):
 
 def _critic_by_hand(policy, observation_space, obs):
     """V(obs) from the policy's critic modules, called one by one, after preprocessing done here (not SB3's
-    ``preprocess_obs``): the independent reference for :func:`lean_value_function`."""
+    ``preprocess_obs``): the independent reference for :func:`value_function`."""
     if isinstance(observation_space, spaces.Discrete):
         x = nn.functional.one_hot(obs.long(), int(observation_space.n)).float()
     else:
@@ -51,10 +53,9 @@ def _critic_by_hand(policy, observation_space, obs):
         (spaces.Discrete(5), {}, False),  # one-hot preprocessing: falls back
     ],
 )
-def test_lean_value_function_equals_predict_values(observation_space, policy_kwargs, lean):
+def test_value_function_equals_predict_values(observation_space, policy_kwargs, lean):
     policy = _model(spaces.Discrete(3), observation_space=observation_space, policy_kwargs=policy_kwargs).policy
-    chain = _lean_mlp(policy, policy.vf_features_extractor, policy.mlp_extractor.value_net, policy.value_net)
-    assert (chain is not None) == lean
+    assert (MlpSpec.critic(policy) is not None) == lean
     # Count the calls of predict_values (instance attribute: looked up when the value function runs)
     predict_values_calls = []
     sb3_predict_values = policy.predict_values
@@ -64,14 +65,14 @@ def test_lean_value_function_equals_predict_values(observation_space, policy_kwa
         return sb3_predict_values(obs)
 
     policy.predict_values = counting_predict_values
-    value_function = lean_value_function(policy)
+    values_of = value_function(policy)
     rng = np.random.default_rng(0)
     if isinstance(observation_space, spaces.Discrete):
         obs = th.as_tensor(rng.permutation(6) % observation_space.n)  # every state, one twice
     else:
         obs = th.as_tensor(rng.uniform(-1, 1, (6, *observation_space.shape)).astype(np.float32))
     with th.no_grad():
-        values = value_function(obs)
+        values = values_of(obs)
         expected = _critic_by_hand(policy, observation_space, obs)
         _, forward_values, _ = policy(obs)  # SB3's forward(): actor and critic together
     assert values.shape == (6,)

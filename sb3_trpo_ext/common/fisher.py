@@ -35,7 +35,7 @@ from stable_baselines3.common.distributions import (
 )
 from torch import nn
 
-from sb3_trpo_ext.common.mlp_forward import PlainMlp
+from sb3_trpo_ext.common.mlp import TorchMlp
 
 DistParams = tuple[th.Tensor, ...]
 
@@ -340,7 +340,8 @@ def mlp_fisher_product(
     :param family: the action distribution family
     :param damping: Tikhonov damping added to the product
     """
-    inputs, head = PlainMlp(linears, tanh).forward(obs)  # each Linear's input at theta_old
+    mlp = TorchMlp(linears, tanh)
+    inputs, head = mlp.forward(obs)  # each Linear's input at theta_old
     with th.no_grad():
         if isinstance(family, GaussianFamily):
             assert log_std is not None
@@ -352,40 +353,25 @@ def mlp_fisher_product(
                 at = (th.cat([th.log_softmax(block, dim=-1) for block in blocks], dim=-1),)
     n_states = obs.shape[0]
     position = {id(p): i for i, p in enumerate(params)}
-
-    # the activations' derivatives at theta_old, once (an activation's output is the next Linear's input)
-    slopes = [
-        1 - inputs[i + 1] ** 2 if is_tanh else (inputs[i + 1] > 0).to(head.dtype) for i, is_tanh in enumerate(tanh)
-    ]
+    weights_at = [position[id(layer.weight)] for layer in linears]
+    biases_at = [position[id(layer.bias)] for layer in linears]
+    slopes = mlp.slopes(inputs)  # at theta_old, once for every product of the conjugate gradient
 
     def product(vector: th.Tensor) -> th.Tensor:
         with th.no_grad():
             pieces = unflatten(vector, params)
-            # J v: push the parameter tangent forward through the layers
-            incoming = None  # the tangent of the layer's input (the observations have none)
-            for index, layer in enumerate(linears):
-                d_weight, d_bias = pieces[position[id(layer.weight)]], pieces[position[id(layer.bias)]]
-                tangent = th.addmm(d_bias, inputs[index], d_weight.t())
-                if incoming is not None:
-                    tangent = th.addmm(tangent, incoming, layer.weight.t())
-                if index < len(tanh):
-                    incoming = tangent * slopes[index]
+            tangent = mlp.jvp(inputs, slopes, [pieces[i] for i in weights_at], [pieces[i] for i in biases_at])
             if isinstance(family, GaussianFamily):
                 jv: DistParams = (tangent, pieces[position[id(log_std)]].expand_as(tangent))
             else:
                 jv = (tangent,)
             weighted = [t / n_states for t in family.fisher_times(at, jv)]
-            # J^T u: the chain rule backwards
             result = [th.zeros_like(p) for p in params]
             if isinstance(family, GaussianFamily):
                 result[position[id(log_std)]] = weighted[1].sum(dim=0)
-            delta = weighted[0]
-            for index in range(len(linears) - 1, -1, -1):
-                layer = linears[index]
-                result[position[id(layer.weight)]] = delta.t() @ inputs[index]
-                result[position[id(layer.bias)]] = delta.sum(dim=0)
-                if index > 0:
-                    delta = (delta @ layer.weight) * slopes[index - 1]
+            d_weights, d_biases = mlp.vjp(inputs, weighted[0], slopes)
+            for index in range(len(linears)):
+                result[weights_at[index]], result[biases_at[index]] = d_weights[index], d_biases[index]
             return flatten(result) + damping * vector
 
     return product

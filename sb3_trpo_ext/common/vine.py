@@ -52,6 +52,7 @@ from stable_baselines3.common.vec_env import (
 )
 
 from sb3_trpo_ext import sim_state
+from sb3_trpo_ext.common.sampling import noise_width, sample_with_noise
 
 Surrogate = Callable[[Distribution], th.Tensor]
 
@@ -340,41 +341,6 @@ class _Workers:
         return dict(zip(indices, results, strict=True))
 
 
-# ---------------------------------------------------------------------------------------------- sampling
-def _sample_with_noise(distribution: Distribution, noise: th.Tensor) -> th.Tensor:
-    """Draw actions from ``distribution`` as a deterministic function of ``noise`` (uniforms in (0, 1), one row
-    per state), so that branches given the same noise row draw with common random numbers."""
-    if isinstance(distribution, (DiagGaussianDistribution, StateDependentNoiseDistribution)):
-        normal = distribution.distribution
-        gaussian = normal.loc + normal.scale * th.special.ndtri(noise)
-        bijector = getattr(distribution, "bijector", None)
-        return bijector.forward(gaussian) if bijector is not None else gaussian
-    if isinstance(distribution, CategoricalDistribution):
-        return _gumbel_argmax(distribution.distribution.logits, noise)
-    if isinstance(distribution, MultiCategoricalDistribution):
-        blocks = th.split(noise, list(distribution.action_dims), dim=1)
-        return th.stack(
-            [_gumbel_argmax(c.logits, u) for c, u in zip(distribution.distribution, blocks, strict=True)], dim=1
-        )
-    if isinstance(distribution, BernoulliDistribution):
-        return (noise < distribution.distribution.probs).to(th.float32)
-    raise TypeError(f"sampling='vine' does not support the action distribution {type(distribution).__name__}")
-
-
-def _gumbel_argmax(logits: th.Tensor, uniforms: th.Tensor) -> th.Tensor:
-    """Gumbel-max: ``argmax(logits - log(-log u))`` is a draw from ``softmax(logits)``."""
-    return th.argmax(logits - th.log(-th.log(uniforms)), dim=-1)
-
-
-def noise_width(action_space: spaces.Space) -> int:
-    """How many uniforms one action draw takes (see :func:`_sample_with_noise`)."""
-    if isinstance(action_space, spaces.Discrete):
-        return int(action_space.n)
-    if isinstance(action_space, spaces.MultiDiscrete):
-        return int(np.sum(action_space.nvec))
-    return int(np.prod(action_space.shape))
-
-
 def _stack(observations: list[Any]) -> Any:
     if isinstance(observations[0], dict):
         return {key: np.stack([obs[key] for obs in observations]) for key in observations[0]}
@@ -565,15 +531,15 @@ class VineSampler:
         )
         return rollout_set, branch_steps
 
+    # Vine's draws are functions of given uniforms (common random numbers): sb3_trpo_ext.common.sampling, where
+    # collection's sampler lives too, says why the two draw differently.
     def _initial_actions(self, distribution: Distribution, n_states: int, device: th.device) -> th.Tensor:
         """The ``K`` actions tried from each rollout-set state, ``(N, K, *action_shape)``: every action of a small
         discrete space (uniform ``q``), else independent draws from the current policy."""
         if self.enumerate_actions:
             return th.arange(int(self.action_space.n), device=device).repeat(n_states, 1)  # type: ignore[attr-defined]
         width = noise_width(self.action_space)
-        draws = [
-            self._sample(distribution, self._uniforms(n_states, width, device)) for _ in range(self.n_actions)
-        ]
+        draws = [self._sample(distribution, self._uniforms(n_states, width, device)) for _ in range(self.n_actions)]
         return th.stack(draws, dim=1)
 
     def _branch_noise(self, n_states: int, n_actions: int, device: th.device) -> th.Tensor:
@@ -589,8 +555,8 @@ class VineSampler:
 
     def _sample(self, distribution: Distribution, noise: th.Tensor) -> th.Tensor:
         """Actions drawn from ``distribution`` as a deterministic function of ``noise`` (see
-        :func:`_sample_with_noise`)."""
-        return _sample_with_noise(distribution, noise)
+        :func:`sb3_trpo_ext.common.sampling.sample_with_noise`)."""
+        return sample_with_noise(distribution, noise)
 
     def _tried(self, actions: th.Tensor) -> np.ndarray:
         """Which of the ``N * K`` first actions (``(N, K, ...)``, branch ``i * K + k``) get a branch: all."""

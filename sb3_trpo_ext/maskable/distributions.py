@@ -32,6 +32,7 @@ from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.type_aliases import PyTorchObs
 
 from sb3_trpo_ext.common.fisher import ActionFamily, CategoricalFamily, DistParams, MultiCategoricalFamily
+from sb3_trpo_ext.common.sampling import gumbel_argmax
 
 __all__ = [
     "MaskedMultiCategoricalFamily",
@@ -68,14 +69,9 @@ def masked_action_family(distribution: Distribution) -> ActionFamily:
     )
 
 
-def _gumbel_argmax(logits: th.Tensor, uniforms: th.Tensor) -> th.Tensor:
-    # an invalid action's logit is about -1e8: -1e8 - log(-log u) never wins (|log(-log u)| < 17 for float32 u)
-    return th.argmax(logits - th.log(-th.log(uniforms)), dim=-1)
-
-
 def masked_sample_with_noise(distribution: Distribution, noise: th.Tensor) -> th.Tensor:
     """Draw actions from a masked distribution as a deterministic function of ``noise`` (uniforms in (0, 1), one
-    row per state, as many columns as :func:`sb3_trpo_ext.common.vine.noise_width` of the action space), so that
+    row per state, as many columns as :func:`sb3_trpo_ext.common.sampling.noise_width` of the action space), so that
     vine's branches draw with common random numbers. Invalid actions have probability 0 and are never drawn.
 
     :param distribution: a masked distribution (see :func:`masked_action_family`)
@@ -84,7 +80,7 @@ def masked_sample_with_noise(distribution: Distribution, noise: th.Tensor) -> th
     :raises TypeError: for an unsupported distribution
     """
     if isinstance(distribution, MaskableCategoricalDistribution):
-        return _gumbel_argmax(distribution.distribution.logits, noise)
+        return gumbel_argmax(distribution.distribution.logits, noise)
     if isinstance(distribution, MaskableBernoulliDistribution):
         # one uniform per dimension: 1 where u < P(1); P(1) is exactly 0 or 1 where an outcome is masked
         p_one = th.stack([categorical.probs[:, 1] for categorical in distribution.distributions], dim=1)
@@ -92,7 +88,7 @@ def masked_sample_with_noise(distribution: Distribution, noise: th.Tensor) -> th
     if isinstance(distribution, MaskableMultiCategoricalDistribution):
         blocks = th.split(noise, [int(n) for n in distribution.action_dims], dim=1)
         return th.stack(
-            [_gumbel_argmax(c.logits, u) for c, u in zip(distribution.distributions, blocks, strict=True)], dim=1
+            [gumbel_argmax(c.logits, u) for c, u in zip(distribution.distributions, blocks, strict=True)], dim=1
         )
     raise TypeError(f"sampling='vine' does not support the action distribution {type(distribution).__name__}")
 

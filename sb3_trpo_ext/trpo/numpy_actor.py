@@ -16,18 +16,14 @@ Dict of vectors, an ``MlpPolicy`` on the same vector flattened, or one with a fe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch as th
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.utils import obs_as_tensor
 
-from sb3_trpo_ext.trpo.policies import PLAIN_DISTRIBUTIONS, flat_dict_keys, plain_mlp_actor, uses_sb3_methods
-
-
-def _numpy(tensor: th.Tensor) -> np.ndarray:
-    return tensor.detach().cpu().numpy().astype(np.float32, copy=True)
+from sb3_trpo_ext.common.mlp import PLAIN_DISTRIBUTIONS, MlpSpec, numpy_forward, numpy_input, to_numpy, uses_sb3_methods
+from sb3_trpo_ext.common.sampling import draw_actions
 
 
 @dataclass
@@ -55,46 +51,32 @@ class NumpyActor:
     @classmethod
     def from_policy(cls, policy: ActorCriticPolicy, share_memory: bool = False) -> NumpyActor | None:
         """A snapshot of ``policy``'s actor, or None where numpy would not compute exactly what the policy does
-        (see :func:`sb3_trpo_ext.trpo.policies.plain_mlp_layers`; gSDE, squashed and other distributions).
+        (see :meth:`sb3_trpo_ext.common.mlp.MlpSpec.read`; gSDE, squashed and other distributions).
 
         :param share_memory: views of the parameters instead of copies (CPU float32 parameters only, else None):
             in-place updates of the parameters (optimizer steps, ``load_state_dict``) show through, so the actor
             never goes stale while the parameter tensors stay the same; for ``predict``
         """
-        plain = plain_mlp_actor(policy, dict_observations=True)
-        if plain is None:
+        spec = MlpSpec.actor(policy, dict_observations=True)
+        if spec is None:
             return None
-        linears, tanh, family = plain
-        activations = ["tanh" if is_tanh else "relu" for is_tanh in tanh]
-        keys = flat_dict_keys(policy, policy.pi_features_extractor)
+        family = spec.family
+        assert family is not None
+        activations = ["tanh" if is_tanh else "relu" for is_tanh in spec.tanh]
         if not share_memory:
-            weights = [(_numpy(layer.weight).T.copy(), _numpy(layer.bias)) for layer in linears]
-            return cls(weights, activations, family, *_draw_params(policy, family), keys)
-        parameters = [t for layer in linears for t in (layer.weight, layer.bias)]
+            return cls(spec.numpy_weights(), activations, family, *_draw_params(policy, family), spec.keys)
+        parameters = [t for layer in spec.linears for t in (layer.weight, layer.bias)]
         if family == "gaussian":
             parameters.append(policy.log_std)
         if not all(t.device.type == "cpu" and t.dtype == th.float32 for t in parameters):
             return None
-        weights = [(layer.weight.detach().numpy().T, layer.bias.detach().numpy()) for layer in linears]
         log_std = policy.log_std.detach().numpy() if family == "gaussian" else None
         action_dims = _draw_params(policy, family)[1]
-        return cls(weights, activations, family, None, action_dims, keys, log_std)
+        return cls(spec.numpy_weights(share_memory=True), activations, family, None, action_dims, spec.keys, log_std)
 
     def distribution_params(self, obs: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
         """The head's output for a batch of observations: the Gaussian's mean, or the logits."""
-        if self.keys is not None:  # CombinedExtractor: each entry flattened, concatenated in the space's order
-            assert isinstance(obs, dict)
-            n = len(obs[self.keys[0]])
-            x = np.concatenate([np.asarray(obs[key], dtype=np.float32).reshape(n, -1) for key in self.keys], axis=1)
-        else:
-            x = np.asarray(obs, dtype=np.float32).reshape(len(obs), -1)
-        for (weight, bias), activation in zip(self.weights, [*self.activations, None]):
-            x = x @ weight + bias
-            if activation == "tanh":
-                x = np.tanh(x)
-            elif activation == "relu":
-                x = np.maximum(x, 0)
-        return x
+        return numpy_forward(self.weights, self.activations, numpy_input(obs, self.keys))
 
     def sample(self, obs: np.ndarray | dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
         """Actions for a batch of observations, drawn with ``rng`` (int64 for discrete families, else float32)."""
@@ -184,29 +166,6 @@ class SharedActorCache:
 
 
 def _draw_params(policy: ActorCriticPolicy, family: str) -> tuple[np.ndarray | None, list[int] | None]:
-    std = _numpy(policy.log_std.exp()) if family == "gaussian" else None
+    std = to_numpy(policy.log_std.exp()) if family == "gaussian" else None
     action_dims = list(policy.action_dist.action_dims) if family == "multicategorical" else None  # type: ignore[attr-defined]
     return std, action_dims
-
-
-def draw_actions(
-    family: str, params: Any, std: np.ndarray | None, action_dims: list[int] | None, rng: np.random.Generator
-) -> np.ndarray:
-    """Draw one action per row of the head's output ``params`` with ``rng`` (int64 for discrete families, else
-    float32): Gaussian ``mean + std * N(0, 1)``, Bernoulli and categorical by comparing uniforms."""
-    if family == "gaussian":
-        return params + std * rng.standard_normal(params.shape, dtype=np.float32)
-    if family == "bernoulli":
-        return (rng.random(params.shape, dtype=np.float32) < 1 / (1 + np.exp(-params))).astype(np.float32)
-    if family == "categorical":
-        return _sample_categorical(params, rng)
-    blocks = np.split(params, np.cumsum(action_dims)[:-1], axis=1)
-    return np.stack([_sample_categorical(block, rng) for block in blocks], axis=1)
-
-
-def _sample_categorical(logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One draw per row from ``softmax(logits)`` by inverting the cumulative distribution."""
-    probs = np.exp(logits - logits.max(axis=1, keepdims=True), dtype=np.float64)
-    cumulative = np.cumsum(probs, axis=1)
-    uniforms = rng.random((len(logits), 1)) * cumulative[:, -1:]
-    return np.minimum((cumulative <= uniforms).sum(axis=1), logits.shape[1] - 1).astype(np.int64)

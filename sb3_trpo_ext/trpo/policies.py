@@ -7,29 +7,32 @@ never move the actor, whose every change must pass the trust-region check.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import torch as th
-import torch.nn.functional as F
-from gymnasium import spaces
-from stable_baselines3.common.distributions import (
-    BernoulliDistribution,
-    CategoricalDistribution,
-    DiagGaussianDistribution,
-    MultiCategoricalDistribution,
-)
 from stable_baselines3.common.policies import (
     ActorCriticCnnPolicy,
     ActorCriticPolicy,
     MultiInputActorCriticPolicy,
 )
-from stable_baselines3.common.preprocessing import is_image_space
-from stable_baselines3.common.torch_layers import CombinedExtractor, FlattenExtractor, MlpExtractor
 from stable_baselines3.common.utils import get_device
 from torch import nn
 
+# the hand-derived MLP's policy checks lived here before sb3_trpo_ext.common.mlp: importable from here still
+from sb3_trpo_ext.common.mlp import PLAIN_DISTRIBUTIONS, flat_dict_keys, uses_sb3_methods
 from sb3_trpo_ext.safe_load import load_policy_file
+
+__all__ = [
+    "PLAIN_DISTRIBUTIONS",
+    "CnnPolicy",
+    "MlpPolicy",
+    "MultiInputPolicy",
+    "SafeLoadMixin",
+    "flat_dict_keys",
+    "split_actor_critic",
+    "uses_sb3_methods",
+]
 
 
 class SafeLoadMixin:
@@ -132,161 +135,3 @@ def split_actor_critic(policy: ActorCriticPolicy) -> tuple[list[nn.Parameter], l
             f"unassigned {unassigned}, in both {[names[i] for i in actor_ids & critic_ids]}"
         )
     return actor, critic
-
-
-#: The ActorCriticPolicy methods that decide actions, values and log-probabilities. A subclass that overrides
-#: any of them computes something else, which only its own methods reproduce.
-_POLICY_METHODS = (
-    "forward",
-    "_predict",
-    "get_distribution",
-    "evaluate_actions",
-    "predict_values",
-    "extract_features",
-    "_get_action_dist_from_latent",
-)
-
-
-def uses_sb3_methods(policy: ActorCriticPolicy) -> bool:
-    """Whether ``policy`` computes actions, values and log-probabilities with SB3's own ``ActorCriticPolicy``
-    methods and ``MlpExtractor`` (only then may a lean function chain stand in for them)."""
-    policy_class = type(policy)
-    return type(policy.mlp_extractor) is MlpExtractor and all(
-        getattr(policy_class, name) is getattr(ActorCriticPolicy, name) for name in _POLICY_METHODS
-    )
-
-
-_FUNCTIONAL_LAYERS: dict[type[nn.Module], Callable[[nn.Module, th.Tensor], th.Tensor]] = {
-    nn.Linear: lambda layer, x: F.linear(x, layer.weight, layer.bias),
-    nn.Tanh: lambda _, x: th.tanh(x),
-    nn.ReLU: lambda _, x: F.relu(x),
-}
-
-
-def flat_dict_keys(policy: ActorCriticPolicy, features_extractor: nn.Module) -> list[str] | None:
-    """For a ``Dict`` observation read by SB3's ``CombinedExtractor`` as a concatenation of flattened non-image
-    ``Box`` entries (preprocessing is a float cast): the keys in the order it concatenates them; else None."""
-    space = policy.observation_space
-    if not isinstance(space, spaces.Dict) or type(features_extractor) is not CombinedExtractor:
-        return None
-    extractors = features_extractor.extractors
-    keys = list(space.spaces)
-    if list(extractors) != keys:
-        return None
-    plain = all(
-        isinstance(sub, spaces.Box) and not is_image_space(sub) and type(extractors[key]) is nn.Flatten
-        for key, sub in space.spaces.items()
-    )
-    return keys if plain else None
-
-
-def plain_mlp_layers(
-    policy: ActorCriticPolicy,
-    features_extractor: nn.Module,
-    net: nn.Module | None,
-    head: nn.Module,
-    dict_observations: bool = False,
-) -> list[nn.Module] | None:
-    """The layers of ``obs -> head(net(features_extractor(preprocess(obs))))``, or None where a plain chain of
-    them would not compute exactly what the policy does.
-
-    Supported: a policy that uses SB3's own methods (:func:`uses_sb3_methods`), a flat ``Box`` observation
-    (preprocessing is a float cast), SB3's ``FlattenExtractor``, and ``net`` an ``nn.Sequential`` of
-    Linear/Tanh/ReLU layers followed by a Linear ``head``. With ``dict_observations``, also a ``Dict`` of flat
-    ``Box`` entries concatenated by SB3's ``CombinedExtractor`` (:func:`flat_dict_keys`): the caller then
-    concatenates the entries itself (the numpy actor does; the torch chains take flat tensors only).
-    """
-    layers = [*net, head] if isinstance(net, nn.Sequential) else []
-    flat_box = (
-        isinstance(policy.observation_space, spaces.Box)
-        and not is_image_space(policy.observation_space)
-        and type(features_extractor) is FlattenExtractor
-    )
-    supported = (
-        uses_sb3_methods(policy)
-        and (flat_box or (dict_observations and flat_dict_keys(policy, features_extractor) is not None))
-        and len(layers) > 0
-        and all(type(layer) in _FUNCTIONAL_LAYERS for layer in layers)
-    )
-    return layers if supported else None
-
-
-def linear_chain(layers: list[nn.Module] | None) -> tuple[list[nn.Linear], list[bool]] | None:
-    """``Linear, activation, Linear, ..., Linear`` (from :func:`plain_mlp_layers`) as its Linear layers and, for
-    each activation, True for tanh and False for ReLU; None for any other arrangement or a Linear without bias."""
-    if layers is None:
-        return None
-    linears, activations = layers[::2], layers[1::2]
-    if not all(type(layer) is nn.Linear and layer.bias is not None for layer in linears):
-        return None
-    if len(activations) != len(linears) - 1 or not all(type(a) in (nn.Tanh, nn.ReLU) for a in activations):
-        return None
-    return linears, [type(a) is nn.Tanh for a in activations]  # type: ignore[return-value]
-
-
-#: SB3 distribution class -> family, for the actor's fast paths (numpy collection, Fisher products written out):
-#: the exact classes, whose parameters are the head's raw outputs (and ``log_std``); gSDE takes the torch paths.
-PLAIN_DISTRIBUTIONS = {
-    DiagGaussianDistribution: "gaussian",
-    CategoricalDistribution: "categorical",
-    MultiCategoricalDistribution: "multicategorical",
-    BernoulliDistribution: "bernoulli",
-}
-
-
-def plain_mlp_actor(
-    policy: ActorCriticPolicy, dict_observations: bool = False
-) -> tuple[list[nn.Linear], list[bool], str] | None:
-    """The actor as a :func:`linear_chain` and its distribution family (:data:`PLAIN_DISTRIBUTIONS`), or None
-    where the actor's fast paths do not apply (see :func:`plain_mlp_layers`, also for ``dict_observations``)."""
-    family = PLAIN_DISTRIBUTIONS.get(type(policy.action_dist))
-    chain = linear_chain(
-        plain_mlp_layers(
-            policy,
-            policy.pi_features_extractor,
-            getattr(policy.mlp_extractor, "policy_net", None),
-            policy.action_net,
-            dict_observations=dict_observations,
-        )
-    )
-    return None if family is None or chain is None else (*chain, family)
-
-
-def plain_mlp_critic(policy: ActorCriticPolicy) -> tuple[list[nn.Linear], list[bool]] | None:
-    """The critic as a :func:`linear_chain`, or None (see :func:`plain_mlp_layers`)."""
-    return linear_chain(
-        plain_mlp_layers(
-            policy, policy.vf_features_extractor, getattr(policy.mlp_extractor, "value_net", None), policy.value_net
-        )
-    )
-
-
-def _lean_mlp(
-    policy: ActorCriticPolicy, features_extractor: nn.Module, net: nn.Module | None, head: nn.Module
-) -> Callable[[th.Tensor], th.Tensor] | None:
-    """``obs -> head(net(features_extractor(preprocess(obs))))`` as a plain function chain of torch operations
-    where :func:`plain_mlp_layers` supports it, else None. The chain runs the same operations as the modules, so
-    the same values, without module dispatch (forward hooks on these modules are not called)."""
-    layers = plain_mlp_layers(policy, features_extractor, net, head)
-    if layers is None:
-        return None
-    steps = [(_FUNCTIONAL_LAYERS[type(layer)], layer) for layer in layers]
-
-    def forward(obs: th.Tensor) -> th.Tensor:
-        x = obs.float().flatten(1)
-        for apply, layer in steps:
-            x = apply(layer, x)
-        return x
-
-    return forward
-
-
-def lean_value_function(policy: ActorCriticPolicy) -> Callable[[th.Tensor], th.Tensor]:
-    """``obs -> V(obs)`` (flat), as ``policy.predict_values(obs).flatten()``; a plain function chain where
-    :func:`_lean_mlp` supports the critic (the critic's regression calls it 160 times per update by default)."""
-    critic = _lean_mlp(
-        policy, policy.vf_features_extractor, getattr(policy.mlp_extractor, "value_net", None), policy.value_net
-    )
-    if critic is None:
-        return lambda obs: policy.predict_values(obs).flatten()
-    return lambda obs: critic(obs).flatten()

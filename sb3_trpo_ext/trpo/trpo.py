@@ -6,13 +6,11 @@ import io
 import math
 import pathlib
 import warnings
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch as th
-import torch.nn.functional as F
 from gymnasium import spaces
 from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
@@ -37,6 +35,7 @@ from sb3_trpo_ext.common.fisher import (
     mlp_fisher_product,
     unflatten,
 )
+from sb3_trpo_ext.common.mlp import MlpSpec, uses_sb3_methods
 from sb3_trpo_ext.common.vine import (
     SUPPORTED_DISTRIBUTIONS,
     DictVineRolloutBuffer,
@@ -46,17 +45,23 @@ from sb3_trpo_ext.common.vine import (
     VineSampler,
 )
 from sb3_trpo_ext.safe_load import explain_weights_only_refusal, load_data
-from sb3_trpo_ext.trpo.critic import PlainMlpCritic, optimizer_step
+from sb3_trpo_ext.trpo.checkpoint import check_exists, check_trpo_data, critic_optimizer_state
+from sb3_trpo_ext.trpo.critic import fit_critic
 from sb3_trpo_ext.trpo.numpy_actor import NumpyActor, SharedActorCache, collection_actor
-from sb3_trpo_ext.trpo.policies import (
-    CnnPolicy,
-    MlpPolicy,
-    MultiInputPolicy,
-    lean_value_function,
-    plain_mlp_actor,
-    split_actor_critic,
-    uses_sb3_methods,
+from sb3_trpo_ext.trpo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy, split_actor_critic
+from sb3_trpo_ext.trpo.rollout import (
+    as_batch_of_one,
+    compute_gae,
+    describe_non_finite,
+    fast_distributions,
+    fill_buffer,
+    index_obs,
+    stack_obs,
+    torch_threads,
 )
+
+# the names MaskableTRPO and RecurrentTRPO import from here
+_fast_distributions, _compute_gae = fast_distributions, compute_gae
 
 SelfTRPO = TypeVar("SelfTRPO", bound="TRPO")
 
@@ -64,97 +69,6 @@ FISHER_PRODUCTS = {"analytic": analytic_fisher_product, "autograd": autograd_fis
 SAMPLING_SCHEMES = ("single_path", "vine")
 #: What SB3 chooses when ``rollout_buffer_class`` is None (and saves with the model): vine upgrades these.
 _AUTOMATIC_BUFFERS = (None, RolloutBuffer, DictRolloutBuffer)
-#: Hyperparameters every TRPO checkpoint (ours or sb3-contrib's) holds.
-_TRPO_SAVED_KEYS = ("target_kl", "cg_max_steps", "cg_damping", "line_search_max_iter", "n_critic_updates")
-
-
-@contextmanager
-def _torch_threads(n_threads: int | None) -> Iterator[None]:
-    """Run the block with ``n_threads`` torch intra-op threads (None: as they are), then restore the setting."""
-    previous = th.get_num_threads()
-    if n_threads is not None and n_threads != previous:
-        th.set_num_threads(n_threads)
-    try:
-        yield
-    finally:
-        if th.get_num_threads() != previous:
-            th.set_num_threads(previous)
-
-
-@contextmanager
-def _fast_distributions() -> Iterator[None]:
-    """Skip torch.distributions' argument validation: SB3 builds a distribution per policy call, and the
-    data-dependent checks cost more than a small policy's forward pass. Our own inputs are always valid."""
-    previous = th.distributions.Distribution._validate_args
-    th.distributions.Distribution.set_default_validate_args(False)
-    try:
-        yield
-    finally:
-        th.distributions.Distribution.set_default_validate_args(previous)
-
-
-def _index_obs(obs: PyTorchObs, index: th.Tensor | slice) -> PyTorchObs:
-    if isinstance(obs, dict):
-        return {key: value[index] for key, value in obs.items()}
-    return obs[index]
-
-
-def _stack_obs(observations: list[Any]) -> Any:
-    """Stack per-step ``(n_envs, ...)`` observations (arrays or dicts of arrays) into ``(n_steps * n_envs, ...)``."""
-    if isinstance(observations[0], dict):
-        return {key: _stack_obs([obs[key] for obs in observations]) for key in observations[0]}
-    stacked = np.stack(observations)
-    return stacked.reshape(-1, *stacked.shape[2:])
-
-
-def _as_batch_of_one(observation: Any) -> Any:
-    if isinstance(observation, dict):
-        return {key: np.asarray(value)[None] for key, value in observation.items()}
-    return np.asarray(observation)[None]
-
-
-def _compute_gae(buffer: RolloutBuffer, last_values: np.ndarray, dones: np.ndarray) -> None:
-    """SB3's ``compute_returns_and_advantage`` (GAE, Schulman et al. 2016), the same recursion over plain floats:
-    SB3 runs it as numpy operations on ``n_envs``-sized arrays, whose per-call overhead is most of its cost."""
-    gamma, gae_lambda = buffer.gamma, buffer.gae_lambda
-    n_steps, n_envs = buffer.rewards.shape
-    rewards, values = buffer.rewards.T.tolist(), buffer.values.T.tolist()
-    starts = buffer.episode_starts.T.tolist()
-    for env in range(n_envs):
-        r, v, start = rewards[env], values[env], starts[env]
-        column = [0.0] * n_steps
-        next_value, next_non_terminal, running = float(last_values[env]), 1.0 - float(dones[env]), 0.0
-        for t in range(n_steps - 1, -1, -1):
-            delta = r[t] + gamma * next_value * next_non_terminal - v[t]
-            running = delta + gamma * gae_lambda * next_non_terminal * running
-            column[t] = running
-            next_value, next_non_terminal = v[t], 1.0 - start[t]
-        buffer.advantages[:, env] = column
-    buffer.returns = buffer.advantages + buffer.values
-
-
-def describe_non_finite(buffer: RolloutBuffer) -> str:
-    """What is non-finite in a filled rollout buffer (and its vine rollout set), or "" if nothing: for each
-    array, how many entries and at which (step, env) positions, e.g. ``rewards: 1 at (step, env) [(299, 0)]``."""
-    arrays: dict[str, np.ndarray] = {}
-    if isinstance(buffer.observations, dict):
-        arrays.update({f"observations[{key!r}]": value for key, value in buffer.observations.items()})
-    else:
-        arrays["observations"] = buffer.observations
-    for name in ("rewards", "values", "advantages", "returns"):
-        arrays[name] = getattr(buffer, name)
-    rollout_set = getattr(buffer, "rollout_set", None)
-    if rollout_set is not None:
-        arrays["vine Q estimates (state, action)"] = rollout_set.q_values.cpu().numpy()
-    problems = []
-    for name, array in arrays.items():
-        bad = ~np.isfinite(array)
-        if bad.any():
-            where = sorted({tuple(int(i) for i in index[:2]) for index in np.argwhere(bad)})
-            shown = ", ".join(map(str, where[:10])) + (", ..." if len(where) > 10 else "")
-            label = "" if name.startswith("vine") else " at (step, env)"
-            problems.append(f"{name}: {int(bad.sum())}{label} [{shown}]")
-    return "; ".join(problems)
 
 
 class TRPO(OnPolicyAlgorithm):
@@ -554,7 +468,7 @@ class TRPO(OnPolicyAlgorithm):
             if numpy_actor is not None:
                 sampled = numpy_actor.sample(self._last_obs, self._collect_rng)  # type: ignore[arg-type]
             else:
-                with th.no_grad(), _fast_distributions():
+                with th.no_grad(), fast_distributions():
                     obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
                     if per_step_forward:
                         action_tensor, values, log_probs = self.policy(obs_tensor)
@@ -591,51 +505,31 @@ class TRPO(OnPolicyAlgorithm):
             self._last_obs = new_obs  # type: ignore[assignment]
             self._last_episode_starts = dones
 
-        with th.no_grad(), _fast_distributions():
+        with th.no_grad(), fast_distributions():
             batch_actions = th.as_tensor(np.concatenate(sampled_actions), device=self.device)
             if per_step_forward:
                 values, log_probs = th.cat(step_values), th.cat(step_log_probs)
             else:
-                batch_obs = obs_as_tensor(_stack_obs(observations), self.device)
+                batch_obs = obs_as_tensor(stack_obs(observations), self.device)
                 values, log_probs, _ = self.policy.evaluate_actions(batch_obs, batch_actions)
             values = values.view(n_steps, env.num_envs)
             log_probs = log_probs.view(n_steps, env.num_envs)
             if truncated:  # time-limit truncation: bootstrap with the value of the terminal state
-                terminal_obs = obs_as_tensor(
-                    _stack_obs([_as_batch_of_one(obs) for _, _, obs in truncated]), self.device
-                )
+                terminal_obs = obs_as_tensor(stack_obs([as_batch_of_one(obs) for _, _, obs in truncated]), self.device)
                 terminal_values = self.policy.predict_values(terminal_obs).flatten().cpu().numpy()
                 for (step, env_idx, _), value in zip(truncated, terminal_values, strict=True):
                     step_rewards[step][env_idx] += self.gamma * value
             last_values = self.policy.predict_values(obs_as_tensor(new_obs, self.device))  # type: ignore[arg-type]
 
         buffer_actions = batch_actions.cpu().numpy().reshape(n_steps, env.num_envs, -1)
-        if type(rollout_buffer).add is RolloutBuffer.add and n_steps == rollout_buffer.buffer_size:
-            # SB3's own add, n_steps times, as whole-array copies (a custom buffer's add is called per step)
-            rollout_buffer.observations[:] = np.stack(observations).reshape(rollout_buffer.observations.shape)
-            rollout_buffer.actions[:] = buffer_actions
-            rollout_buffer.rewards[:] = np.stack(step_rewards)
-            rollout_buffer.episode_starts[:] = np.stack(episode_starts)
-            rollout_buffer.values[:] = values.cpu().numpy()
-            rollout_buffer.log_probs[:] = log_probs.cpu().numpy()
-            rollout_buffer.pos, rollout_buffer.full = n_steps, True
-        else:
-            for step in range(n_steps):
-                rollout_buffer.add(
-                    observations[step],
-                    buffer_actions[step],
-                    step_rewards[step],
-                    episode_starts[step],
-                    values[step],
-                    log_probs[step],
-                )
+        fill_buffer(rollout_buffer, observations, buffer_actions, step_rewards, episode_starts, values, log_probs)
         if type(rollout_buffer).compute_returns_and_advantage is RolloutBuffer.compute_returns_and_advantage:
-            _compute_gae(rollout_buffer, last_values.cpu().numpy().flatten(), dones)
+            compute_gae(rollout_buffer, last_values.cpu().numpy().flatten(), dones)
         else:
             rollout_buffer.compute_returns_and_advantage(last_values=last_values, dones=dones)
         if self._vine is not None:
             assert isinstance(rollout_buffer, VineBufferMixin)
-            with _fast_distributions():
+            with fast_distributions():
                 rollout_buffer.rollout_set, branch_steps = self._vine.run_branches(self.policy, self._to_env_actions)
             # branch steps are not timesteps: logged on their own (never in num_timesteps or episode statistics)
             self.vine_branch_steps += branch_steps
@@ -670,7 +564,7 @@ class TRPO(OnPolicyAlgorithm):
             return
         batch = next(self.rollout_buffer.get(batch_size=None))
 
-        with _fast_distributions():
+        with fast_distributions():
             rollout_set = getattr(self.rollout_buffer, "rollout_set", None)
             if self.sampling == "vine" and rollout_set is not None:
                 obs, surrogate = rollout_set.surrogate(self.normalize_advantage)
@@ -779,7 +673,7 @@ class TRPO(OnPolicyAlgorithm):
     def _every_kth_state(self, obs: PyTorchObs, k: int) -> PyTorchObs:
         """Every ``k``-th state of ``obs``, where the Fisher is evaluated with ``sub_sampling_factor=k`` (a subclass
         whose states are not plain observations, e.g. RecurrentTRPO's sequences, overrides it)."""
-        return _index_obs(obs, slice(None, None, k))
+        return index_obs(obs, slice(None, None, k))
 
     def _action_family(self, distribution: Distribution) -> ActionFamily:
         """The closed forms (KL, Fisher) of the policy's distributions (:func:`action_family`; overridable)."""
@@ -790,11 +684,18 @@ class TRPO(OnPolicyAlgorithm):
     ) -> Callable[[th.Tensor], th.Tensor]:
         """The damped Fisher-vector product at ``obs``: ``fisher="analytic"`` writes ``J v`` and ``J^T u`` out by
         hand for a plain MLP actor (:func:`mlp_fisher_product`) and takes them from autograd otherwise."""
-        plain = plain_mlp_actor(self.policy) if self.fisher == "analytic" else None
-        if plain is not None:
-            linears, tanh, _ = plain
+        spec = MlpSpec.actor(self.policy) if self.fisher == "analytic" else None
+        if spec is not None:
             log_std = self.policy.log_std if isinstance(family, GaussianFamily) else None
-            return mlp_fisher_product(linears, tanh, log_std, obs, self._actor_params, family, self.cg_damping)  # type: ignore[arg-type]
+            return mlp_fisher_product(
+                spec.linears,
+                spec.tanh,
+                log_std,
+                obs,
+                self._actor_params,
+                family,
+                self.cg_damping,  # type: ignore[arg-type]
+            )
         return FISHER_PRODUCTS[self.fisher](dist_params, self._actor_params, family, self.cg_damping)
 
     @staticmethod
@@ -809,40 +710,9 @@ class TRPO(OnPolicyAlgorithm):
 
         :return: the mean minibatch loss
         """
-        n_samples = batch.returns.shape[0]
-        hand_derived = PlainMlpCritic.from_policy(self.policy)
-        value_of = lean_value_function(self.policy)
-        critic_before = [param.detach().clone() for param in self._critic_params]
-        losses = []
-        for _ in range(self.n_critic_updates):
-            permutation = th.from_numpy(np.random.permutation(n_samples)).to(self.device)
-            # one gather per epoch; the minibatches are then contiguous slices of it
-            observations, returns = _index_obs(batch.observations, permutation), batch.returns[permutation]
-            for start in range(0, n_samples, self.batch_size):
-                minibatch = slice(start, start + self.batch_size)
-                if hand_derived is not None:
-                    loss = hand_derived.set_gradients(observations[minibatch], returns[minibatch])  # type: ignore[index]
-                else:
-                    loss = F.mse_loss(value_of(_index_obs(observations, minibatch)), returns[minibatch])
-                    grads = th.autograd.grad(loss, self._critic_params)
-                    for param, grad in zip(self._critic_params, grads, strict=True):
-                        param.grad = grad
-                optimizer_step(self.policy.optimizer)
-                losses.append(loss.detach())
-        mean_loss = th.stack(losses).mean()
-        # One check after the loop instead of one per minibatch (a sync point each): a non-finite loss or
-        # weight anywhere means the regression diverged, and the critic is put back as it was.
-        if not (th.isfinite(mean_loss) and all(th.isfinite(param).all() for param in self._critic_params)):
-            warnings.warn(
-                "TRPO: the critic's regression produced a non-finite loss or weight; the critic keeps its "
-                "parameters from before this update",
-                stacklevel=3,
-            )
-            with th.no_grad():
-                for param, before in zip(self._critic_params, critic_before, strict=True):
-                    param.copy_(before)
-            self.policy.optimizer.state.clear()  # Adam's moments saw the non-finite gradients
-        return mean_loss.item()
+        return fit_critic(
+            self.policy, self._critic_params, batch.observations, batch.returns, self.n_critic_updates, self.batch_size
+        )
 
     # ------------------------------------------------------------ public API
     def learn(
@@ -857,7 +727,7 @@ class TRPO(OnPolicyAlgorithm):
         """Train for ``total_timesteps`` environment steps (see SB3's ``learn``), with ``num_threads`` torch
         threads. The default TensorBoard run name ``TRPO_ext`` keeps our runs apart from sb3-contrib's ``TRPO``
         runs in a shared folder."""
-        with _torch_threads(self._learn_threads()):
+        with torch_threads(self._learn_threads()):
             return super().learn(
                 total_timesteps=total_timesteps,
                 callback=callback,
@@ -945,7 +815,7 @@ class TRPO(OnPolicyAlgorithm):
         :raises UnsafeCheckpointError: naming the entry and the global refused
         """
         if isinstance(path, (str, pathlib.Path)):
-            _check_exists(pathlib.Path(path))
+            check_exists(pathlib.Path(path))
         if trusted:
             with explain_weights_only_refusal(path):  # .pth members: weights_only whatever the flag
                 data, _, _ = load_from_zip_file(path, device=device, custom_objects=custom_objects)
@@ -955,19 +825,7 @@ class TRPO(OnPolicyAlgorithm):
             custom_objects = {**{key: data[key] for key in pickled}, **(custom_objects or {})}
         if isinstance(path, io.BufferedIOBase):
             path.seek(0)
-        missing = [key for key in _TRPO_SAVED_KEYS if key not in (data or {})]
-        if missing:
-            raise ValueError(f"{path!r} was not saved by a TRPO model: it lacks the hyperparameters {missing}")
-        if "fisher" not in data:  # saved by sb3-contrib
-            action_dim = _kl_dimensions(data.get("action_space"))
-            warnings.warn(
-                f"{path!r} was saved by sb3-contrib's TRPO, whose target_kl={data['target_kl']} bounds the KL "
-                f"averaged over {action_dim} action dimension(s). This TRPO bounds the true (summed) KL, so the "
-                f"same trust region is target_kl={data['target_kl'] * action_dim:g}, and its step needs "
-                f"cg_damping={data['cg_damping'] * action_dim:g} (our Fisher is that of the summed KL); the saved "
-                "values are kept unless you pass target_kl=... and cg_damping=... to load().",
-                stacklevel=2,
-            )
+        check_trpo_data(path, data)
         with explain_weights_only_refusal(path):
             return super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
 
@@ -994,7 +852,7 @@ class TRPO(OnPolicyAlgorithm):
             params = load_path_or_dict
         else:
             if isinstance(load_path_or_dict, (str, pathlib.Path)):
-                _check_exists(pathlib.Path(load_path_or_dict))
+                check_exists(pathlib.Path(load_path_or_dict))
             with explain_weights_only_refusal(load_path_or_dict):
                 _, params, _ = load_from_zip_file(load_path_or_dict, device=device, load_data=False)
         objects = {}
@@ -1021,42 +879,5 @@ class TRPO(OnPolicyAlgorithm):
                         "params['policy.optimizer'] is not an optimizer state dict: it needs the keys 'state' and "
                         f"'param_groups', got {found}"
                     )
-                state = self._critic_optimizer_state(state)
+                state = critic_optimizer_state(state, self.policy.optimizer, self.policy, self._critic_params)
             objects[name].load_state_dict(state)
-
-    def _critic_optimizer_state(self, state: dict[str, Any]) -> dict[str, Any]:
-        own = self.policy.optimizer.state_dict()
-        saved_ids = [i for group in state["param_groups"] for i in group["params"]]
-        if len(saved_ids) == len(self._critic_params):
-            return state
-        all_params = list(self.policy.parameters())
-        if len(saved_ids) != len(all_params):
-            warnings.warn(
-                "The saved optimizer state does not match the critic's parameters: the critic's optimizer starts fresh",
-                stacklevel=3,
-            )
-            return own
-        critic_ids = {id(p) for p in self._critic_params}
-        positions = [i for i, p in enumerate(all_params) if id(p) in critic_ids]
-        remapped_state = {
-            new: state["state"][saved_ids[old]] for new, old in enumerate(positions) if saved_ids[old] in state["state"]
-        }
-        group = {**state["param_groups"][0], "params": list(range(len(positions)))}
-        for implementation in ("fused", "foreach"):  # keep our optimizer's kernel choice
-            if implementation in own["param_groups"][0]:
-                group[implementation] = own["param_groups"][0][implementation]
-        return {"state": remapped_state, "param_groups": [group]}
-
-
-def _check_exists(path: pathlib.Path) -> None:
-    """SB3 retries a missing path with ``.zip`` appended and reports only that variant: name what was given."""
-    with_suffix = path.with_name(path.name + ".zip")
-    if not path.exists() and not with_suffix.exists():
-        raise FileNotFoundError(f"No such file: {str(path)!r} (also tried {str(with_suffix)!r})")
-
-
-def _kl_dimensions(action_space: spaces.Space | None) -> int:
-    """Factor between the true KL and SB3's per-dimension mean KL (diagonal Gaussian, Bernoulli)."""
-    if isinstance(action_space, (spaces.Box, spaces.MultiBinary)):
-        return int(np.prod(action_space.shape))
-    return 1
