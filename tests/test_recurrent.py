@@ -23,8 +23,8 @@ from sb3_trpo_ext.common.fisher import (
     flatten,
     forward_mode_fisher_product,
 )
-from sb3_trpo_ext.recurrent.lstm import lstm_sequence
-from sb3_trpo_ext.recurrent.policies import actor_distribution
+from sb3_trpo_ext.recurrent.lstm import LinearizedLSTM, fused_sequence, lstm_sequence
+from sb3_trpo_ext.recurrent.policies import actor_distribution, functional_actor
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = dict(lstm_hidden_size=8, net_arch=[8])
@@ -91,6 +91,85 @@ def test_functional_lstm_without_bias_and_refused_settings():
             RecurrentTRPO(
                 "MlpLstmPolicy", env, n_steps=8, policy_kwargs=dict(TINY, n_lstm_layers=2, lstm_kwargs=lstm_kwargs)
             )
+
+
+@pytest.mark.parametrize("n_layers", [1, 2])
+def test_linearized_lstm_jvp_equals_forward_mode_ad_through_the_functional_lstm(n_layers):
+    """:class:`LinearizedLSTM` (the recurrence's derivative written out, the forward pass once) gives what
+    ``torch.func.jvp`` through :func:`lstm_sequence` gives, tangents of the weights and of the features together,
+    episode resets inside the sequences included (float64: to 1e-12)."""
+    generator = th.Generator().manual_seed(0)
+    lstm = nn.LSTM(3, 5, num_layers=n_layers).double()
+    n_seq, length = 4, 9
+    features = th.randn(n_seq * length, 3, generator=generator, dtype=th.float64)
+    states = tuple(th.randn(n_layers, n_seq, 5, generator=generator, dtype=th.float64) for _ in range(2))
+    starts = (th.rand(n_seq * length, generator=generator) < 0.2).double()
+    names = [name for name, _ in lstm.named_parameters()]
+    primals = tuple(p.detach() for p in lstm.parameters())
+    tangents = tuple(th.randn(p.shape, generator=generator, dtype=th.float64) for p in primals)
+    features_tangent = th.randn(features.shape, generator=generator, dtype=th.float64)
+
+    def run(inputs, *weights):
+        substituted = {f"lstm.{name}": weight for name, weight in zip(names, weights, strict=True)}
+        return th.func.functional_call(_Sequence(lstm), substituted, (inputs, states, starts))
+
+    output, expected = th.func.jvp(run, (features, *primals), (features_tangent, *tangents))
+    linearized = LinearizedLSTM(lstm, features, states, starts)
+    th.testing.assert_close(linearized.output, output, rtol=0, atol=1e-12)
+    ours = linearized.jvp(dict(zip(names, tangents)), features_tangent)
+    th.testing.assert_close(ours, expected, rtol=0, atol=1e-12)
+    without_features = th.func.jvp(lambda *w: run(features, *w), primals, tangents)[1]
+    th.testing.assert_close(linearized.jvp(dict(zip(names, tangents))), without_features, rtol=0, atol=1e-12)
+
+
+class _Sequence(nn.Module):
+    """:func:`lstm_sequence` of ``lstm`` as a module (for ``functional_call`` with substituted weights)."""
+
+    def __init__(self, lstm):
+        super().__init__()
+        self.lstm = lstm
+
+    def forward(self, features, states, starts):
+        return lstm_sequence(self.lstm, features, states, starts)
+
+
+def test_fused_sequence_equals_process_sequence_when_episodes_start_at_sequence_starts():
+    """One fused call with the states zeroed where a sequence starts an episode computes what sb3-contrib's
+    per-step ``_process_sequence`` does (the buffer's layout); an episode start inside a sequence is left to it."""
+    from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
+
+    generator = th.Generator().manual_seed(0)
+    lstm = nn.LSTM(3, 5, num_layers=2)
+    n_seq, length = 4, 7
+    features = th.randn(n_seq * length, 3, generator=generator)
+    states = tuple(th.randn(2, n_seq, 5, generator=generator) for _ in range(2))
+    starts = th.zeros(n_seq, length)
+    starts[[0, 2], 0] = 1.0
+    expected, _ = RecurrentActorCriticPolicy._process_sequence(features, states, starts.flatten(), lstm)
+    th.testing.assert_close(fused_sequence(lstm, features, states, starts.flatten()), expected, rtol=1e-6, atol=1e-6)
+    starts[1, 3] = 1.0
+    assert fused_sequence(lstm, features, states, starts.flatten()) is None
+
+
+def test_linearized_fisher_product_equals_forward_mode_ad_through_the_functional_actor():
+    """RecurrentTRPO's product (recurrence linearized once, J^T u through the fused kernel's graph) equals the
+    first-derivatives-only product of ``torch.func.jvp`` through the whole functional actor (float32: SB3's
+    preprocessing casts observations to it; to 1e-5 of the largest entry)."""
+    env = make_vec_env(lambda: RandomEnv(spaces.Box(-1, 1, (2,), np.float32)), n_envs=2, seed=0)
+    model = RecurrentTRPO(
+        "MlpLstmPolicy", env, n_steps=16, seed=0, policy_kwargs=dict(TINY, n_lstm_layers=2), device="cpu"
+    )
+    model.learn(16)
+    sequences, _ = model._single_path_surrogate(next(model.rollout_buffer.get(batch_size=None)))
+    distribution = model._policy_distribution(sequences)
+    family = model._action_family(distribution)
+    ours = model._fisher_product(sequences, family.params(distribution), family)
+    forward = functional_actor(model.policy, model._actor_params, family, sequences)
+    reference = forward_mode_fisher_product(forward, model._actor_params, family, model.cg_damping)
+    for seed in range(3):
+        vector = th.randn(sum(p.numel() for p in model._actor_params), generator=th.Generator().manual_seed(seed))
+        expected = reference(vector)
+        assert ((ours(vector) - expected).abs().max() / expected.abs().max()).item() < 1e-5
 
 
 # --------------------------------------------------- a recurrent cell without second or forward derivatives

@@ -8,6 +8,7 @@ actor, whose every change must pass the trust-region check.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -22,8 +23,8 @@ from stable_baselines3.common.policies import BaseModel
 from stable_baselines3.common.type_aliases import PyTorchObs
 from torch import nn
 
-from sb3_trpo_ext.common.fisher import ActionFamily, DistParams
-from sb3_trpo_ext.recurrent.lstm import lstm_sequence
+from sb3_trpo_ext.common.fisher import ActionFamily, DistParams, flatten, unflatten
+from sb3_trpo_ext.recurrent.lstm import LinearizedLSTM, fused_sequence, lstm_sequence
 from sb3_trpo_ext.trpo.policies import _module_parameters
 
 __all__ = [
@@ -33,6 +34,9 @@ __all__ = [
     "SequenceBatch",
     "actor_distribution",
     "functional_actor",
+    "linearized_fisher_product",
+    "process_sequence",
+    "sequence_values",
     "split_recurrent_actor_critic",
 ]
 
@@ -116,6 +120,52 @@ class SequenceBatch:
         return replace(self, states=self.states[::k])
 
 
+def process_sequence(
+    policy: RecurrentActorCriticPolicy,
+    features: th.Tensor,
+    lstm_states: tuple[th.Tensor, th.Tensor],
+    episode_starts: th.Tensor,
+    lstm: nn.LSTM,
+) -> th.Tensor:
+    """The LSTM output over padded sequences, as sb3-contrib's ``_process_sequence`` computes it: with one call
+    of the fused kernel when episodes start only at sequence starts (always so for sb3-contrib's recurrent
+    buffer, which cuts sequences there; :func:`fused_sequence`), else with ``_process_sequence`` itself (one
+    fused call per time step).
+
+    :return: ``(n_seq * max_length, hidden_size)``
+    """
+    latent = fused_sequence(lstm, features, lstm_states, episode_starts)
+    if latent is None:
+        latent, _ = policy._process_sequence(features, lstm_states, episode_starts, lstm)
+    return latent
+
+
+def sequence_values(
+    policy: RecurrentActorCriticPolicy,
+    observations: PyTorchObs,
+    lstm_states: tuple[th.Tensor, th.Tensor],
+    episode_starts: th.Tensor,
+) -> th.Tensor:
+    """The critic's values over padded sequences: sb3-contrib's ``predict_values``, its LSTM run through
+    :func:`process_sequence`.
+
+    :param policy: the recurrent policy
+    :param observations: ``(n_seq * max_length, ...)`` (or a dict of them), sequence by sequence
+    :param lstm_states: the critic's states at the sequence starts (the actor's with ``shared_lstm``)
+    :param episode_starts: ``(n_seq * max_length,)``, 1.0 where an episode starts
+    :return: ``(n_seq * max_length, 1)``
+    """
+    features = BaseModel.extract_features(policy, observations, policy.vf_features_extractor)  # type: ignore[arg-type]
+    if policy.lstm_critic is not None:
+        latent = process_sequence(policy, features, lstm_states, episode_starts, policy.lstm_critic)
+    elif policy.shared_lstm:
+        latent = process_sequence(policy, features, lstm_states, episode_starts, policy.lstm_actor).detach()
+    else:
+        assert policy.critic is not None  # sb3-contrib's Linear critic when there is no critic LSTM
+        latent = policy.critic(features)
+    return policy.value_net(policy.mlp_extractor.forward_critic(latent))
+
+
 def actor_distribution(
     policy: RecurrentActorCriticPolicy, batch: SequenceBatch, functional: bool = False
 ) -> Distribution:
@@ -130,7 +180,7 @@ def actor_distribution(
     if functional:
         latent = lstm_sequence(policy.lstm_actor, features, batch.lstm_states, batch.episode_starts)
     else:
-        latent, _ = policy._process_sequence(features, batch.lstm_states, batch.episode_starts, policy.lstm_actor)
+        latent = process_sequence(policy, features, batch.lstm_states, batch.episode_starts, policy.lstm_actor)
     latent = policy.mlp_extractor.forward_actor(latent[batch.states])
     return policy._get_action_dist_from_latent(latent)
 
@@ -167,3 +217,102 @@ def functional_actor(
         return th.func.functional_call(module, dict(zip(actor_names, tensors, strict=True)), (batch,))
 
     return forward
+
+
+class _Features(nn.Module):
+    """``observations -> features`` of the actor's feature extractor, for ``torch.func.functional_call``."""
+
+    def __init__(self, policy: RecurrentActorCriticPolicy):
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, observations: PyTorchObs) -> th.Tensor:
+        return BaseModel.extract_features(self.policy, observations, self.policy.pi_features_extractor)  # type: ignore[arg-type]
+
+
+class _Head(nn.Module):
+    """``LSTM output -> distribution parameters`` of the actor (its MLP and action head), for
+    ``torch.func.functional_call``."""
+
+    def __init__(self, policy: RecurrentActorCriticPolicy, family: ActionFamily):
+        super().__init__()
+        self.policy = policy
+        self.family = family
+
+    def forward(self, latent: th.Tensor) -> DistParams:
+        latent = self.policy.mlp_extractor.forward_actor(latent)
+        return self.family.params(self.policy._get_action_dist_from_latent(latent))
+
+
+def linearized_fisher_product(
+    policy: RecurrentActorCriticPolicy,
+    actor_params: list[nn.Parameter],
+    family: ActionFamily,
+    batch: SequenceBatch,
+    dist_params: DistParams,
+    damping: float = 0.0,
+) -> Callable[[th.Tensor], th.Tensor]:
+    """``v -> (mean_s J_s^T M_s J_s) v + damping * v`` on the sequences, with first derivatives only and the
+    actor's recurrence linearized once per update.
+
+    ``J v`` goes in three pieces: the feature extractor by ``torch.func.jvp`` (batched over every step; skipped
+    when it has no parameters), the LSTM by :class:`~sb3_trpo_ext.recurrent.lstm.LinearizedLSTM` (its forward
+    pass and gates computed once, here; each product pushes the tangents through the recurrence by hand), the
+    MLP and action head by ``torch.func.jvp`` at the real states. ``J^T u`` is one backward pass of the graph of
+    ``dist_params`` (built by the caller with the fused kernel, retained). The same product as
+    :func:`sb3_trpo_ext.common.fisher.forward_mode_fisher_product` through the functional actor (tested).
+
+    :param policy: the recurrent policy
+    :param actor_params: the actor's parameters, in the order of the flat vectors
+    :param family: the action distribution family
+    :param batch: the sequences (and the states the Fisher averages over)
+    :param dist_params: the distribution parameters at ``batch.states`` at ``theta_old``, with their graph to
+        ``actor_params``
+    :param damping: Tikhonov damping added to the product
+    """
+    names = {id(p): name for name, p in policy.named_parameters()}
+    lstm = policy.lstm_actor
+    lstm_names = {id(p): name for name, p in lstm.named_parameters()}
+    extractor_ids = {id(p) for p in policy.pi_features_extractor.parameters()}
+    lstm_at = [i for i, p in enumerate(actor_params) if id(p) in lstm_names]
+    extractor_at = [i for i, p in enumerate(actor_params) if id(p) in extractor_ids]
+    head_at = [i for i in range(len(actor_params)) if i not in set(lstm_at) | set(extractor_at)]
+
+    features_module, head_module = _Features(policy), _Head(policy, family)
+
+    def call(module: nn.Module, indices: list[int], argument: Any, tensors: tuple[th.Tensor, ...]) -> Any:
+        substituted = {f"policy.{names[id(actor_params[i])]}": t for i, t in zip(indices, tensors, strict=True)}
+        return th.func.functional_call(module, substituted, (argument,))
+
+    with th.no_grad():
+        features = features_module(batch.observations)
+    linearized = LinearizedLSTM(lstm, features, batch.lstm_states, batch.episode_starts)
+    latent = linearized.output[batch.states]
+    primals = [p.detach() for p in actor_params]
+    dist_at = tuple(t.detach() for t in dist_params)
+    n_states = dist_at[0].shape[0]
+
+    def product(vector: th.Tensor) -> th.Tensor:
+        tangents = unflatten(vector, actor_params)
+        features_tangent = None
+        if extractor_at:
+            features_tangent = th.func.jvp(
+                lambda *tensors: call(features_module, extractor_at, batch.observations, tensors),
+                tuple(primals[i] for i in extractor_at),
+                tuple(tangents[i] for i in extractor_at),
+            )[1]
+        latent_tangent = linearized.jvp(
+            {lstm_names[id(actor_params[i])]: tangents[i] for i in lstm_at}, features_tangent
+        )[batch.states]
+        jv = th.func.jvp(
+            lambda latent_in, *tensors: tuple(call(head_module, head_at, latent_in, tensors)),
+            (latent, *(primals[i] for i in head_at)),
+            (latent_tangent, *(tangents[i] for i in head_at)),
+        )[1]
+        weighted = tuple(t / n_states for t in family.fisher_times(dist_at, jv))
+        grads = th.autograd.grad(
+            dist_params, actor_params, weighted, retain_graph=True, allow_unused=True, materialize_grads=True
+        )
+        return flatten(grads) + damping * vector
+
+    return product

@@ -21,7 +21,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 
-from sb3_trpo_ext.common.fisher import ActionFamily, autograd_fisher_product, forward_mode_fisher_product
+from sb3_trpo_ext.common.fisher import ActionFamily, autograd_fisher_product
 from sb3_trpo_ext.common.vine import Surrogate
 from sb3_trpo_ext.recurrent.lstm import check_functional_lstm
 from sb3_trpo_ext.recurrent.policies import (
@@ -31,6 +31,8 @@ from sb3_trpo_ext.recurrent.policies import (
     SequenceBatch,
     actor_distribution,
     functional_actor,
+    linearized_fisher_product,
+    sequence_values,
     split_recurrent_actor_critic,
 )
 from sb3_trpo_ext.trpo.critic import optimizer_step
@@ -334,12 +336,14 @@ class RecurrentTRPO(TRPO):
     def _fisher_product(  # type: ignore[override]
         self, obs: SequenceBatch, dist_params: tuple[th.Tensor, ...], family: ActionFamily
     ) -> Callable[[th.Tensor], th.Tensor]:
-        """The damped Fisher-vector product on the sequences, through the functional LSTM: ``"analytic"`` with
-        first derivatives only (:func:`forward_mode_fisher_product`), ``"autograd"`` the Hessian of the KL."""
-        forward = functional_actor(self.policy, self._actor_params, family, obs)
+        """The damped Fisher-vector product on the sequences: ``"analytic"`` with first derivatives only, the
+        actor's recurrence linearized once per update (:func:`linearized_fisher_product`: ``J v`` through the
+        functional LSTM's derivative written out, ``J^T u`` by one backward pass of ``dist_params``' graph),
+        ``"autograd"`` the Hessian of the KL through the functional LSTM."""
         if self.fisher == "autograd":
+            forward = functional_actor(self.policy, self._actor_params, family, obs)
             return autograd_fisher_product(forward(self._actor_params), self._actor_params, family, self.cg_damping)
-        return forward_mode_fisher_product(forward, self._actor_params, family, self.cg_damping)
+        return linearized_fisher_product(self.policy, self._actor_params, family, obs, dist_params, self.cg_damping)
 
     def _update_critic(self, batch: RecurrentRolloutBufferSamples) -> float:  # type: ignore[override]
         """``n_critic_updates`` epochs of regression of the values on the returns, over sequence minibatches of
@@ -354,10 +358,8 @@ class RecurrentTRPO(TRPO):
         for _ in range(self.n_critic_updates):
             for minibatch in self.rollout_buffer.get(self.batch_size):
                 real = minibatch.mask > 0.5
-                values = self.policy.predict_values(
-                    minibatch.observations,  # type: ignore[arg-type]
-                    minibatch.lstm_states.vf,
-                    minibatch.episode_starts,
+                values = sequence_values(
+                    self.policy, minibatch.observations, minibatch.lstm_states.vf, minibatch.episode_starts
                 ).flatten()
                 loss = (values - minibatch.returns)[real].square().mean()
                 grads = th.autograd.grad(loss, self._critic_params)
