@@ -55,7 +55,7 @@ def critic_optimizer_state(
     if len(saved_ids) != len(all_params):
         warnings.warn(
             "The saved optimizer state does not match the critic's parameters: the critic's optimizer starts fresh",
-            stacklevel=4,
+            stacklevel=3,
         )
         return own
     critic_ids = {id(p) for p in critic_params}

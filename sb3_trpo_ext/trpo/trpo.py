@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import math
 import pathlib
 import warnings
 from collections.abc import Callable, Iterable
@@ -12,7 +11,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
+from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
@@ -29,8 +28,6 @@ from sb3_trpo_ext.common.fisher import (
     ActionFamily,
     GaussianFamily,
     action_family,
-    analytic_fisher_product,
-    autograd_fisher_product,
     flatten,
     mlp_fisher_product,
     unflatten,
@@ -47,6 +44,12 @@ from sb3_trpo_ext.common.vine import (
 from sb3_trpo_ext.safe_load import explain_weights_only_refusal, load_data
 from sb3_trpo_ext.trpo.checkpoint import check_exists, check_trpo_data, critic_optimizer_state
 from sb3_trpo_ext.trpo.critic import fit_critic
+from sb3_trpo_ext.trpo.hyperparams import (
+    AUTOMATIC_BUFFERS,
+    FISHER_PRODUCTS,
+    validate_hyperparameters,
+    warn_about_minibatches,
+)
 from sb3_trpo_ext.trpo.numpy_actor import NumpyActor, SharedActorCache, collection_actor
 from sb3_trpo_ext.trpo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy, split_actor_critic
 from sb3_trpo_ext.trpo.rollout import (
@@ -65,11 +68,6 @@ _fast_distributions, _compute_gae = fast_distributions, compute_gae
 
 SelfTRPO = TypeVar("SelfTRPO", bound="TRPO")
 
-FISHER_PRODUCTS = {"analytic": analytic_fisher_product, "autograd": autograd_fisher_product}
-SAMPLING_SCHEMES = ("single_path", "vine")
-#: What SB3 chooses when ``rollout_buffer_class`` is None (and saves with the model): vine upgrades these.
-_AUTOMATIC_BUFFERS = (None, RolloutBuffer, DictRolloutBuffer)
-
 
 class TRPO(OnPolicyAlgorithm):
     """
@@ -86,6 +84,14 @@ class TRPO(OnPolicyAlgorithm):
     several actions per state and short branch rollouts from the restored simulator states with common random
     numbers (see :mod:`sb3_trpo_ext.common.vine`); the environments must be restorable
     (:mod:`sb3_trpo_ext.sim_state`), which is checked at construction.
+
+    The class reads as SB3's algorithms do: hyperparameters and setup (:mod:`~sb3_trpo_ext.trpo.hyperparams`),
+    collection (``collect_rollouts``; :mod:`~sb3_trpo_ext.trpo.rollout`, :mod:`~sb3_trpo_ext.trpo.numpy_actor`),
+    ``train()`` (batch -> ``_natural_gradient_step`` -> ``_update_critic`` (:mod:`~sb3_trpo_ext.trpo.critic`) ->
+    log), save/load compatibility (``load``, ``set_parameters``; :mod:`~sb3_trpo_ext.trpo.checkpoint`). Each SB3
+    method it overrides says in its docstring why (sb3-contrib's TRPO overrides ``_setup_model``, ``train`` and
+    ``learn``; ours also ``collect_rollouts``, ``predict``, ``load``, ``set_parameters``, ``set_env``,
+    ``set_random_seed`` and ``_excluded_save_params``).
 
     Hyperparameter names and defaults follow sb3-contrib's TRPO, so code and RL Zoo files carry over.
     Note that ``target_kl`` bounds the *true* KL, which for diagonal Gaussian and Bernoulli policies is
@@ -245,107 +251,18 @@ class TRPO(OnPolicyAlgorithm):
 
     # ------------------------------------------------------------------ setup
     def _validate_hyperparameters(self) -> None:
-        """Raise ``ValueError`` naming the first bad hyperparameter. Runs in ``_setup_model``, so values
-        restored or overridden by ``TRPO.load(..., **kwargs)`` are checked too."""
-
-        def check(name: str, ok: bool, allowed: str) -> None:
-            if not ok:
-                raise ValueError(f"Invalid {name}={getattr(self, name)!r}: must be {allowed}")
-
-        def is_int(value: Any) -> bool:
-            return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-        def is_real(value: Any) -> bool:
-            return isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
-
-        check("n_steps", is_int(self.n_steps) and self.n_steps >= 1, "an integer >= 1")
-        check("batch_size", is_int(self.batch_size) and self.batch_size >= 1, "an integer >= 1")
-        check("gamma", is_real(self.gamma) and 0 <= self.gamma <= 1, "in [0, 1]")
-        check("gae_lambda", is_real(self.gae_lambda) and 0 <= self.gae_lambda <= 1, "in [0, 1]")
-        check("target_kl", is_real(self.target_kl) and 0 < self.target_kl < math.inf, "a finite number > 0")
-        check("cg_max_steps", is_int(self.cg_max_steps) and self.cg_max_steps >= 1, "an integer >= 1")
-        check("cg_damping", is_real(self.cg_damping) and 0 <= self.cg_damping < math.inf, "a finite number >= 0")
-        check("cg_rtol", is_real(self.cg_rtol) and 0 <= self.cg_rtol < math.inf, "a finite number >= 0")
-        check(
-            "line_search_shrinking_factor",
-            is_real(self.line_search_shrinking_factor) and 0 < self.line_search_shrinking_factor < 1,
-            "in the open interval (0, 1)",
-        )
-        check(
-            "line_search_max_iter",
-            is_int(self.line_search_max_iter) and self.line_search_max_iter >= 1,
-            "an integer >= 1",
-        )
-        check("n_critic_updates", is_int(self.n_critic_updates) and self.n_critic_updates >= 1, "an integer >= 1")
-        check(
-            "sub_sampling_factor", is_int(self.sub_sampling_factor) and self.sub_sampling_factor >= 1, "an integer >= 1"
-        )
-        check(
-            "fisher",
-            isinstance(self.fisher, str) and self.fisher in FISHER_PRODUCTS,
-            f"one of {sorted(FISHER_PRODUCTS)}",
-        )
-        check(
-            "sampling",
-            isinstance(self.sampling, str) and self.sampling in SAMPLING_SCHEMES,
-            f"one of {SAMPLING_SCHEMES}",
-        )
-        check("vine_n_states", is_int(self.vine_n_states) and self.vine_n_states >= 1, "an integer >= 1")
-        check("vine_n_actions", is_int(self.vine_n_actions) and self.vine_n_actions >= 2, "an integer >= 2")
-        check("vine_horizon", is_int(self.vine_horizon) and self.vine_horizon >= 1, "an integer >= 1")
-        check("vine_bootstrap", isinstance(self.vine_bootstrap, (bool, np.bool_)), "True or False")
-        check(
-            "num_threads",
-            self.num_threads is None
-            or self.num_threads == "auto"
-            or (is_int(self.num_threads) and self.num_threads >= 1),
-            "'auto', None or an integer >= 1",
-        )
-        check("fast_collect", isinstance(self.fast_collect, (bool, np.bool_)), "True or False")
-        if self.sampling == "vine" and self.rollout_buffer_class not in _AUTOMATIC_BUFFERS:
-            check(
-                "rollout_buffer_class",
-                isinstance(self.rollout_buffer_class, type) and issubclass(self.rollout_buffer_class, VineBufferMixin),
-                "a subclass of VineRolloutBuffer or DictVineRolloutBuffer with sampling='vine'",
-            )
-        check(
-            "learning_rate",
-            callable(self.learning_rate) or (is_real(self.learning_rate) and 0 <= self.learning_rate < math.inf),
-            "a finite number >= 0 or a schedule",
-        )
-        n_envs = getattr(self, "n_envs", None)
-        if n_envs and self.normalize_advantage:
-            check(
-                "n_steps",
-                self.n_steps * n_envs > 1,
-                f"such that n_steps * n_envs > 1 to normalize advantages (n_envs={n_envs})",
-            )
-
-    def _warn_about_minibatches(self) -> None:
-        """The critic's minibatches as PPO and sb3-contrib's TRPO report them: a ``batch_size`` larger than the
-        rollout uses the whole rollout as one minibatch; one that does not divide it leaves a truncated one."""
-        buffer_size = self.n_steps * self.n_envs
-        if self.batch_size > buffer_size:
-            warnings.warn(
-                f"batch_size={self.batch_size} is larger than the rollout (n_steps * n_envs = {self.n_steps} * "
-                f"{self.n_envs} = {buffer_size}): the critic's regression uses the whole rollout as one minibatch",
-                stacklevel=3,
-            )
-        elif buffer_size % self.batch_size > 0:
-            warnings.warn(
-                f"You have specified a mini-batch size of {self.batch_size}, but because the `RolloutBuffer` is of "
-                f"size `n_steps * n_envs = {buffer_size}`, after every {buffer_size // self.batch_size} untruncated "
-                f"mini-batches, there will be a truncated mini-batch of size {buffer_size % self.batch_size}\n"
-                "We recommend using a `batch_size` that is a factor of `n_steps * n_envs`.\n"
-                f"Info: (n_steps={self.n_steps} and n_envs={self.n_envs})",
-                stacklevel=3,
-            )
+        """Raise ``ValueError`` naming the first bad hyperparameter (:func:`validate_hyperparameters`). Runs in
+        ``_setup_model``, so values restored or overridden by ``TRPO.load(..., **kwargs)`` are checked too."""
+        validate_hyperparameters(self)
 
     def _setup_model(self) -> None:
+        """SB3's ``_setup_model`` (policy, rollout buffer), overridden to validate first, give vine its rollout
+        buffer and sampler, and give the critic an optimizer of its own (the actor moves only by the
+        natural-gradient step)."""
         self._validate_hyperparameters()
         if getattr(self, "n_envs", None):
-            self._warn_about_minibatches()
-        if self.sampling == "vine" and self.rollout_buffer_class in _AUTOMATIC_BUFFERS:
+            warn_about_minibatches(self)
+        if self.sampling == "vine" and self.rollout_buffer_class in AUTOMATIC_BUFFERS:
             self.rollout_buffer_class = (
                 DictVineRolloutBuffer if isinstance(self.observation_space, spaces.Dict) else VineRolloutBuffer
             )
@@ -406,6 +323,8 @@ class TRPO(OnPolicyAlgorithm):
         self._predict_rng = np.random.default_rng(None if seed is None else [seed, 2])
 
     def _excluded_save_params(self) -> list[str]:
+        """SB3's list plus what is rebuilt, not saved: the parameter split, the vine sampler (it holds the
+        environments), the generators (reseeded from ``seed``) and ``predict``'s numpy actor."""
         return [
             *super()._excluded_save_params(),
             "_actor_params",
