@@ -23,6 +23,15 @@ Run it with ``make bench`` or, from the repository root::
 
     python benchmarks/speed.py                          # CartPole-v1 and Hopper-v5, 3 repeats
     python benchmarks/speed.py --envs Hopper-v5 --repeats 5 --json runs/bench.json
+    python benchmarks/speed.py --recurrent              # RecurrentTRPO vs RecurrentPPO on CartPoleNoVel-v1 only
+
+``--recurrent`` measures our ``RecurrentTRPO`` against sb3-contrib's ``RecurrentPPO`` instead (the same figures,
+the same protocol): ``MlpLstmPolicy`` on ``CartPoleNoVel-v1`` (registered by ``rl_zoo3.import_envs``), both with
+the settings they share taken from our ``trpo_lstm`` Zoo block (``n_envs=8``, ``n_steps=128``, ``gamma=0.99``,
+``gae_lambda=0.98``, VecNormalize, ``policy_kwargs`` with ``lstm_hidden_size=64``, the seed) and each with its own
+update settings from its Zoo block (ours: ``batch_size=512``, ``n_critic_updates=20``, ``cg_damping=1e-3``;
+RecurrentPPO: ``batch_size=256``, ``n_epochs=20``, ``learning_rate=1e-3``, ``clip_range=0.2``, constants instead
+of the block's linear schedules, which cost nothing) and each class's default feature-extractor sharing.
 """
 
 from __future__ import annotations
@@ -260,6 +269,137 @@ def thread_check(timesteps: int = 20_000, neighbours: tuple[int, ...] = (0, 1, 2
     return rows
 
 
+# ----------------------------------------------------------------------------------------- recurrent
+RECURRENT_ENV = "CartPoleNoVel-v1"
+RECURRENT_N_ENVS = 8
+RECURRENT_N_STEPS = 128
+#: what both algorithms share (our trpo_lstm block for CartPoleNoVel-v1, whose policy settings are ppo_lstm's)
+RECURRENT_SHARED: dict[str, Any] = {"n_steps": RECURRENT_N_STEPS, "gamma": 0.99, "gae_lambda": 0.98}
+#: each algorithm's own update settings (its Zoo block: trpo_lstm.yml, rl_zoo3's ppo_lstm.yml)
+RECURRENT_OWN: dict[str, dict[str, Any]] = {
+    "ours": {"batch_size": 512, "n_critic_updates": 20, "cg_damping": 1e-3, "learning_rate": 1e-3},
+    "sb3-contrib": {"batch_size": 256, "n_epochs": 20, "ent_coef": 0.0, "learning_rate": 1e-3, "clip_range": 0.2},
+}
+
+
+def load_recurrent_algorithms() -> dict[str, type[OnPolicyAlgorithm]]:
+    """Our RecurrentTRPO and sb3-contrib's RecurrentPPO, by name (registers the Zoo's environments)."""
+    import rl_zoo3.import_envs  # noqa: F401  (registers CartPoleNoVel-v1)
+
+    try:
+        from sb3_trpo_ext import RecurrentTRPO
+    except ModuleNotFoundError:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from sb3_trpo_ext import RecurrentTRPO
+    from sb3_contrib import RecurrentPPO
+
+    return {"ours": RecurrentTRPO, "sb3-contrib": RecurrentPPO}
+
+
+def benchmark_recurrent(
+    algorithms: dict[str, type[OnPolicyAlgorithm]], timesteps: int, repeats: int, seed: int
+) -> dict[str, Timings]:
+    """Build, warm up (one untimed rollout and update) and time RecurrentTRPO and RecurrentPPO on
+    ``CartPoleNoVel-v1``, alternating across repeats, as :func:`benchmark_env` does for TRPO."""
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    policy_kwargs = dict(
+        ortho_init=False,
+        activation_fn=th.nn.ReLU,
+        lstm_hidden_size=64,
+        enable_critic_lstm=True,
+        net_arch=dict(pi=[64], vf=[64]),
+    )
+    models: dict[str, OnPolicyAlgorithm] = {}
+    timings: dict[str, Timings] = {}
+    for name, algorithm in algorithms.items():
+        env = VecNormalize(
+            make_vec_env(RECURRENT_ENV, n_envs=RECURRENT_N_ENVS, seed=seed), gamma=RECURRENT_SHARED["gamma"]
+        )
+        model = algorithm(
+            "MlpLstmPolicy",
+            env,
+            **RECURRENT_SHARED,
+            **RECURRENT_OWN[name],
+            policy_kwargs=policy_kwargs,
+            seed=seed,
+            device="cpu",
+            verbose=0,
+        )
+        model.learn(RECURRENT_N_STEPS * RECURRENT_N_ENVS)  # warm-up, not timed
+        timings[name] = Timings()
+        time_calls(model, "train", timings[name].train_seconds)
+        time_calls(model, "collect_rollouts", timings[name].collect_seconds)
+        models[name] = model
+    for repeat in range(repeats):
+        for name, model in models.items():
+            gc.collect()
+            start = perf_counter()
+            model.learn(timesteps, reset_num_timesteps=True)
+            seconds = perf_counter() - start
+            timings[name].learn_seconds.append(seconds)
+            timings[name].learn_steps.append(model.num_timesteps)
+            print(
+                f"  [{RECURRENT_ENV} repeat {repeat + 1}/{repeats}] {name:<12} {model.num_timesteps} steps in "
+                f"{seconds:.2f} s",
+                flush=True,
+            )
+    return timings
+
+
+def print_recurrent(summaries: dict[str, dict[str, float]], recurrent_ratios: dict[str, float]) -> None:
+    """The RecurrentTRPO vs RecurrentPPO table and its ratios, whatever they are (no target)."""
+    header = f"{'algorithm':<26} {'steps/s':>8} {'learn [s]':>10} {'train() [ms]':>24} {'collect [ms]':>24}"
+    print(f"{RECURRENT_ENV}, MlpLstmPolicy, {RECURRENT_N_ENVS} envs x n_steps={RECURRENT_N_STEPS}")
+    print(header)
+    print("-" * len(header))
+    labels = {"ours": "RecurrentTRPO (ours)", "sb3-contrib": "RecurrentPPO (sb3-contrib)"}
+    for name in ALGORITHMS:
+        s = summaries[name]
+        train = f"{1e3 * s['train_s']:.0f} [{1e3 * s['train_min_s']:.0f}-{1e3 * s['train_max_s']:.0f}]"
+        collect = f"{1e3 * s['collect_s']:.0f} [{1e3 * s['collect_min_s']:.0f}-{1e3 * s['collect_max_s']:.0f}]"
+        print(f"{labels[name]:<26} {s['steps_per_s']:>8.0f} {s['learn_s']:>10.2f} {train:>24} {collect:>24}")
+    print("(train and collect: median [min-max] over all calls)")
+    print(
+        f"RecurrentTRPO vs RecurrentPPO: end-to-end steps/s ratio {recurrent_ratios['end_to_end_speedup']:.2f}x, "
+        f"train() time ours/theirs {recurrent_ratios['train_ratio']:.2f}, "
+        f"collect speedup {recurrent_ratios['collect_speedup']:.2f}x"
+    )
+
+
+def recurrent_main(args: argparse.Namespace, info: dict[str, Any]) -> None:
+    """``--recurrent``: RecurrentTRPO vs RecurrentPPO only."""
+    print(
+        f"RecurrentTRPO vs RecurrentPPO, seed={args.seed}; learn({args.timesteps}) x {args.repeats} repeats per "
+        "algorithm, interleaved\n"
+    )
+    timings = benchmark_recurrent(load_recurrent_algorithms(), args.timesteps, args.repeats, args.seed)
+    summaries = {name: timings[name].summary() for name in ALGORITHMS}
+    recurrent_ratios = ratios(summaries["ours"], summaries["sb3-contrib"])
+    print()
+    print_recurrent(summaries, recurrent_ratios)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        config = {
+            "env": RECURRENT_ENV,
+            "n_envs": RECURRENT_N_ENVS,
+            **RECURRENT_SHARED,
+            "own": RECURRENT_OWN,
+            "timesteps": args.timesteps,
+            "repeats": args.repeats,
+            "seed": args.seed,
+        }
+        payload = {
+            "system": info,
+            "config": config,
+            "results": {RECURRENT_ENV: {**summaries, "ratios": recurrent_ratios}},
+            "raw": {RECURRENT_ENV: {name: asdict(timings[name]) for name in ALGORITHMS}},
+        }
+        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+        print(f"\nwrote {args.json}")
+
+
 def ratios(ours: dict[str, float], theirs: dict[str, float]) -> dict[str, float]:
     """train(): ours/theirs time (lower is better); end-to-end and collection: theirs/ours time (speedups)."""
     return {
@@ -355,7 +495,13 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Speed benchmark: our TRPO against sb3-contrib's TRPO.")
     parser.add_argument("--envs", nargs="+", default=["CartPole-v1", "Hopper-v5"], help="Gymnasium environment ids")
-    parser.add_argument("--timesteps", type=int, default=3 * N_STEPS, help="steps of each timed learn()")
+    parser.add_argument(
+        "--timesteps",
+        type=int,
+        default=None,
+        help=f"steps of each timed learn() (default {3 * N_STEPS}; with --recurrent "
+        f"{4 * RECURRENT_N_STEPS * RECURRENT_N_ENVS})",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed learn() calls per algorithm and environment")
     parser.add_argument("--seed", type=int, default=0, help="seed of both algorithms")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON")
@@ -364,14 +510,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="skip the thread check (torch's default threads vs 'auto', busy neighbours)",
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--recurrent",
+        action="store_true",
+        help=f"RecurrentTRPO vs sb3-contrib's RecurrentPPO on {RECURRENT_ENV} instead of the TRPO comparison",
+    )
+    args = parser.parse_args(argv)
+    if args.timesteps is None:
+        args.timesteps = 4 * RECURRENT_N_STEPS * RECURRENT_N_ENVS if args.recurrent else 3 * N_STEPS
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     th.set_num_threads(1)
-    algorithms = load_algorithms()
     info = system_info()
+    if args.recurrent:
+        print(
+            f"torch {info['torch']} | stable-baselines3 {info['stable_baselines3']} | sb3-contrib "
+            f"{info['sb3_contrib']} | CPU: {info['cpu']} ({info['nproc']} logical cores), torch threads: "
+            f"{info['torch_threads']}"
+        )
+        recurrent_main(args, info)
+        return
+    algorithms = load_algorithms()
     print_header(info, args)
 
     results: dict[str, dict[str, Any]] = {}
