@@ -172,14 +172,18 @@ def test_killed_sweep_resumes_from_checkpoint(tmp_path: Path) -> None:
     argv += ["--final-eval-episodes", "2", "--save-freq", "500", "--workers", "1", "--no-progress", "-f", str(folder)]
     first, cut = folder / "runs/ppo/CartPole-v1/seed_0", folder / "runs/ppo/CartPole-v1/seed_1"
 
-    sweep = subprocess.Popen(argv, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "sweep.err"
+    with open(log, "w") as err:
+        sweep = subprocess.Popen(argv, start_new_session=True, stdout=subprocess.DEVNULL, stderr=err)
     try:
         deadline = time.time() + 240
         while time.time() < deadline and sweep.poll() is None and not _has_checkpoint(cut):
             time.sleep(0.05)
     finally:
-        os.killpg(sweep.pid, signal.SIGKILL)  # the sweep and its run process
+        with contextlib.suppress(ProcessLookupError):  # the sweep may have ended by itself: said below
+            os.killpg(sweep.pid, signal.SIGKILL)  # the sweep and its run process
         sweep.wait()
+    assert _has_checkpoint(cut), f"the sweep ended (code {sweep.returncode}) before a cut: {log.read_text()[-2000:]}"
     assert (first / "result.json").is_file(), "the first run should have finished before the cut"
     assert not (cut / "result.json").is_file(), "the second run finished before it could be cut"
 
