@@ -9,6 +9,7 @@ import sys
 import warnings
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import gymnasium as gym
 import numpy as np
@@ -421,6 +422,23 @@ def test_zoo_train_trpo_mask_on_taxi(tmp_path: Path) -> None:
     run = tmp_path / "trpo_mask" / "Taxi-v4_1"
     assert (run / "Taxi-v4.zip").is_file() and (run / "evaluations.npz").is_file()
     assert isinstance(MaskableTRPO.load(run / "Taxi-v4.zip"), TRPO)
+
+    # enjoy plays with the masks of the environment it creates (the Zoo's script passes none)
+    played = []
+    predict = MaskableTRPO.predict
+
+    def spy(self, observation, state=None, episode_start=None, deterministic=False, action_masks=None):
+        action, state = predict(self, observation, state, episode_start, deterministic, action_masks=action_masks)
+        played.append((action_masks, action))
+        return action, state
+
+    with mock.patch.object(MaskableTRPO, "predict", spy), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        main(["enjoy", "--algo", "trpo_mask", "--env", "Taxi-v4", "-f", str(tmp_path), "-n", "60", "--no-render"])
+    assert len(played) >= 60
+    for masks, action in played:
+        assert masks is not None and masks.reshape(len(action), -1)[np.arange(len(action)), action].all()
+    assert MaskableTRPO.predict is predict  # restored after the command
 
 
 # ------------------------------------------------------------------------------------- learning

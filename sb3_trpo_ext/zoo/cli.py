@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import runpy
 import sys
 import tempfile
@@ -11,8 +12,9 @@ from collections.abc import Sequence
 from sb3_trpo_ext.zoo.config import ZooConfigError, _algo_env_flags, _prepare_train
 from sb3_trpo_ext.zoo.hub_compat import _hub_compat
 from sb3_trpo_ext.zoo.loading import safe_zoo_scripts
-from sb3_trpo_ext.zoo.masking import masked_evaluation
+from sb3_trpo_ext.zoo.masking import masked_evaluation, masked_play
 from sb3_trpo_ext.zoo.registry import ZOO_ALGORITHMS, register
+from sb3_trpo_ext.zoo.vine_env import vine_branch_wrapper
 
 __all__ = ["COMMANDS", "PROG", "main"]
 
@@ -97,5 +99,6 @@ def main(argv: Sequence[str] | None = None) -> None:
                 print(f"{PROG} train: error: {error}", file=sys.stderr)
                 raise SystemExit(2) from None
         algo, env_id = _algo_env_flags(rest)
-        with _hub_compat(algo, env_id), masked_evaluation(algo):
+        vine_envs = vine_branch_wrapper(algo) if command == "train" else contextlib.nullcontext()
+        with _hub_compat(algo, env_id), masked_evaluation(algo), masked_play(algo, command), vine_envs:
             _run_script(COMMANDS[command], rest)

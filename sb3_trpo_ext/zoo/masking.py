@@ -16,7 +16,13 @@ from typing import Any
 
 from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback
 
-__all__ = ["MaskableTrialEvalCallback", "convert_ppo_mask_params", "masked_evaluation", "sample_ppo_mask_params"]
+__all__ = [
+    "MaskableTrialEvalCallback",
+    "convert_ppo_mask_params",
+    "masked_evaluation",
+    "masked_play",
+    "sample_ppo_mask_params",
+]
 
 
 class MaskableTrialEvalCallback(MaskableEvalCallback):
@@ -88,6 +94,61 @@ def masked_evaluation(algo: str) -> Iterator[None]:
         yield
     finally:
         exp_manager.EvalCallback, exp_manager.TrialEvalCallback = saved
+
+
+#: Zoo commands that step an environment with ``model.predict(obs, ...)`` and no masks.
+PLAY_COMMANDS = frozenset({"enjoy", "record_video"})
+
+
+@contextlib.contextmanager
+def masked_play(algo: str, command: str) -> Iterator[None]:
+    """While the block runs, the Zoo's ``enjoy`` / ``record_video`` play a masked key with masks: they call
+    ``model.predict(obs, state=..., episode_start=..., deterministic=...)`` without ``action_masks`` on a model
+    loaded without an environment, so the environment the script creates (``create_test_env``) is noted and
+    ``predict`` reads its ``action_masks()`` when none are given. Any other key or command is left alone.
+
+    :param algo: the ``--algo`` of the command
+    :param command: the Zoo command (``enjoy``, ``record_video``, ...)
+    """
+    from sb3_trpo_ext.zoo.registry import ZOO_ALGORITHMS
+
+    entry = ZOO_ALGORITHMS.get(algo)
+    if entry is None or not entry.masked or command not in PLAY_COMMANDS:
+        yield
+        return
+    import rl_zoo3
+    import rl_zoo3.utils
+    from sb3_contrib.common.maskable.utils import get_action_masks
+
+    played: dict[str, Any] = {}
+    create_test_env, predict = rl_zoo3.utils.create_test_env, entry.algo_class.predict
+
+    def create_and_note(*args: Any, **kwargs: Any) -> Any:
+        played["env"] = create_test_env(*args, **kwargs)
+        return played["env"]
+
+    def predict_with_masks(
+        self: Any,
+        observation: Any,
+        state: Any = None,
+        episode_start: Any = None,
+        deterministic: bool = False,
+        action_masks: Any = None,
+    ) -> Any:
+        if action_masks is None and "env" in played:
+            action_masks = get_action_masks(played["env"])
+        return predict(self, observation, state, episode_start, deterministic, action_masks=action_masks)
+
+    saved = [(owner, "create_test_env", owner.create_test_env) for owner in (rl_zoo3, rl_zoo3.utils)]
+    for owner, name, _ in saved:
+        setattr(owner, name, create_and_note)
+    entry.algo_class.predict = predict_with_masks  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        entry.algo_class.predict = predict  # type: ignore[method-assign]
+        for owner, name, value in saved:
+            setattr(owner, name, value)
 
 
 def sample_ppo_mask_params(trial: Any, n_actions: int, n_envs: int, additional_args: dict[str, Any]) -> dict[str, Any]:
