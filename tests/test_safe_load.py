@@ -364,6 +364,33 @@ def test_payload_in_a_policy_file_is_refused(tmp_path: Path) -> None:
     np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], model.predict(obs, deterministic=True)[0])
 
 
+@pytest.mark.parametrize("family", ["maskable", "recurrent"])
+def test_family_policy_files_load_safely(tmp_path: Path, family: str) -> None:
+    """MaskableTRPO's and RecurrentTRPO's policy classes: their own ``load`` refuses a payload and reads an
+    ordinary ``policy.save`` file with the same predictions."""
+    from sb3_trpo_ext import MaskableTRPO, RecurrentTRPO
+
+    marker = tmp_path / "pwned"
+    if family == "maskable":
+        model = MaskableTRPO("MlpPolicy", "Taxi-v4", n_steps=64, batch_size=64, seed=0)
+    else:
+        model = RecurrentTRPO("MlpLstmPolicy", "CartPole-v1", n_steps=64, batch_size=64, seed=0)
+    policy_class = type(model.policy)
+    path = tmp_path / "policy.pth"
+    model.policy.save(str(path))
+    saved = th.load(path, weights_only=False)
+    saved["data"]["net_arch"] = Command(_touch(marker))
+    th.save(saved, tmp_path / "evil.pth")
+    with pytest.raises(UnsafeCheckpointError) as info:
+        policy_class.load(str(tmp_path / "evil.pth"))
+    assert "system" in info.value.global_name and not marker.exists()
+    loaded = policy_class.load(str(path))
+    obs = np.stack([model.observation_space.sample() for _ in range(5)])
+    np.testing.assert_array_equal(
+        loaded.predict(obs, deterministic=True)[0], model.policy.predict(obs, deterministic=True)[0]
+    )
+
+
 def test_payload_in_vecnormalize_is_refused(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     for chain, (payload, refused) in _payloads(marker).items():

@@ -1,6 +1,7 @@
 """Policies of :class:`~sb3_trpo_ext.MaskableTRPO`: sb3-contrib's maskable actor-critic policies, with separate
 actor and critic feature extractors by default (sb3-contrib's classes share one), so the critic's regression can
-never move the actor; every change of the actor passes the trust-region check."""
+never move the actor; every change of the actor passes the trust-region check. Their own ``load`` (a file written by
+``policy.save``) runs no code from the file (:class:`~sb3_trpo_ext.trpo.policies.SafeLoadMixin`)."""
 
 from __future__ import annotations
 
@@ -12,24 +13,26 @@ from sb3_contrib.common.maskable.policies import (
     MaskableMultiInputActorCriticPolicy,
 )
 
+from sb3_trpo_ext.trpo.policies import SafeLoadMixin
+
 __all__ = ["MaskableCnnPolicy", "MaskableMlpPolicy", "MaskableMultiInputPolicy"]
 
 
-class MaskableMlpPolicy(MaskableActorCriticPolicy):
+class MaskableMlpPolicy(SafeLoadMixin, MaskableActorCriticPolicy):
     """sb3-contrib's ``MaskableActorCriticPolicy`` with ``share_features_extractor=False`` by default."""
 
     def __init__(self, *args: Any, share_features_extractor: bool = False, **kwargs: Any):
         super().__init__(*args, share_features_extractor=share_features_extractor, **kwargs)
 
 
-class MaskableCnnPolicy(MaskableActorCriticCnnPolicy):
+class MaskableCnnPolicy(SafeLoadMixin, MaskableActorCriticCnnPolicy):
     """sb3-contrib's ``MaskableActorCriticCnnPolicy`` with ``share_features_extractor=False`` by default."""
 
     def __init__(self, *args: Any, share_features_extractor: bool = False, **kwargs: Any):
         super().__init__(*args, share_features_extractor=share_features_extractor, **kwargs)
 
 
-class MaskableMultiInputPolicy(MaskableMultiInputActorCriticPolicy):
+class MaskableMultiInputPolicy(SafeLoadMixin, MaskableMultiInputActorCriticPolicy):
     """sb3-contrib's ``MaskableMultiInputActorCriticPolicy`` with ``share_features_extractor=False`` by default."""
 
     def __init__(self, *args: Any, share_features_extractor: bool = False, **kwargs: Any):

@@ -25,7 +25,7 @@ from torch import nn
 
 from sb3_trpo_ext.common.fisher import ActionFamily, DistParams, flatten, unflatten
 from sb3_trpo_ext.recurrent.lstm import LinearizedLSTM, fused_sequence, lstm_sequence
-from sb3_trpo_ext.trpo.policies import _module_parameters
+from sb3_trpo_ext.trpo.policies import SafeLoadMixin, _module_parameters
 
 __all__ = [
     "CnnLstmPolicy",
@@ -41,21 +41,21 @@ __all__ = [
 ]
 
 
-class MlpLstmPolicy(RecurrentActorCriticPolicy):
+class MlpLstmPolicy(SafeLoadMixin, RecurrentActorCriticPolicy):
     """sb3-contrib's ``MlpLstmPolicy`` with separate actor and critic feature extractors by default."""
 
     def __init__(self, *args: Any, share_features_extractor: bool = False, **kwargs: Any):
         super().__init__(*args, share_features_extractor=share_features_extractor, **kwargs)
 
 
-class CnnLstmPolicy(RecurrentActorCriticCnnPolicy):
+class CnnLstmPolicy(SafeLoadMixin, RecurrentActorCriticCnnPolicy):
     """sb3-contrib's ``CnnLstmPolicy`` with separate actor and critic feature extractors by default."""
 
     def __init__(self, *args: Any, share_features_extractor: bool = False, **kwargs: Any):
         super().__init__(*args, share_features_extractor=share_features_extractor, **kwargs)
 
 
-class MultiInputLstmPolicy(RecurrentMultiInputActorCriticPolicy):
+class MultiInputLstmPolicy(SafeLoadMixin, RecurrentMultiInputActorCriticPolicy):
     """sb3-contrib's ``MultiInputLstmPolicy`` with separate actor and critic feature extractors by default."""
 
     def __init__(self, *args: Any, share_features_extractor: bool = False, **kwargs: Any):
