@@ -121,6 +121,70 @@ def test_trpo_vine_train_and_enjoy(tmp_path: Path) -> None:
     )  # fmt: skip
 
 
+_NO_FRAME_LOOKUP_TRAIN = """
+import sys
+from stable_baselines3.common.vec_env import subproc_vec_env
+from sb3_trpo_ext.common import vine
+
+def no_frame_lookup():
+    raise AssertionError("the worker frame lookup was used")
+
+vine._subprocess_worker_env = no_frame_lookup  # forked workers inherit it (as in test_vine.py's wrapper test)
+init = subproc_vec_env.SubprocVecEnv.__init__
+subproc_vec_env.SubprocVecEnv.__init__ = lambda self, env_fns, start_method=None: init(self, env_fns, "fork")
+from sb3_trpo_ext.zoo import main
+main(sys.argv[1:])
+"""
+
+
+def test_trpo_vine_with_subproc_vec_env_takes_the_public_route_and_enjoy_loads(tmp_path: Path) -> None:
+    """``train --algo trpo_vine --vec-env subproc``: every worker's environment gets VineBranchWrapper (outermost),
+    so the branches never read SB3's worker frame (the fallback raises here, in the forked workers); config.yml is
+    the Zoo's own (no wrapper written), so ``enjoy`` loads the folder through the safe loader."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run(
+        [sys.executable, "-c", _NO_FRAME_LOOKUP_TRAIN, "train", "--algo", "trpo_vine", "--env", "CartPole-v1",
+         "--vec-env", "subproc", "-n", "2048", "-f", str(tmp_path), *FAST],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    check(result)
+    run = tmp_path / "trpo_vine" / "CartPole-v1_1"
+    model = TRPO.load(run / "CartPole-v1.zip")
+    assert (model.sampling, model.num_timesteps) == ("vine", 2048)
+    assert "VineBranchWrapper" not in (run / "CartPole-v1" / "config.yml").read_text()
+    check(
+        run_zoo("enjoy", "--algo", "trpo_vine", "--env", "CartPole-v1", "-f", str(tmp_path), "--no-render", "-n", "50",
+                "--num-threads", "1")
+    )  # fmt: skip
+
+
+def test_outermost_vine_branch_wrapper_goes_on_top_of_the_block_wrapper() -> None:
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
+    from sb3_trpo_ext.common.vine import VineBranchWrapper
+    from sb3_trpo_ext.zoo.vine_env import OutermostVineBranchWrapper, vine_branch_wrapper
+
+    wrapped = OutermostVineBranchWrapper(gym.wrappers.TimeLimit, {"max_episode_steps": 7})(gym.make("CartPole-v1"))
+    assert isinstance(wrapped, VineBranchWrapper) and isinstance(wrapped.env, gym.wrappers.TimeLimit)
+    assert wrapped.env._max_episode_steps == 7
+    assert isinstance(OutermostVineBranchWrapper()(gym.make("CartPole-v1")), VineBranchWrapper)
+    from rl_zoo3 import exp_manager
+
+    calls = []
+
+    def fake_make_vec_env(env_id, n_envs=1, wrapper_class=None, vec_env_cls=None, wrapper_kwargs=None):
+        calls.append({"wrapper_class": wrapper_class, "wrapper_kwargs": wrapper_kwargs})
+
+    with mock.patch.object(exp_manager, "make_vec_env", fake_make_vec_env):
+        with vine_branch_wrapper("trpo_vine"):
+            exp_manager.make_vec_env(env_id="CartPole-v1", vec_env_cls=SubprocVecEnv, wrapper_class=None)
+            exp_manager.make_vec_env(env_id="CartPole-v1", vec_env_cls=DummyVecEnv, wrapper_class=None)
+        with vine_branch_wrapper("trpo_lstm"), vine_branch_wrapper("ppo"):
+            exp_manager.make_vec_env(env_id="CartPole-v1", vec_env_cls=SubprocVecEnv, wrapper_class=None)
+    assert isinstance(calls[0]["wrapper_class"], OutermostVineBranchWrapper)
+    assert calls[1]["wrapper_class"] is None and calls[2]["wrapper_class"] is None
+
+
 def test_find_earlier_version_block() -> None:
     blocks = ["default", "Hopper-v3", "Hopper-v4", "HopperBulletEnv-v0", "Ant-v4", "ALE/Pong-v4"]
     assert find_earlier_version_block("Hopper-v5", blocks) == "Hopper-v4"
