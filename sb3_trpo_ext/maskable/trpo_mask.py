@@ -156,25 +156,13 @@ class MaskableTRPO(TRPO):
                 "MaskableActorCriticPolicy"
             )
 
-    def _setup_vine(self) -> None:
-        """The masked vine sampler for the current environment (None for single path or without an environment).
+    def _make_vine_sampler(self, **settings: Any) -> MaskableVineSampler:
+        """The masked vine sampler: the K actions of a state and the branches follow the masked policy.
 
+        :param settings: the rollout-set size, actions per state, horizon, bootstrap, gamma and seed
         :raises UnrestorableEnvError: if an environment or wrapper cannot be restored exactly
         """
-        self._vine = None
-        if self.sampling != "vine" or self.env is None:
-            return
-        self._vine = MaskableVineSampler(
-            self.env,
-            n_states=self.vine_n_states,
-            n_actions=self.vine_n_actions,
-            horizon=self.vine_horizon,
-            bootstrap=bool(self.vine_bootstrap),
-            gamma=self.gamma,
-            seed=self.seed,
-            mask_dims=self._mask_dims,
-            use_masking=self._use_masking,
-        )
+        return MaskableVineSampler(self.env, mask_dims=self._mask_dims, use_masking=self._use_masking, **settings)
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_mask_dims"]

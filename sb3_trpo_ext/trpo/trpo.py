@@ -290,12 +290,7 @@ class TRPO(OnPolicyAlgorithm):
         self._vine = None
         if self.sampling != "vine" or self.env is None:
             return
-        if not isinstance(self.policy.action_dist, SUPPORTED_DISTRIBUTIONS):
-            raise ValueError(
-                f"sampling='vine' does not support the action distribution {type(self.policy.action_dist).__name__}"
-            )
-        self._vine = VineSampler(
-            self.env,
+        self._vine = self._make_vine_sampler(
             n_states=self.vine_n_states,
             n_actions=self.vine_n_actions,
             horizon=self.vine_horizon,
@@ -308,6 +303,18 @@ class TRPO(OnPolicyAlgorithm):
                 f"Vine: restoring the {self._vine.n_envs} environment(s) checked exact by a restore-and-replay round "
                 f"trip in {self._vine.check_seconds * 1e3:.1f} ms"
             )
+
+    def _make_vine_sampler(self, **settings: Any) -> VineSampler:
+        """The vine sampler for this algorithm's policies on ``self.env`` (MaskableTRPO's draws masked actions).
+
+        :param settings: the rollout-set size, actions per state, horizon, bootstrap, gamma and seed
+        :raises ValueError: for an action distribution vine cannot branch
+        """
+        if not isinstance(self.policy.action_dist, SUPPORTED_DISTRIBUTIONS):
+            raise ValueError(
+                f"sampling='vine' does not support the action distribution {type(self.policy.action_dist).__name__}"
+            )
+        return VineSampler(self.env, **settings)
 
     def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
         """See SB3's ``set_env``; with vine sampling the new environment is checked and branched from."""
