@@ -1,25 +1,15 @@
 """Training is bit-identical to a reference commit on the speed benchmark's configurations (issue 18).
 
-The reference is the code of :data:`REFERENCE` itself, run here in a subprocess from ``git archive``, so both
-sides run on the same machine and the comparison is exact (a stored hash would depend on the CPU's kernels).
-Update :data:`REFERENCE` only for a change meant to alter training, and say so in its commit.
+The reference is the code of ``reference_code.REFERENCE`` itself, run here in a subprocess from ``git archive``, so
+both sides run on the same machine and the comparison is exact (a stored hash would depend on the CPU's kernels).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-import tarfile
 from pathlib import Path
 
-import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-#: main before the refactors of issues 17-20 (what the published benchmark sweeps ran)
-REFERENCE = "9b2679b"
+from reference_code import ROOT, reference_source, run_with
 
 FINGERPRINT = r"""
 import hashlib, json, sys
@@ -48,29 +38,10 @@ print(json.dumps(out))
 
 
 def _fingerprints(source: Path, cwd: Path) -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": str(source), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [sys.executable, "-c", FINGERPRINT], capture_output=True, text=True, env=env, cwd=cwd, timeout=600
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    fingerprints = json.loads(result.stdout.strip().splitlines()[-1])
+    fingerprints = json.loads(run_with(source, FINGERPRINT, cwd))
     assert Path(fingerprints.pop("module")).resolve().is_relative_to(source.resolve())  # the code meant
     return fingerprints
 
 
 def test_training_is_bit_identical_to_the_reference_commit(tmp_path: Path) -> None:
-    if shutil.which("git") is None or not (ROOT / ".git").exists():
-        pytest.skip("needs the git history (a clone of the repository)")
-    archive = tmp_path / "reference.tar"
-    done = subprocess.run(
-        ["git", "archive", "--format=tar", "-o", str(archive), REFERENCE, "sb3_trpo_ext", "hyperparams"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:  # a shallow clone without the reference commit
-        pytest.skip(f"reference commit {REFERENCE} not in this clone: {done.stderr.strip()}")
-    reference = tmp_path / "reference"
-    with tarfile.open(archive) as tar:
-        tar.extractall(reference, filter="data")
-    assert _fingerprints(ROOT, tmp_path) == _fingerprints(reference, tmp_path)
+    assert _fingerprints(ROOT, tmp_path) == _fingerprints(reference_source(tmp_path), tmp_path)

@@ -9,23 +9,16 @@ safe loader's allowlist must still admit it. The reference code runs from ``git 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch as th
+from reference_code import reference_source, run_with
 
 from sb3_trpo_ext import TRPO
 from sb3_trpo_ext.common.vine import VineRolloutBuffer
 from sb3_trpo_ext.trpo.policies import MlpPolicy
-
-ROOT = Path(__file__).resolve().parents[1]
-REFERENCE = "9b2679b"
 
 SAVE = r"""
 import json, sys
@@ -53,27 +46,9 @@ print(json.dumps(out))
 
 @pytest.fixture(scope="module")
 def reference_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    if shutil.which("git") is None or not (ROOT / ".git").exists():
-        pytest.skip("needs the git history (a clone of the repository)")
     folder = tmp_path_factory.mktemp("reference_checkpoints")
-    archive = folder / "reference.tar"
-    done = subprocess.run(
-        ["git", "archive", "--format=tar", "-o", str(archive), REFERENCE, "sb3_trpo_ext", "hyperparams"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:  # a shallow clone without the reference commit
-        pytest.skip(f"reference commit {REFERENCE} not in this clone: {done.stderr.strip()}")
-    source = folder / "reference"
-    with tarfile.open(archive) as tar:
-        tar.extractall(source, filter="data")
-    env = {**os.environ, "PYTHONPATH": str(source), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [sys.executable, "-c", SAVE, str(folder)], capture_output=True, text=True, env=env, cwd=folder, timeout=600
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    saved = json.loads(result.stdout.strip().splitlines()[-1])
+    source = reference_source(folder)
+    saved = json.loads(run_with(source, SAVE, folder, str(folder)))
     assert Path(saved.pop("module")).resolve().is_relative_to(source.resolve())  # the reference code wrote them
     return folder, saved
 
