@@ -348,33 +348,23 @@ def test_payload_in_a_pth_member_is_refused_whatever_the_flag(tmp_path: Path, sa
         assert not marker.exists()
 
 
-def test_payload_in_a_policy_file_is_refused(tmp_path: Path) -> None:
-    marker = tmp_path / "pwned"
-    model = TRPO("MlpPolicy", "CartPole-v1", **FAST)
-    path = tmp_path / "policy.pth"
-    model.policy.save(str(path))
-    saved = th.load(path, weights_only=False)
-    saved["data"]["net_arch"] = Command(_touch(marker))
-    th.save(saved, tmp_path / "evil.pth")
-    with pytest.raises(UnsafeCheckpointError) as info:
-        MlpPolicy.load(str(tmp_path / "evil.pth"))
-    assert "system" in info.value.global_name and not marker.exists()
-    loaded = MlpPolicy.load(str(path))
-    obs = np.zeros((5, 4), np.float32)
-    np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], model.predict(obs, deterministic=True)[0])
-
-
-@pytest.mark.parametrize("family", ["maskable", "recurrent"])
-def test_family_policy_files_load_safely(tmp_path: Path, family: str) -> None:
-    """MaskableTRPO's and RecurrentTRPO's policy classes: their own ``load`` refuses a payload and reads an
-    ordinary ``policy.save`` file with the same predictions."""
+def _policy_owner(family: str) -> Any:
+    """A model whose policy class is one of ours: TRPO's, MaskableTRPO's or RecurrentTRPO's."""
     from sb3_trpo_ext import MaskableTRPO, RecurrentTRPO
 
-    marker = tmp_path / "pwned"
     if family == "maskable":
-        model = MaskableTRPO("MlpPolicy", "Taxi-v4", n_steps=64, batch_size=64, seed=0)
-    else:
-        model = RecurrentTRPO("MlpLstmPolicy", "CartPole-v1", n_steps=64, batch_size=64, seed=0)
+        return MaskableTRPO("MlpPolicy", "Taxi-v4", n_steps=64, batch_size=64, seed=0)
+    if family == "recurrent":
+        return RecurrentTRPO("MlpLstmPolicy", "CartPole-v1", n_steps=64, batch_size=64, seed=0)
+    return TRPO("MlpPolicy", "CartPole-v1", **FAST)
+
+
+@pytest.mark.parametrize("family", ["mlp", "maskable", "recurrent"])
+def test_payload_in_a_policy_file_is_refused(tmp_path: Path, family: str) -> None:
+    """Our policy classes' own ``load`` refuses a payload and reads an ordinary ``policy.save`` file with the
+    same predictions."""
+    marker = tmp_path / "pwned"
+    model = _policy_owner(family)
     policy_class = type(model.policy)
     path = tmp_path / "policy.pth"
     model.policy.save(str(path))
