@@ -559,7 +559,7 @@ def test_zoo_key_and_blocks():
 
 # ----------------------------------------------------------------------------------- learning
 @pytest.mark.slow
-@pytest.mark.timeout(3600)  # ~100 updates of a 64-unit LSTM: minutes on an idle 2-core machine, far more when shared
+@pytest.mark.timeout(3600)  # ~250 updates of a 64-unit LSTM: minutes on an idle 2-core machine, far more when shared
 def test_cartpole_no_velocity_is_solved():
     """The trpo_lstm block on CartPoleNoVel-v1 (velocities hidden: a memoryless policy cannot solve it)."""
     import rl_zoo3.import_envs  # noqa: F401  (registers CartPoleNoVel-v1)
@@ -580,7 +580,9 @@ def test_cartpole_no_velocity_is_solved():
             ortho_init=False, activation_fn=nn.ReLU, lstm_hidden_size=64, net_arch=dict(pi=[64], vf=[64])
         ),
     )
-    model.learn(100_000)
+    # 250k: the Zoo's 100k budget solves seed 1 (500 at 103k) but not seed 0 (173 at 100k, 500 from 154k,
+    # 491.7 over 10 episodes at 250k); measured on seeds 0 and 1 only, never the benchmark's 100-102
+    model.learn(250_000)
     eval_env = VecNormalize(make_vec_env("CartPoleNoVel-v1", n_envs=1, seed=1000), training=False, norm_reward=False)
     eval_env.obs_rms = env.obs_rms
     scores = []
