@@ -205,7 +205,7 @@ def _runs(scores: dict[str, list[float]], env: str = "Hopper-v5") -> object:
     import pandas as pd
 
     rows = [
-        {"algo": algo, "env": env, "seed": 100 + i, "set": "p", "score": value, "protocol_match": "yes"}
+        {"algo": algo, "env": env, "seed": 100 + i, "set": "tiny", "score": value, "protocol_match": "yes"}
         for algo, values in scores.items()
         for i, value in enumerate(values)
     ]
@@ -282,3 +282,10 @@ def test_report_of_runs_below_eval_freq_with_protocol_and_readme(tmp_path: Path)
     assert "old text" not in text and "| CartPole-v1 | trpo_ext (tiny) | 1 | 3 |" in text
     for name in ("curves_CartPole-v1", "aggregate"):
         assert written[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # given another protocol (here: another version of this one), the run is that other protocol's, not this one's
+    other = tmp_path / "other" / "bench" / "protocol.yml"
+    other.parent.mkdir(parents=True)
+    other.write_text(path.read_text() + "\n# edited after the runs\n")
+    runs = pd.read_csv(write_report([tmp_path / "bench" / "g"], tmp_path / "r2", reps=50, protocol=[other])["runs"])
+    assert list(runs["protocol_match"]) == ["other protocol: tiny"]

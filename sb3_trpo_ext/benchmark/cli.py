@@ -100,8 +100,10 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--protocol",
         type=Path,
+        action="append",
         default=None,
-        help="a protocol file: state for each run whether it is one of its runs, and write its claims (claims.md)",
+        help="a protocol file (repeat for several): state for each run whether it is one of their runs, and write "
+        "their claims (claims.md)",
     )
     report.add_argument(
         "--readme",
