@@ -121,16 +121,25 @@ def benchmark_env(
 ) -> tuple[dict[str, Timings], dict[str, float], dict[str, float]]:
     """Build, warm up and time every algorithm on ``env_id``, alternating the algorithms across repeats; then time
     our Fisher-vector products on the last batch and every model's ``predict``."""
-    models: dict[str, OnPolicyAlgorithm] = {}
+    models = {
+        name: algorithm("MlpPolicy", env_id, n_steps=N_STEPS, seed=seed, device="cpu", verbose=0)
+        for name, algorithm in algorithms.items()
+    }
+    timings = time_learning(models, N_STEPS, timesteps, repeats, env_id)
+    return timings, fisher_product_ms(models["ours"]), predict_microseconds(models, env_id, seed)
+
+
+def time_learning(
+    models: dict[str, OnPolicyAlgorithm], warm_up: int, timesteps: int, repeats: int, label: str
+) -> dict[str, Timings]:
+    """Warm every model up (``learn(warm_up)``: a rollout and an update, not timed), then time ``learn(timesteps)``
+    ``repeats`` times, the models alternating, with every ``train()`` and ``collect_rollouts()`` call timed too."""
     timings: dict[str, Timings] = {}
-    for name, algorithm in algorithms.items():
-        model = algorithm("MlpPolicy", env_id, n_steps=N_STEPS, seed=seed, device="cpu", verbose=0)
-        model.learn(N_STEPS)  # warm-up: one rollout and one update, not timed
+    for name, model in models.items():
+        model.learn(warm_up)
         timings[name] = Timings()
         time_calls(model, "train", timings[name].train_seconds)
         time_calls(model, "collect_rollouts", timings[name].collect_seconds)
-        models[name] = model
-
     for repeat in range(repeats):
         for name, model in models.items():
             gc.collect()
@@ -140,10 +149,10 @@ def benchmark_env(
             timings[name].learn_seconds.append(seconds)
             timings[name].learn_steps.append(model.num_timesteps)
             print(
-                f"  [{env_id} repeat {repeat + 1}/{repeats}] {name:<12} {model.num_timesteps} steps in {seconds:.2f} s",
+                f"  [{label} repeat {repeat + 1}/{repeats}] {name:<12} {model.num_timesteps} steps in {seconds:.2f} s",
                 flush=True,
             )
-    return timings, fisher_product_ms(models["ours"]), predict_microseconds(models, env_id, seed)
+    return timings
 
 
 def predict_microseconds(
@@ -312,12 +321,11 @@ def benchmark_recurrent(
         net_arch=dict(pi=[64], vf=[64]),
     )
     models: dict[str, OnPolicyAlgorithm] = {}
-    timings: dict[str, Timings] = {}
     for name, algorithm in algorithms.items():
         env = VecNormalize(
             make_vec_env(RECURRENT_ENV, n_envs=RECURRENT_N_ENVS, seed=seed), gamma=RECURRENT_SHARED["gamma"]
         )
-        model = algorithm(
+        models[name] = algorithm(
             "MlpLstmPolicy",
             env,
             **RECURRENT_SHARED,
@@ -327,25 +335,7 @@ def benchmark_recurrent(
             device="cpu",
             verbose=0,
         )
-        model.learn(RECURRENT_N_STEPS * RECURRENT_N_ENVS)  # warm-up, not timed
-        timings[name] = Timings()
-        time_calls(model, "train", timings[name].train_seconds)
-        time_calls(model, "collect_rollouts", timings[name].collect_seconds)
-        models[name] = model
-    for repeat in range(repeats):
-        for name, model in models.items():
-            gc.collect()
-            start = perf_counter()
-            model.learn(timesteps, reset_num_timesteps=True)
-            seconds = perf_counter() - start
-            timings[name].learn_seconds.append(seconds)
-            timings[name].learn_steps.append(model.num_timesteps)
-            print(
-                f"  [{RECURRENT_ENV} repeat {repeat + 1}/{repeats}] {name:<12} {model.num_timesteps} steps in "
-                f"{seconds:.2f} s",
-                flush=True,
-            )
-    return timings
+    return time_learning(models, RECURRENT_N_STEPS * RECURRENT_N_ENVS, timesteps, repeats, RECURRENT_ENV)
 
 
 def print_recurrent(summaries: dict[str, dict[str, float]], recurrent_ratios: dict[str, float]) -> None:
