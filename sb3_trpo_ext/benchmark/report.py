@@ -25,6 +25,7 @@ Where the columns come from:
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import warnings
@@ -457,11 +458,16 @@ def _budget_lines(table: Any, infos: list[dict[str, Any]]) -> list[str]:
 
 def _score_cells(scores: np.ndarray, min_seeds: int, reps: int, seed: int) -> list[str]:
     """IQM, mean and median cells: with their 95% CIs, or, with fewer than ``min_seeds`` runs, the scores."""
+    return list(_cells(tuple(float(v) for v in scores), min_seeds, reps, seed))
+
+
+@functools.cache
+def _cells(scores: tuple[float, ...], min_seeds: int, reps: int, seed: int) -> tuple[str, ...]:
+    # cached: the report's tables and the README block show the same rows, and a bootstrap takes seconds
     if len(scores) < min_seeds:
-        listed = ", ".join(_number(v) for v in scores)
-        return [f"seeds: {listed}", "—", "—"]
-    stats = aggregate_intervals(scores, reps=reps, seed=seed)
-    return [f"{_number(p)} [{_number(lo)}, {_number(hi)}]" for p, lo, hi in (stats[name] for name in AGGREGATES)]
+        return f"seeds: {', '.join(_number(v) for v in scores)}", "—", "—"
+    stats = aggregate_intervals(np.array(scores), reps=reps, seed=seed)
+    return tuple(f"{_number(p)} [{_number(lo)}, {_number(hi)}]" for p, lo, hi in (stats[name] for name in AGGREGATES))
 
 
 def _env_table(runs: Any, env: str, min_seeds: int, reps: int, seed: int) -> list[str]:
