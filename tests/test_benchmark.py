@@ -23,7 +23,15 @@ pytest.importorskip("rl_zoo3")
 pd = pytest.importorskip("pandas")
 
 from sb3_trpo_ext.benchmark import main  # noqa: E402
-from sb3_trpo_ext.benchmark.report import collect_rows, iqm, iqm_interval, normalize, write_report  # noqa: E402
+from sb3_trpo_ext.benchmark.report import (  # noqa: E402
+    README_BEGIN,
+    README_END,
+    collect_rows,
+    iqm,
+    iqm_interval,
+    normalize,
+    write_report,
+)
 
 SWEEP = ["--algos", "trpo_ext", "ppo", "--envs", "CartPole-v1", "--seeds", "0", "1"]
 SMALL = ["-n", "1000", "--eval-freq", "500", "--eval-episodes", "2", "--final-eval-episodes", "2", "--save-freq", "500",
@@ -122,8 +130,15 @@ def test_report_names_unfinished_and_missing_runs(local_sweep: Path, tmp_path: P
     timeline = [json.loads(line) for line in (cut / "timeline.jsonl").read_text().splitlines()]
     last_eval = [record for record in timeline if record["kind"] == "eval"][-1]["timesteps"]
     shutil.rmtree(folder / "runs" / "trpo_ext" / "CartPole-v1" / "seed_0")  # never started
-    written = write_report([folder], tmp_path / "report", reps=200)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{README_BEGIN}\n{README_END}\n")
+    written = write_report([folder], tmp_path / "report", reps=200, readme=readme)
     markdown = written["markdown"].read_text()
+    # the README shows finished runs only: the cut one has no score yet
+    assert (
+        "| CartPole-v1 | ppo | 1 | 0 |" in readme.read_text()
+        and "1 run(s) still going are not shown" in readme.read_text()
+    )
     assert (
         # never more than the budget, though the Zoo's last rollout may run past it
         f"Unfinished runs (their last evaluations are used): ppo/CartPole-v1/seed 1 ({min(last_eval, 1000):,} of 1,000"

@@ -709,7 +709,8 @@ def _readme_block(runs: Any, claims: dict[str, list[str]], min_seeds: int, reps:
         "| env | algo | runs | seeds | timesteps | score: IQM [95% CI] or the seeds' scores |",
         "|---|---|---|---|---|---|",
     ]
-    for (env, algo, run_set), group in runs.groupby(["env", "algo", "set"]):
+    finished = runs[runs["state"].isin(["done", "zoo folder"])]  # a run still going has no score yet
+    for (env, algo, run_set), group in finished.groupby(["env", "algo", "set"]):
         score = _score_cells(group["score"].to_numpy(), min_seeds, reps, seed)[0]
         seeds = (
             f"{int(group['seed'].min())}-{int(group['seed'].max())}" if len(group) > 1 else str(group["seed"].iloc[0])
@@ -721,7 +722,8 @@ def _readme_block(runs: Any, claims: dict[str, list[str]], min_seeds: int, reps:
         "",
         f"Score of a run: the mean of its last {SCORE_EVALUATIONS} evaluations. Rows marked with a protocol are its "
         "pre-registered runs on held-out seeds; the others are the earlier protocol's (other seeds, earlier settings, "
-        "docs/benchmark.md), never pooled with them.",
+        "docs/benchmark.md), never pooled with them. Finished runs only"
+        + (f"; {len(runs) - len(finished)} run(s) still going are not shown." if len(finished) < len(runs) else "."),
         "",
     ]
     for name, sentences in claims.items():
