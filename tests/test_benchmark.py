@@ -145,6 +145,7 @@ def test_report_names_unfinished_and_missing_runs(local_sweep: Path, tmp_path: P
         in markdown
     )
     assert "Runs not started (no rows): trpo_ext/CartPole-v1/seed 0" in markdown
+    assert "| earlier | CartPole-v1 | ppo | 1 |" in markdown  # the aggregate takes finished runs only
     table = pd.read_csv(written["csv"])
     assert set(zip(table["algo"], table["seed"])) == {("trpo_ext", 1), ("ppo", 0), ("ppo", 1)}
 

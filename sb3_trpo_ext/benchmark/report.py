@@ -560,6 +560,12 @@ def _aggregate_sets(runs: Any) -> list[tuple[str, list[str], list[str], list[str
     return aggregates
 
 
+def _finished(runs: Any) -> Any:
+    """The runs that reached their budget (or a plain Zoo folder's, whose state is unknown): a run still going
+    has no score yet."""
+    return runs[runs["state"].isin(["done", "zoo folder"])]
+
+
 def _normalised_matrix(runs: Any, algo: str, run_set: str, envs: list[str]) -> np.ndarray:
     """(seeds run on every env) x envs matrix of normalised scores."""
     group = runs[(runs["algo"] == algo) & (runs["set"] == run_set)]
@@ -709,7 +715,7 @@ def _readme_block(runs: Any, claims: dict[str, list[str]], min_seeds: int, reps:
         "| env | algo | runs | seeds | timesteps | score: IQM [95% CI] or the seeds' scores |",
         "|---|---|---|---|---|---|",
     ]
-    finished = runs[runs["state"].isin(["done", "zoo folder"])]  # a run still going has no score yet
+    finished = _finished(runs)
     for (env, algo, run_set), group in finished.groupby(["env", "algo", "set"]):
         score = _score_cells(group["score"].to_numpy(), min_seeds, reps, seed)[0]
         seeds = (
@@ -821,19 +827,22 @@ def write_report(
         written[f"curves_{env}"] = _plot_env(table, runs, env, out, curve_reps, rng)
         lines += [f"![{env}]({written[f'curves_{env}'].name})", ""]
 
-    aggregates = _aggregate_sets(runs)
+    # aggregates over finished runs only: a run still going would stand in for a final score
+    finished = _finished(runs)
+    aggregates = _aggregate_sets(finished)
     lines += ["## Aggregate over environments", ""]
     if aggregates:
         lines += [
-            "Normalised scores (score - random) / (good - random) over (seed, environment); only algorithms that ran "
-            "every environment of the aggregate, over the seeds that ran them all; 95% stratified-bootstrap CIs.",
+            "Normalised scores (score - random) / (good - random) over (seed, environment), finished runs only; only "
+            "algorithms that ran every environment of the aggregate, over the seeds that ran them all; 95% "
+            "stratified-bootstrap CIs.",
             "",
             "| set | environments | algo | runs | IQM | mean | median |",
             "|---|---|---|---|---|---|---|",
         ]
         for run_set, envs, included, excluded in aggregates:
             for algo in included:
-                matrix = _normalised_matrix(runs, algo, run_set, envs)
+                matrix = _normalised_matrix(finished, algo, run_set, envs)
                 if len(matrix) < min_seeds:  # too few seeds for an interval: the seeds' mean normalised scores
                     cells = [f"seeds: {', '.join(f'{v:.3f}' for v in matrix.mean(axis=1))}", "—", "—"]
                 else:
@@ -850,7 +859,7 @@ def write_report(
             f"- {_task(e)}: {REFERENCE_SCORES[_task(e)][0]:g}, {REFERENCE_SCORES[_task(e)][1]:g} ({REFERENCE_SCORES[_task(e)][2]})"
             for e in envs_all
         ]
-        written["aggregate"] = _plot_aggregate(table, runs, aggregates, out, curve_reps, rng)
+        written["aggregate"] = _plot_aggregate(table, finished, aggregates, out, curve_reps, rng)
         lines += ["", "![aggregate](aggregate.png)", ""]
     else:
         lines += ["No environment with reference scores: no aggregate.", ""]
