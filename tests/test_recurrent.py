@@ -500,6 +500,20 @@ def test_fisher_autograd_reference_equals_analytic_on_a_batch():
     assert th.equal(sub.states, sequences.states[::3])
 
 
+def test_non_finite_critic_regression_restores_the_critic():
+    env = make_vec_env(lambda: RandomEnv(spaces.Box(-1, 1, (2,), np.float32)), n_envs=2, seed=0)
+    model = RecurrentTRPO("MlpLstmPolicy", env, n_steps=16, batch_size=8, seed=0, policy_kwargs=TINY)
+    model.learn(32)
+    critic_before = [p.detach().clone() for p in model._critic_params]
+    model.rollout_buffer.returns[:] = 3e38  # the squared error overflows to inf
+    with pytest.warns(UserWarning, match="RecurrentTRPO: the critic's regression produced a non-finite loss"):
+        model._update_critic(None)
+    for param, before in zip(model._critic_params, critic_before, strict=True):
+        assert th.equal(param, before)
+    assert all(p.isfinite().all() for p in model.policy.parameters())
+    assert not model.policy.optimizer.state  # Adam's moments that saw the non-finite gradients are dropped
+
+
 # ------------------------------------------------------------------------------------- save / load
 def _episode_actions(model, observations, starts):
     state, actions = None, []

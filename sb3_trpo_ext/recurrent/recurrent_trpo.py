@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -35,7 +34,7 @@ from sb3_trpo_ext.recurrent.policies import (
     sequence_values,
     split_recurrent_actor_critic,
 )
-from sb3_trpo_ext.trpo.critic import optimizer_step
+from sb3_trpo_ext.trpo.critic import guarded_regression, set_gradients
 from sb3_trpo_ext.trpo.trpo import TRPO, _fast_distributions
 
 SelfRecurrentTRPO = TypeVar("SelfRecurrentTRPO", bound="RecurrentTRPO")
@@ -353,32 +352,17 @@ class RecurrentTRPO(TRPO):
 
         :return: the mean minibatch loss
         """
-        critic_before = [param.detach().clone() for param in self._critic_params]
-        losses = []
-        for _ in range(self.n_critic_updates):
-            for minibatch in self.rollout_buffer.get(self.batch_size):
-                real = minibatch.mask > 0.5
-                values = sequence_values(
-                    self.policy, minibatch.observations, minibatch.lstm_states.vf, minibatch.episode_starts
-                ).flatten()
-                loss = (values - minibatch.returns)[real].square().mean()
-                grads = th.autograd.grad(loss, self._critic_params)
-                for param, grad in zip(self._critic_params, grads, strict=True):
-                    param.grad = grad
-                optimizer_step(self.policy.optimizer)
-                losses.append(loss.detach())
-        mean_loss = th.stack(losses).mean()
-        if not (th.isfinite(mean_loss) and all(th.isfinite(param).all() for param in self._critic_params)):
-            warnings.warn(
-                "RecurrentTRPO: the critic's regression produced a non-finite loss or weight; the critic keeps its "
-                "parameters from before this update",
-                stacklevel=3,
-            )
-            with th.no_grad():
-                for param, before in zip(self._critic_params, critic_before, strict=True):
-                    param.copy_(before)
-            self.policy.optimizer.state.clear()
-        return mean_loss.item()
+
+        def gradient_steps() -> Iterator[th.Tensor]:
+            for _ in range(self.n_critic_updates):
+                for minibatch in self.rollout_buffer.get(self.batch_size):
+                    real = minibatch.mask > 0.5
+                    values = sequence_values(
+                        self.policy, minibatch.observations, minibatch.lstm_states.vf, minibatch.episode_starts
+                    ).flatten()
+                    yield set_gradients((values - minibatch.returns)[real].square().mean(), self._critic_params)
+
+        return guarded_regression(self.policy.optimizer, self._critic_params, gradient_steps(), "RecurrentTRPO")
 
     # ------------------------------------------------------------ public API
     def learn(

@@ -12,7 +12,7 @@ in each parameter's ``.grad``, and leaves the step to the configured optimizer, 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch as th
@@ -84,44 +84,73 @@ def fit_critic(
     batch_size: int,
 ) -> float:
     """``n_epochs`` epochs of minibatch regression of the values on ``returns`` with ``policy.optimizer`` (over
-    ``critic_params``), the minibatches drawn with numpy's global generator, as SB3's algorithms draw them. A
-    non-finite loss stops nothing but puts the critic back as it was before (never a non-finite weight).
+    ``critic_params``), the minibatches drawn with numpy's global generator, as SB3's algorithms draw them, through
+    :func:`guarded_regression`.
 
     :return: the mean minibatch loss
     """
     n_samples = returns.shape[0]
     hand_derived = PlainMlpCritic.from_policy(policy)
     value_of = value_function(policy)
+
+    def gradient_steps() -> Iterator[th.Tensor]:
+        for _ in range(n_epochs):
+            permutation = th.from_numpy(np.random.permutation(n_samples)).to(returns.device)
+            # one gather per epoch; the minibatches are then contiguous slices of it
+            epoch_obs, epoch_returns = index_obs(observations, permutation), returns[permutation]
+            for start in range(0, n_samples, batch_size):
+                minibatch = slice(start, start + batch_size)
+                if hand_derived is not None:
+                    yield hand_derived.set_gradients(epoch_obs[minibatch], epoch_returns[minibatch])  # type: ignore[index]
+                else:
+                    loss = F.mse_loss(value_of(index_obs(epoch_obs, minibatch)), epoch_returns[minibatch])  # type: ignore[arg-type]
+                    yield set_gradients(loss, critic_params)
+
+    return guarded_regression(policy.optimizer, critic_params, gradient_steps(), "TRPO")
+
+
+def set_gradients(loss: th.Tensor, params: Sequence[nn.Parameter]) -> th.Tensor:
+    """Write ``d loss / d params`` into each parameter's ``.grad`` (first derivatives, no graph kept).
+
+    :return: ``loss``
+    """
+    grads = th.autograd.grad(loss, params)
+    for param, grad in zip(params, grads, strict=True):
+        param.grad = grad
+    return loss
+
+
+def guarded_regression(
+    optimizer: th.optim.Optimizer,
+    critic_params: Sequence[nn.Parameter],
+    gradient_steps: Iterator[th.Tensor],
+    algorithm: str,
+) -> float:
+    """The critic's regression loop of every algorithm here: one ``optimizer`` step per item of
+    ``gradient_steps`` (each item is a minibatch's loss, its gradients already in ``.grad``; a generator, so each
+    minibatch is computed after the previous step). A non-finite loss stops nothing but puts the critic back as
+    it was before the loop (never a non-finite weight) with a warning naming ``algorithm``.
+
+    :return: the mean minibatch loss
+    """
     critic_before = [param.detach().clone() for param in critic_params]
     losses = []
-    for _ in range(n_epochs):
-        permutation = th.from_numpy(np.random.permutation(n_samples)).to(returns.device)
-        # one gather per epoch; the minibatches are then contiguous slices of it
-        epoch_obs, epoch_returns = index_obs(observations, permutation), returns[permutation]
-        for start in range(0, n_samples, batch_size):
-            minibatch = slice(start, start + batch_size)
-            if hand_derived is not None:
-                loss = hand_derived.set_gradients(epoch_obs[minibatch], epoch_returns[minibatch])  # type: ignore[index]
-            else:
-                loss = F.mse_loss(value_of(index_obs(epoch_obs, minibatch)), epoch_returns[minibatch])  # type: ignore[arg-type]
-                grads = th.autograd.grad(loss, critic_params)
-                for param, grad in zip(critic_params, grads, strict=True):
-                    param.grad = grad
-            optimizer_step(policy.optimizer)
-            losses.append(loss.detach())
+    for loss in gradient_steps:
+        optimizer_step(optimizer)
+        losses.append(loss.detach())
     mean_loss = th.stack(losses).mean()
     # One check after the loop instead of one per minibatch (a sync point each): a non-finite loss or
     # weight anywhere means the regression diverged, and the critic is put back as it was.
     if not (th.isfinite(mean_loss) and all(th.isfinite(param).all() for param in critic_params)):
         warnings.warn(
-            "TRPO: the critic's regression produced a non-finite loss or weight; the critic keeps its "
+            f"{algorithm}: the critic's regression produced a non-finite loss or weight; the critic keeps its "
             "parameters from before this update",
             stacklevel=4,
         )
         with th.no_grad():
             for param, before in zip(critic_params, critic_before, strict=True):
                 param.copy_(before)
-        policy.optimizer.state.clear()  # Adam's moments saw the non-finite gradients
+        optimizer.state.clear()  # Adam's moments saw the non-finite gradients
     return mean_loss.item()
 
 

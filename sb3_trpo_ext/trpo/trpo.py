@@ -631,8 +631,8 @@ class TRPO(OnPolicyAlgorithm):
                 param.copy_(value)
 
     def _update_critic(self, batch: RolloutBufferSamples) -> float:
-        """``n_critic_updates`` epochs of minibatch regression of the values on the returns. A non-finite loss
-        stops the regression and the critic keeps the parameters it had before it (never a non-finite weight).
+        """``n_critic_updates`` epochs of minibatch regression of the values on the returns. A non-finite loss or
+        weight puts the critic back as it was before the update (never a non-finite weight).
 
         :return: the mean minibatch loss
         """
