@@ -84,6 +84,8 @@ SAFE_GLOBALS: frozenset[tuple[str, str]] = frozenset(
         ("numpy.random.bit_generator", "__pyx_unpickle_SeedSequence"),
         # tensors in a policy file (storages come through torch.load's persistent ids, never a global)
         ("torch._utils", "_rebuild_tensor_v2"),
+        # the device a replay buffer keeps (replay_buffer.pkl); its constructor only parses a device name
+        ("torch", "device"),
         # gymnasium spaces
         ("gymnasium.spaces.box", "Box"),
         ("gymnasium.spaces.discrete", "Discrete"),
@@ -131,6 +133,8 @@ SAFE_GLOBALS: frozenset[tuple[str, str]] = frozenset(
         ("stable_baselines3.common.buffers", "DictRolloutBuffer"),
         ("stable_baselines3.common.buffers", "ReplayBuffer"),
         ("stable_baselines3.common.buffers", "DictReplayBuffer"),
+        ("stable_baselines3.her.her_replay_buffer", "HerReplayBuffer"),
+        ("stable_baselines3.her.goal_selection_strategy", "GoalSelectionStrategy"),
         ("stable_baselines3.common.noise", "NormalActionNoise"),
         ("stable_baselines3.common.noise", "OrnsteinUhlenbeckActionNoise"),
         ("stable_baselines3.common.type_aliases", "TrainFreq"),
@@ -575,6 +579,25 @@ def load_vec_normalize(
         )
     vec_normalize.set_venv(venv)
     return vec_normalize
+
+
+def load_pickle_file(
+    path: str | os.PathLike[str] | io.BufferedIOBase, verbose: int = 0, *, safe_globals: Iterable[Any] = ()
+) -> Any:
+    """SB3's ``load_from_pkl(path, verbose)`` (a ``.pkl`` file such as an off-policy model's
+    ``replay_buffer.pkl``) with the object rebuilt by :class:`RestrictedUnpickler`.
+
+    :param path: the file, or an open binary file
+    :param verbose: as in SB3's ``load_from_pkl``
+    :param safe_globals: extra allowed globals for this load
+    :return: the unpickled object
+    :raises UnsafeCheckpointError: naming the file and the refused global
+    """
+    from stable_baselines3.common.save_util import open_path
+
+    key = os.path.basename(os.fspath(path)) if isinstance(path, (str, os.PathLike)) else "pickle file"
+    with open_path(path, "r", verbose=verbose, suffix="pkl") as file:
+        return RestrictedUnpickler(file, key=key, safe_globals=safe_globals).load()
 
 
 # -------------------------------------------------------------------------------------------- Zoo YAML

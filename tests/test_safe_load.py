@@ -58,6 +58,7 @@ EXPECTED_SAFE_GLOBALS = {
     ("numpy.random._pcg64", "PCG64"),
     ("numpy.random.bit_generator", "SeedSequence"),
     ("numpy.random.bit_generator", "__pyx_unpickle_SeedSequence"),
+    ("torch", "device"),
     ("torch._utils", "_rebuild_tensor_v2"),
     ("gymnasium.spaces.box", "Box"),
     ("gymnasium.spaces.discrete", "Discrete"),
@@ -102,6 +103,8 @@ EXPECTED_SAFE_GLOBALS = {
     ("stable_baselines3.common.buffers", "DictRolloutBuffer"),
     ("stable_baselines3.common.buffers", "ReplayBuffer"),
     ("stable_baselines3.common.buffers", "DictReplayBuffer"),
+    ("stable_baselines3.her.her_replay_buffer", "HerReplayBuffer"),
+    ("stable_baselines3.her.goal_selection_strategy", "GoalSelectionStrategy"),
     ("stable_baselines3.common.noise", "NormalActionNoise"),
     ("stable_baselines3.common.noise", "OrnsteinUhlenbeckActionNoise"),
     ("stable_baselines3.common.type_aliases", "TrainFreq"),
@@ -503,6 +506,63 @@ def test_zoo_enjoy_command_never_runs_a_payload(tmp_path: Path) -> None:
     refused = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
     assert refused.returncode != 0 and not marker.exists()
     assert "os.system" in refused.stderr, refused.stderr[-3000:]
+
+
+def test_replay_buffers_load_through_the_restricted_unpickler(tmp_path: Path) -> None:
+    from stable_baselines3 import DQN, SAC, HerReplayBuffer
+    from stable_baselines3.common.envs import BitFlippingEnv
+
+    from sb3_trpo_ext.safe_load import load_pickle_file
+
+    models = {
+        "td3": TD3("MlpPolicy", "Pendulum-v1", learning_starts=10, buffer_size=100),
+        "dqn": DQN("MlpPolicy", "CartPole-v1", learning_starts=10, buffer_size=100),
+        "her": SAC("MultiInputPolicy", BitFlippingEnv(n_bits=4, continuous=True), learning_starts=10,
+                   buffer_size=100, replay_buffer_class=HerReplayBuffer),
+    }  # fmt: skip
+    for name, model in models.items():
+        model.learn(30)
+        path = tmp_path / f"{name}.pkl"
+        model.save_replay_buffer(path)
+        buffer = load_pickle_file(path)
+        assert type(buffer) is type(model.replay_buffer)
+        saved, kept = buffer.observations, model.replay_buffer.observations
+        for key in saved if isinstance(saved, dict) else [None]:
+            np.testing.assert_array_equal(saved[key] if key else saved, kept[key] if key else kept)
+        np.testing.assert_array_equal(buffer.actions, model.replay_buffer.actions)
+    marker = tmp_path / "pwned"
+    for chain, (payload, refused) in _payloads(marker).items():
+        (tmp_path / f"{chain}.pkl").write_bytes(payload)
+        with pytest.raises(UnsafeCheckpointError) as info:
+            load_pickle_file(tmp_path / f"{chain}.pkl")
+        assert info.value.global_name == refused
+    assert not marker.exists()
+
+
+def test_zoo_train_continuing_from_a_run_never_runs_a_payload(tmp_path: Path) -> None:
+    """``train -i``: the Zoo reads the model, ``replay_buffer.pkl`` beside it and ``vecnormalize.pkl``; each is
+    read safely, and a payload in either pickle stops the command before it runs."""
+    marker = tmp_path / "pwned"
+    model = TD3("MlpPolicy", "Pendulum-v1", learning_starts=10, buffer_size=500)
+    model.learn(50)
+    venv = VecNormalize(DummyVecEnv([lambda: gym.make("Pendulum-v1")]))
+    folder = _zoo_folder(tmp_path / "logs", "td3", "Pendulum-v1", model, vecnormalize=venv)
+    run = folder / "td3" / "Pendulum-v1_1"
+    model.save_replay_buffer(run / "replay_buffer.pkl")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable, "-m", "sb3_trpo_ext.zoo", "train", "--algo", "td3", "--env", "Pendulum-v1",
+               "-i", str(run / "Pendulum-v1.zip"), "-n", "100", "-f", str(tmp_path / "out"), "--eval-freq", "-1",
+               "--num-threads", "1", "-params", "learning_starts:10"]  # fmt: skip
+    ok = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    assert "Loading replay buffer" in ok.stdout and "Loading saved VecNormalize stats" in ok.stdout
+    for pickled in (run / "replay_buffer.pkl", run / "Pendulum-v1" / "vecnormalize.pkl"):
+        legitimate = pickled.read_bytes()
+        pickled.write_bytes(cloudpickle.dumps(Command(_touch(marker))))
+        refused = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+        assert refused.returncode != 0 and not marker.exists()
+        assert "UnsafeCheckpointError" in refused.stderr and pickled.name in refused.stderr, refused.stderr[-3000:]
+        pickled.write_bytes(legitimate)
 
 
 # ------------------------------------------------------------------------------ the legitimate matrix

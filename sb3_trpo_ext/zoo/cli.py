@@ -48,13 +48,14 @@ examples:
   {PROG} enjoy --algo trpo_ext --env Hopper-v5 -f logs/
   {PROG} plot_train --algo trpo_ext --env Hopper-v5 -f logs/
 
-enjoy, record_video and push_to_hub load the run folder without running code from it (model, vecnormalize.pkl,
-config.yml, args.yml); add --trusted (ours) to read a folder you vouch for as the Zoo does.
+enjoy, record_video, push_to_hub and train -i load a run folder without running code from it (model,
+vecnormalize.pkl, replay_buffer.pkl, config.yml, args.yml); add --trusted (ours) to read a folder you vouch
+for as the Zoo does.
 """
 
 
 #: Zoo scripts that load a run folder: run inside :func:`safe_zoo_scripts` (``--trusted``, ours, turns it off).
-_LOADING_SCRIPTS = frozenset({"rl_zoo3.enjoy", "rl_zoo3.record_video", "rl_zoo3.push_to_hub"})
+_LOADING_SCRIPTS = frozenset({"rl_zoo3.train", "rl_zoo3.enjoy", "rl_zoo3.record_video", "rl_zoo3.push_to_hub"})
 
 
 def _run_script(module: str, argv: list[str]) -> None:

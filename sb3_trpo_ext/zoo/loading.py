@@ -165,12 +165,14 @@ def safe_create_test_env(
 
 @contextlib.contextmanager
 def safe_zoo_scripts(trusted: bool = False) -> Iterator[None]:
-    """Make the Zoo's ``enjoy`` / ``record_video`` / ``push_to_hub`` scripts load without running code from
-    the run folder, for the duration of one command (everything is restored on exit).
+    """Make the Zoo's ``train`` / ``enjoy`` / ``record_video`` / ``push_to_hub`` scripts load without running code
+    from the run folder, for the duration of one command (everything is restored on exit).
 
     The scripts read ``config.yml`` with ``get_saved_hyperparams``, ``args.yml`` with ``yaml.UnsafeLoader``,
-    the statistics in ``create_test_env`` and the model with ``ALGOS[algo].load``; each of those names is
-    pointed at its safe counterpart here, so the Zoo's scripts run unchanged otherwise.
+    the statistics in ``create_test_env`` (enjoy) or ``VecNormalize.load`` (``train -i``), the model with
+    ``ALGOS[algo].load`` and an off-policy model's ``replay_buffer.pkl`` (``train -i``) with SB3's
+    ``load_from_pkl``; each of those names is pointed at its safe counterpart here, so the Zoo's scripts run
+    unchanged otherwise.
 
     :param trusted: leave the Zoo as it is (only for runs you vouch for)
     """
@@ -180,8 +182,10 @@ def safe_zoo_scripts(trusted: bool = False) -> Iterator[None]:
     import rl_zoo3
     import rl_zoo3.utils
     import yaml
+    from stable_baselines3.common import off_policy_algorithm
+    from stable_baselines3.common.vec_env import VecNormalize
 
-    from sb3_trpo_ext.safe_load import ZooYamlLoader
+    from sb3_trpo_ext.safe_load import ZooYamlLoader, load_pickle_file
 
     saved: list[tuple[Any, str, Any]] = []
     _zoo_originals["create_test_env"] = rl_zoo3.utils.create_test_env
@@ -194,6 +198,8 @@ def safe_zoo_scripts(trusted: bool = False) -> Iterator[None]:
         patch(owner, "get_saved_hyperparams", read_saved_hyperparams)
         patch(owner, "create_test_env", safe_create_test_env)
     patch(yaml, "UnsafeLoader", ZooYamlLoader)  # what the scripts name when they read args.yml
+    patch(VecNormalize, "load", staticmethod(load_vec_normalize))  # ExperimentManager._maybe_normalize
+    patch(off_policy_algorithm, "load_from_pkl", load_pickle_file)  # OffPolicyAlgorithm.load_replay_buffer
     algos = rl_zoo3.utils.ALGOS
     original_algos = dict(algos)
     algos.update({key: _safely_loading(algo_class) for key, algo_class in original_algos.items()})
