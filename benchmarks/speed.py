@@ -24,6 +24,7 @@ Run it with ``make bench`` or, from the repository root::
     python benchmarks/speed.py                          # CartPole-v1 and Hopper-v5, 3 repeats
     python benchmarks/speed.py --envs Hopper-v5 --repeats 5 --json runs/bench.json
     python benchmarks/speed.py --recurrent              # RecurrentTRPO vs RecurrentPPO on CartPoleNoVel-v1 only
+    python benchmarks/speed.py --masked                 # MaskableTRPO vs MaskablePPO on Taxi-v4 only
 
 ``--recurrent`` measures our ``RecurrentTRPO`` against sb3-contrib's ``RecurrentPPO`` instead (the same figures,
 the same protocol): ``MlpLstmPolicy`` on ``CartPoleNoVel-v1`` (registered by ``rl_zoo3.import_envs``), both with
@@ -32,6 +33,11 @@ the settings they share taken from our ``trpo_lstm`` Zoo block (``n_envs=8``, ``
 update settings from its Zoo block (ours: ``batch_size=512``, ``n_critic_updates=20``, ``cg_damping=1e-3``;
 RecurrentPPO: ``batch_size=256``, ``n_epochs=20``, ``learning_rate=1e-3``, ``clip_range=0.2``, constants instead
 of the block's linear schedules, which cost nothing) and each class's default feature-extractor sharing.
+
+``--masked`` measures our ``MaskableTRPO`` against sb3-contrib's ``MaskablePPO`` the same way: ``MlpPolicy`` on
+``Taxi-v4`` with its action masks (``TaxiActionMasker``), the settings of the ``trpo_mask`` / ``ppo_mask`` Zoo
+blocks they share (``n_envs=8``, ``n_steps=256``, ``batch_size=256``, ``gamma=0.99``, ``gae_lambda=0.95``, the
+seed) and each one's own (ours: ``target_kl=0.02``; MaskablePPO: ``ent_coef=0.01``, its default 10 epochs).
 """
 
 from __future__ import annotations
@@ -278,104 +284,170 @@ def thread_check(timesteps: int = 20_000, neighbours: tuple[int, ...] = (0, 1, 2
     return rows
 
 
-# ----------------------------------------------------------------------------------------- recurrent
-RECURRENT_ENV = "CartPoleNoVel-v1"
-RECURRENT_N_ENVS = 8
-RECURRENT_N_STEPS = 128
-#: what both algorithms share (our trpo_lstm block for CartPoleNoVel-v1, whose policy settings are ppo_lstm's)
-RECURRENT_SHARED: dict[str, Any] = {"n_steps": RECURRENT_N_STEPS, "gamma": 0.99, "gae_lambda": 0.98}
-#: each algorithm's own update settings (its Zoo block: trpo_lstm.yml, rl_zoo3's ppo_lstm.yml)
-RECURRENT_OWN: dict[str, dict[str, Any]] = {
-    "ours": {"batch_size": 512, "n_critic_updates": 20, "cg_damping": 1e-3, "learning_rate": 1e-3},
-    "sb3-contrib": {"batch_size": 256, "n_epochs": 20, "ent_coef": 0.0, "learning_rate": 1e-3, "clip_range": 0.2},
-}
+# ------------------------------------------------------------------ the TRPO family: --recurrent, --masked
+@dataclass(frozen=True)
+class FamilyComparison:
+    """One member of our TRPO family against its sb3-contrib PPO counterpart, on one task: the settings both
+    share (the Zoo block's environment and rollout settings) and each one's own update settings (its Zoo block).
+
+    :param flag: the command-line flag that selects it
+    :param classes: ``"ours"`` / ``"sb3-contrib"`` -> (module, class name)
+    :param env_id: the task
+    :param n_envs: environments
+    :param policy: the policy alias both take
+    :param shared: hyperparameters both take
+    :param own: each algorithm's own update settings
+    :param policy_kwargs: ``policy_kwargs`` both take (each class's default feature-extractor sharing)
+    :param normalize: wrap the environments in ``VecNormalize`` (with ``shared["gamma"]``)
+    :param wrapper: ``module:name`` of a gymnasium wrapper applied to each environment (the masks), or None
+    """
+
+    flag: str
+    classes: dict[str, tuple[str, str]]
+    env_id: str
+    n_envs: int
+    policy: str
+    shared: dict[str, Any]
+    own: dict[str, dict[str, Any]]
+    policy_kwargs: dict[str, Any] = field(default_factory=dict)
+    normalize: bool = False
+    wrapper: str | None = None
+
+    @property
+    def rollout_steps(self) -> int:
+        return self.shared["n_steps"] * self.n_envs
+
+    def label(self, name: str) -> str:
+        return f"{self.classes[name][1]} ({'ours' if name == 'ours' else name})"
+
+    def algorithms(self) -> dict[str, type[OnPolicyAlgorithm]]:
+        """The two classes, by name (registers the Zoo's environments; finds this checkout's package)."""
+        import importlib
+
+        import rl_zoo3.import_envs  # noqa: F401  (registers CartPoleNoVel-v1)
+
+        try:
+            importlib.import_module("sb3_trpo_ext")
+        except ModuleNotFoundError:
+            sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        return {name: getattr(importlib.import_module(module), cls) for name, (module, cls) in self.classes.items()}
+
+    def make_env(self, seed: int) -> Any:
+        from stable_baselines3.common.env_util import make_vec_env
+        from stable_baselines3.common.vec_env import VecNormalize
+
+        wrapper_class = None
+        if self.wrapper is not None:
+            import importlib
+
+            module, name = self.wrapper.split(":")
+            wrapper_class = getattr(importlib.import_module(module), name)
+        env = make_vec_env(self.env_id, n_envs=self.n_envs, seed=seed, wrapper_class=wrapper_class)
+        return VecNormalize(env, gamma=self.shared["gamma"]) if self.normalize else env
 
 
-def load_recurrent_algorithms() -> dict[str, type[OnPolicyAlgorithm]]:
-    """Our RecurrentTRPO and sb3-contrib's RecurrentPPO, by name (registers the Zoo's environments)."""
-    import rl_zoo3.import_envs  # noqa: F401  (registers CartPoleNoVel-v1)
-
-    try:
-        from sb3_trpo_ext import RecurrentTRPO
-    except ModuleNotFoundError:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        from sb3_trpo_ext import RecurrentTRPO
-    from sb3_contrib import RecurrentPPO
-
-    return {"ours": RecurrentTRPO, "sb3-contrib": RecurrentPPO}
-
-
-def benchmark_recurrent(
-    algorithms: dict[str, type[OnPolicyAlgorithm]], timesteps: int, repeats: int, seed: int
-) -> dict[str, Timings]:
-    """Build, warm up (one untimed rollout and update) and time RecurrentTRPO and RecurrentPPO on
-    ``CartPoleNoVel-v1``, alternating across repeats, as :func:`benchmark_env` does for TRPO."""
-    from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.vec_env import VecNormalize
-
-    policy_kwargs = dict(
+#: ``--recurrent``: our trpo_lstm block for CartPoleNoVel-v1, whose policy settings are the Zoo's ppo_lstm's
+RECURRENT = FamilyComparison(
+    flag="--recurrent",
+    classes={"ours": ("sb3_trpo_ext", "RecurrentTRPO"), "sb3-contrib": ("sb3_contrib", "RecurrentPPO")},
+    env_id="CartPoleNoVel-v1",
+    n_envs=8,
+    policy="MlpLstmPolicy",
+    shared={"n_steps": 128, "gamma": 0.99, "gae_lambda": 0.98},
+    own={
+        "ours": {"batch_size": 512, "n_critic_updates": 20, "cg_damping": 1e-3, "learning_rate": 1e-3},
+        "sb3-contrib": {"batch_size": 256, "n_epochs": 20, "ent_coef": 0.0, "learning_rate": 1e-3, "clip_range": 0.2},
+    },
+    policy_kwargs=dict(
         ortho_init=False,
         activation_fn=th.nn.ReLU,
         lstm_hidden_size=64,
         enable_critic_lstm=True,
         net_arch=dict(pi=[64], vf=[64]),
-    )
-    models: dict[str, OnPolicyAlgorithm] = {}
-    for name, algorithm in algorithms.items():
-        env = VecNormalize(
-            make_vec_env(RECURRENT_ENV, n_envs=RECURRENT_N_ENVS, seed=seed), gamma=RECURRENT_SHARED["gamma"]
-        )
-        models[name] = algorithm(
-            "MlpLstmPolicy",
-            env,
-            **RECURRENT_SHARED,
-            **RECURRENT_OWN[name],
-            policy_kwargs=policy_kwargs,
+    ),
+    normalize=True,
+)
+
+#: ``--masked``: the trpo_mask and ppo_mask blocks for Taxi-v4 (hyperparams/trpo_mask.yml, ppo_mask.yml)
+MASKED = FamilyComparison(
+    flag="--masked",
+    classes={"ours": ("sb3_trpo_ext", "MaskableTRPO"), "sb3-contrib": ("sb3_contrib", "MaskablePPO")},
+    env_id="Taxi-v4",
+    n_envs=8,
+    policy="MlpPolicy",
+    shared={"n_steps": 256, "batch_size": 256, "gamma": 0.99, "gae_lambda": 0.95},
+    own={"ours": {"target_kl": 0.02}, "sb3-contrib": {"ent_coef": 0.01}},
+    wrapper="sb3_trpo_ext.maskable.wrappers:TaxiActionMasker",
+)
+
+FAMILY = {comparison.flag: comparison for comparison in (RECURRENT, MASKED)}
+
+
+def benchmark_family(comparison: FamilyComparison, timesteps: int, repeats: int, seed: int) -> dict[str, Timings]:
+    """Build, warm up (one untimed rollout and update) and time both algorithms of ``comparison``, alternating
+    across repeats, as :func:`benchmark_env` does for TRPO."""
+    models = {
+        name: algorithm(
+            comparison.policy,
+            comparison.make_env(seed),
+            **comparison.shared,
+            **comparison.own[name],
+            policy_kwargs=comparison.policy_kwargs or None,
             seed=seed,
             device="cpu",
             verbose=0,
         )
-    return time_learning(models, RECURRENT_N_STEPS * RECURRENT_N_ENVS, timesteps, repeats, RECURRENT_ENV)
+        for name, algorithm in comparison.algorithms().items()
+    }
+    return time_learning(models, comparison.rollout_steps, timesteps, repeats, comparison.env_id)
 
 
-def print_recurrent(summaries: dict[str, dict[str, float]], recurrent_ratios: dict[str, float]) -> None:
-    """The RecurrentTRPO vs RecurrentPPO table and its ratios, whatever they are (no target)."""
+def print_family(
+    comparison: FamilyComparison, summaries: dict[str, dict[str, float]], family_ratios: dict[str, float]
+) -> None:
+    """The table of ``comparison`` and its ratios, whatever they are (no target)."""
     header = f"{'algorithm':<26} {'steps/s':>8} {'learn [s]':>10} {'train() [ms]':>24} {'collect [ms]':>24}"
-    print(f"{RECURRENT_ENV}, MlpLstmPolicy, {RECURRENT_N_ENVS} envs x n_steps={RECURRENT_N_STEPS}")
+    print(
+        f"{comparison.env_id}, {comparison.policy}, {comparison.n_envs} envs x n_steps={comparison.shared['n_steps']}"
+    )
     print(header)
     print("-" * len(header))
-    labels = {"ours": "RecurrentTRPO (ours)", "sb3-contrib": "RecurrentPPO (sb3-contrib)"}
     for name in ALGORITHMS:
         s = summaries[name]
         train = f"{1e3 * s['train_s']:.0f} [{1e3 * s['train_min_s']:.0f}-{1e3 * s['train_max_s']:.0f}]"
         collect = f"{1e3 * s['collect_s']:.0f} [{1e3 * s['collect_min_s']:.0f}-{1e3 * s['collect_max_s']:.0f}]"
-        print(f"{labels[name]:<26} {s['steps_per_s']:>8.0f} {s['learn_s']:>10.2f} {train:>24} {collect:>24}")
+        print(f"{comparison.label(name):<26} {s['steps_per_s']:>8.0f} {s['learn_s']:>10.2f} {train:>24} {collect:>24}")
     print("(train and collect: median [min-max] over all calls)")
+    ours, theirs = (comparison.classes[name][1] for name in ALGORITHMS)
     print(
-        f"RecurrentTRPO vs RecurrentPPO: end-to-end steps/s ratio {recurrent_ratios['end_to_end_speedup']:.2f}x, "
-        f"train() time ours/theirs {recurrent_ratios['train_ratio']:.2f}, "
-        f"collect speedup {recurrent_ratios['collect_speedup']:.2f}x"
+        f"{ours} vs {theirs}: end-to-end steps/s ratio {family_ratios['end_to_end_speedup']:.2f}x, "
+        f"train() time ours/theirs {family_ratios['train_ratio']:.2f}, "
+        f"collect speedup {family_ratios['collect_speedup']:.2f}x"
     )
 
 
-def recurrent_main(args: argparse.Namespace, info: dict[str, Any]) -> None:
-    """``--recurrent``: RecurrentTRPO vs RecurrentPPO only."""
+def family_main(comparison: FamilyComparison, args: argparse.Namespace, info: dict[str, Any]) -> None:
+    """``--recurrent`` / ``--masked``: that comparison only."""
+    ours, theirs = (comparison.classes[name][1] for name in ALGORITHMS)
     print(
-        f"RecurrentTRPO vs RecurrentPPO, seed={args.seed}; learn({args.timesteps}) x {args.repeats} repeats per "
-        "algorithm, interleaved\n"
+        f"{ours} vs {theirs}, seed={args.seed}; learn({args.timesteps}) x {args.repeats} repeats per algorithm, "
+        "interleaved\n"
     )
-    timings = benchmark_recurrent(load_recurrent_algorithms(), args.timesteps, args.repeats, args.seed)
+    timings = benchmark_family(comparison, args.timesteps, args.repeats, args.seed)
     summaries = {name: timings[name].summary() for name in ALGORITHMS}
-    recurrent_ratios = ratios(summaries["ours"], summaries["sb3-contrib"])
+    family_ratios = ratios(summaries["ours"], summaries["sb3-contrib"])
     print()
-    print_recurrent(summaries, recurrent_ratios)
+    print_family(comparison, summaries, family_ratios)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         config = {
-            "env": RECURRENT_ENV,
-            "n_envs": RECURRENT_N_ENVS,
-            **RECURRENT_SHARED,
-            "own": RECURRENT_OWN,
+            "env": comparison.env_id,
+            "n_envs": comparison.n_envs,
+            "policy": comparison.policy,
+            **comparison.shared,
+            "own": comparison.own,
+            "wrapper": comparison.wrapper,
+            "normalize": comparison.normalize,
             "timesteps": args.timesteps,
             "repeats": args.repeats,
             "seed": args.seed,
@@ -383,8 +455,8 @@ def recurrent_main(args: argparse.Namespace, info: dict[str, Any]) -> None:
         payload = {
             "system": info,
             "config": config,
-            "results": {RECURRENT_ENV: {**summaries, "ratios": recurrent_ratios}},
-            "raw": {RECURRENT_ENV: {name: asdict(timings[name]) for name in ALGORITHMS}},
+            "results": {comparison.env_id: {**summaries, "ratios": family_ratios}},
+            "raw": {comparison.env_id: {name: asdict(timings[name]) for name in ALGORITHMS}},
         }
         args.json.write_text(json.dumps(payload, indent=2) + "\n")
         print(f"\nwrote {args.json}")
@@ -489,8 +561,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--timesteps",
         type=int,
         default=None,
-        help=f"steps of each timed learn() (default {3 * N_STEPS}; with --recurrent "
-        f"{4 * RECURRENT_N_STEPS * RECURRENT_N_ENVS})",
+        help=f"steps of each timed learn() (default {3 * N_STEPS}; with --recurrent or --masked 4 rollouts)",
     )
     parser.add_argument("--repeats", type=int, default=3, help="timed learn() calls per algorithm and environment")
     parser.add_argument("--seed", type=int, default=0, help="seed of both algorithms")
@@ -500,14 +571,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="skip the thread check (torch's default threads vs 'auto', busy neighbours)",
     )
-    parser.add_argument(
-        "--recurrent",
-        action="store_true",
-        help=f"RecurrentTRPO vs sb3-contrib's RecurrentPPO on {RECURRENT_ENV} instead of the TRPO comparison",
-    )
+    family = parser.add_mutually_exclusive_group()
+    for comparison in FAMILY.values():
+        ours, theirs = (comparison.classes[name][1] for name in ALGORITHMS)
+        family.add_argument(
+            comparison.flag,
+            dest="family",
+            action="store_const",
+            const=comparison.flag,
+            help=f"{ours} vs sb3-contrib's {theirs} on {comparison.env_id} instead of the TRPO comparison",
+        )
     args = parser.parse_args(argv)
     if args.timesteps is None:
-        args.timesteps = 4 * RECURRENT_N_STEPS * RECURRENT_N_ENVS if args.recurrent else 3 * N_STEPS
+        args.timesteps = 4 * FAMILY[args.family].rollout_steps if args.family else 3 * N_STEPS
     return args
 
 
@@ -515,13 +591,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     th.set_num_threads(1)
     info = system_info()
-    if args.recurrent:
+    if args.family:
         print(
             f"torch {info['torch']} | stable-baselines3 {info['stable_baselines3']} | sb3-contrib "
             f"{info['sb3_contrib']} | CPU: {info['cpu']} ({info['nproc']} logical cores), torch threads: "
             f"{info['torch_threads']}"
         )
-        recurrent_main(args, info)
+        family_main(FAMILY[args.family], args, info)
         return
     algorithms = load_algorithms()
     print_header(info, args)

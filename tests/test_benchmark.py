@@ -374,3 +374,22 @@ def test_dask_without_dask_installed(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert exit_info.value.code == 2
     assert 'pip install "sb3-trpo-ext[dask]"' in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+# -------------------------------------------------------------------------------------- benchmarks/speed.py
+@pytest.mark.parametrize("flag", ["--masked", "--recurrent"])
+def test_speed_family_comparison_runs_and_writes_its_ratios(flag: str, tmp_path: Path) -> None:
+    """The family comparisons of benchmarks/speed.py run end to end (one small timed learn each) and write the
+    figures the docs quote; the ratios are whatever they are (speed targets live in the script, not in tests)."""
+    out = tmp_path / "speed.json"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "speed.py"
+    done = subprocess.run(
+        [sys.executable, str(script), flag, "--repeats", "1", "--timesteps", "1024", "--json", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    (env_id, result), *_ = json.loads(out.read_text())["results"].items()
+    assert env_id == {"--masked": "Taxi-v4", "--recurrent": "CartPoleNoVel-v1"}[flag]
+    assert set(result["ratios"]) == {"train_ratio", "end_to_end_speedup", "collect_speedup"}
+    assert all(np.isfinite(value) and value > 0 for value in result["ratios"].values())
+    assert "end-to-end steps/s ratio" in done.stdout
