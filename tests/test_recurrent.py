@@ -356,6 +356,50 @@ def test_smoke_multi_input_and_cnn_lstm_policies():
     assert model._n_updates == 1
 
 
+@pytest.mark.parametrize("fisher", ["analytic", "autograd"])
+def test_cnn_policy_keeps_its_parameters_across_updates(fisher):
+    """SB3 reaches the actor's feature extractor under two names (``features_extractor`` and
+    ``pi_features_extractor``); substituting its weights in ``torch.func.functional_call`` by one name must leave
+    the policy's own ``nn.Parameter`` objects in place (torch's tie handling restored a plain tensor under the
+    second name, so the second update raised and the optimizer lost the weights)."""
+    image = spaces.Box(0, 255, (36, 36, 1), np.uint8)
+    env = make_vec_env(lambda: RandomEnv(spaces.Discrete(3), image), n_envs=1, seed=0)
+    model = RecurrentTRPO("CnnLstmPolicy", env, n_steps=8, batch_size=8, seed=0, fisher=fisher,
+                          policy_kwargs=dict(TINY, features_extractor_kwargs=dict(features_dim=8)))  # fmt: skip
+    parameters = dict(model.policy.named_parameters(remove_duplicate=False))
+    extractor_before = model.policy.pi_features_extractor.cnn[0].weight.detach().clone()
+    model.learn(24)
+    assert model._n_updates == 3
+    after = dict(model.policy.named_parameters(remove_duplicate=False))
+    assert after.keys() == parameters.keys() and all(after[name] is parameters[name] for name in parameters)
+    assert all(isinstance(param, nn.Parameter) for param in model._actor_params)
+    assert not th.equal(model.policy.pi_features_extractor.cnn[0].weight, extractor_before)  # the actor's CNN trains
+
+
+def test_substitution_names_substitute_each_holder_once():
+    from sb3_trpo_ext.recurrent.policies import substitution_names
+
+    class Aliased(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(2, 2)
+            self.b = self.a  # one module, two names (as SB3's features_extractor / pi_features_extractor)
+            self.c = nn.Linear(2, 2)
+            self.c.weight = self.a.weight  # one parameter held by two modules (weight tying)
+
+        def forward(self, x):
+            return self.b(x) + self.c(x)
+
+    module = Aliased()
+    params = [module.a.weight, module.a.bias, module.c.bias]
+    assert substitution_names(module, params) == [["a.weight", "c.weight"], ["a.bias"], ["c.bias"]]
+    zeros = [th.zeros_like(p) for p in params]
+    substituted = {name: t for names, t in zip(substitution_names(module, params), zeros) for name in names}
+    out = th.func.functional_call(module, substituted, (th.ones(1, 2),), tie_weights=False)
+    assert th.equal(out, th.zeros(1, 2))  # every holder saw the substitution
+    assert module.a.weight is params[0] and module.b.weight is params[0] and module.c.weight is params[0]
+
+
 @pytest.mark.parametrize(
     "policy_kwargs",
     [

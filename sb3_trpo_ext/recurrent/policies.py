@@ -210,13 +210,34 @@ def functional_actor(
     :param batch: the sequences
     """
     module = _FunctionalActor(policy, family)
-    names = {id(p): f"policy.{name}" for name, p in policy.named_parameters()}
-    actor_names = [names[id(p)] for p in actor_params]
+    actor_names = substitution_names(module, actor_params)
 
     def forward(tensors: Any) -> DistParams:
-        return th.func.functional_call(module, dict(zip(actor_names, tensors, strict=True)), (batch,))
+        return call_with(module, actor_names, tensors, batch)
 
     return forward
+
+
+def substitution_names(root: nn.Module, params: list[nn.Parameter]) -> list[list[str]]:
+    """For each of ``params``, the names under which ``torch.func.functional_call(root, ..., tie_weights=False)``
+    must substitute it: one name per module that holds it. A module reachable under two names (SB3 keeps the
+    actor's extractor as both ``features_extractor`` and ``pi_features_extractor``) is named once: given both
+    names of one module, torch's reparametrization saves the first substitute as the "original" of the second and
+    leaves a plain tensor in the policy on exit (tested). A parameter held by two modules (weight tying) is named
+    once per module, so each one sees the substitute."""
+    holders: dict[int, dict[tuple[int, str], str]] = {}
+    for name, param in root.named_parameters(remove_duplicate=False):
+        module_name, _, attribute = name.rpartition(".")
+        holder = root.get_submodule(module_name)
+        holders.setdefault(id(param), {}).setdefault((id(holder), attribute), name)
+    return [list(holders[id(param)].values()) for param in params]
+
+
+def call_with(module: nn.Module, names: list[list[str]], tensors: Any, argument: Any) -> Any:
+    """``module(argument)`` with ``tensors`` in place of the parameters that ``names`` (from
+    :func:`substitution_names`) name, the module's own parameters untouched afterwards."""
+    substituted = {name: tensor for group, tensor in zip(names, tensors, strict=True) for name in group}
+    return th.func.functional_call(module, substituted, (argument,), tie_weights=False)
 
 
 class _Features(nn.Module):
@@ -270,7 +291,6 @@ def linearized_fisher_product(
         ``actor_params``
     :param damping: Tikhonov damping added to the product
     """
-    names = {id(p): name for name, p in policy.named_parameters()}
     lstm = policy.lstm_actor
     lstm_names = {id(p): name for name, p in lstm.named_parameters()}
     extractor_ids = {id(p) for p in policy.pi_features_extractor.parameters()}
@@ -279,10 +299,8 @@ def linearized_fisher_product(
     head_at = [i for i in range(len(actor_params)) if i not in set(lstm_at) | set(extractor_at)]
 
     features_module, head_module = _Features(policy), _Head(policy, family)
-
-    def call(module: nn.Module, indices: list[int], argument: Any, tensors: tuple[th.Tensor, ...]) -> Any:
-        substituted = {f"policy.{names[id(actor_params[i])]}": t for i, t in zip(indices, tensors, strict=True)}
-        return th.func.functional_call(module, substituted, (argument,))
+    extractor_names = substitution_names(features_module, [actor_params[i] for i in extractor_at])
+    head_names = substitution_names(head_module, [actor_params[i] for i in head_at])
 
     with th.no_grad():
         features = features_module(batch.observations)
@@ -297,7 +315,7 @@ def linearized_fisher_product(
         features_tangent = None
         if extractor_at:
             features_tangent = th.func.jvp(
-                lambda *tensors: call(features_module, extractor_at, batch.observations, tensors),
+                lambda *tensors: call_with(features_module, extractor_names, tensors, batch.observations),
                 tuple(primals[i] for i in extractor_at),
                 tuple(tangents[i] for i in extractor_at),
             )[1]
@@ -305,7 +323,7 @@ def linearized_fisher_product(
             {lstm_names[id(actor_params[i])]: tangents[i] for i in lstm_at}, features_tangent
         )[batch.states]
         jv = th.func.jvp(
-            lambda latent_in, *tensors: tuple(call(head_module, head_at, latent_in, tensors)),
+            lambda latent_in, *tensors: tuple(call_with(head_module, head_names, tensors, latent_in)),
             (latent, *(primals[i] for i in head_at)),
             (latent_tangent, *(tangents[i] for i in head_at)),
         )[1]
