@@ -405,14 +405,16 @@ def test_substitution_names_substitute_each_holder_once():
     [
         dict(enable_critic_lstm=False),
         dict(shared_lstm=True, enable_critic_lstm=False, share_features_extractor=True),
+        dict(shared_lstm=True, enable_critic_lstm=False),  # RecurrentPPO's kwargs: the extractor is shared
         dict(n_lstm_layers=2),
     ],
-    ids=["critic-mlp", "shared-lstm", "two-layers"],
+    ids=["critic-mlp", "shared-lstm", "shared-lstm-default-extractor", "two-layers"],
 )
 def test_lstm_layouts_split_and_train(policy_kwargs):
     model = RecurrentTRPO(
         "MlpLstmPolicy", RandomEnv(), n_steps=16, batch_size=8, seed=0, policy_kwargs={**TINY, **policy_kwargs}
     )
+    assert model.policy.share_features_extractor == policy_kwargs.get("shared_lstm", False)
     actor_ids = {id(p) for p in model._actor_params}
     assert all(id(p) in actor_ids for p in model.policy.lstm_actor.parameters())
     assert not actor_ids & {id(p) for p in model._critic_params}
@@ -505,7 +507,10 @@ def test_collection_fills_the_buffer_as_recurrent_ppo_does():
         (dict(policy_kwargs=dict(shared_lstm="yes")), "shared_lstm='yes'"),
         (dict(policy_kwargs=dict(enable_critic_lstm=None)), "enable_critic_lstm=None"),
         (dict(policy_kwargs=dict(shared_lstm=True)), "enable_critic_lstm=False"),
-        (dict(policy_kwargs=dict(shared_lstm=True, enable_critic_lstm=False)), "share_features_extractor=True"),
+        (
+            dict(policy_kwargs=dict(shared_lstm=True, enable_critic_lstm=False, share_features_extractor=False)),
+            "shared_lstm=True with share_features_extractor=False",
+        ),
         (dict(policy_kwargs=dict(lstm_kwargs=dict(bidirectional=True))), "bidirectional"),
         (dict(target_kl=0.0), "target_kl=0.0"),
         (dict(cg_max_steps=0), "cg_max_steps=0"),
@@ -519,6 +524,16 @@ def test_collection_fills_the_buffer_as_recurrent_ppo_does():
 def test_invalid_settings_raise_value_error_naming_them(kwargs, match):
     with pytest.raises(ValueError, match=match):
         RecurrentTRPO("MlpLstmPolicy", RandomEnv(), **kwargs)
+
+
+def test_sb3_contrib_policy_class_keeps_its_own_extractor_default():
+    """sb3-contrib's classes share the extractor by default, so shared_lstm=True alone is valid with them too."""
+    from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
+
+    kwargs = dict(shared_lstm=True, enable_critic_lstm=False, **TINY)
+    model = RecurrentTRPO(RecurrentActorCriticPolicy, RandomEnv(), n_steps=16, batch_size=8, policy_kwargs=kwargs)
+    assert model.policy.share_features_extractor
+    model.learn(16)
 
 
 def test_feed_forward_policy_is_refused():

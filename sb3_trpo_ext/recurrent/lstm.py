@@ -32,7 +32,8 @@ def check_functional_lstm(lstm: nn.LSTM) -> None:
     if bad:
         raise ValueError(
             f"Unsupported LSTM setting {', '.join(bad)} in lstm_kwargs: RecurrentTRPO supports unidirectional "
-            "LSTMs without projections or dropout (proj_size=0, bidirectional=False, batch_first=False, dropout=0)"
+            "LSTMs without projections or dropout (proj_size=0, bidirectional=False, batch_first=False, dropout=0; "
+            "dropout would make the surrogate and the trust region's KL check random)"
         )
 
 

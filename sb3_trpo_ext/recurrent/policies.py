@@ -2,8 +2,8 @@
 the actor's distribution on a batch of sequences (fused LSTM kernel, or the functional LSTM for the Fisher).
 
 The aliases are sb3-contrib's classes with one changed default, ``share_features_extractor=False`` (as for
-:class:`sb3_trpo_ext.TRPO`): with separate feature extractors and LSTMs the critic's regression never moves the
-actor, whose every change must pass the trust-region check.
+:class:`sb3_trpo_ext.TRPO`; True with ``shared_lstm=True``, which needs it): with separate feature extractors and
+LSTMs the critic's regression never moves the actor, whose every change must pass the trust-region check.
 """
 
 from __future__ import annotations
@@ -41,25 +41,35 @@ __all__ = [
 ]
 
 
-class MlpLstmPolicy(SafeLoadMixin, RecurrentActorCriticPolicy):
+class SeparateExtractorsByDefault:
+    """Our aliases' one changed default: separate actor and critic feature extractors (``share_features_extractor``
+    left unset means False), except with ``shared_lstm=True``, which shares the extractor as sb3-contrib requires
+    (so ``policy_kwargs`` written for ``RecurrentPPO`` work unchanged)."""
+
+    def __init__(self, *args: Any, share_features_extractor: bool | None = None, **kwargs: Any):
+        if share_features_extractor is None:
+            share_features_extractor = default_share_features_extractor(type(self), kwargs)
+        super().__init__(*args, share_features_extractor=share_features_extractor, **kwargs)  # type: ignore[call-arg]
+
+
+def default_share_features_extractor(policy_class: type, policy_kwargs: dict[str, Any]) -> bool:
+    """``share_features_extractor`` when ``policy_kwargs`` do not set it: sb3-contrib's default (True) for its own
+    classes; ours (:class:`SeparateExtractorsByDefault`) share only with ``shared_lstm=True``."""
+    if issubclass(policy_class, SeparateExtractorsByDefault):
+        return bool(policy_kwargs.get("shared_lstm", False))
+    return True
+
+
+class MlpLstmPolicy(SafeLoadMixin, SeparateExtractorsByDefault, RecurrentActorCriticPolicy):
     """sb3-contrib's ``MlpLstmPolicy`` with separate actor and critic feature extractors by default."""
 
-    def __init__(self, *args: Any, share_features_extractor: bool = False, **kwargs: Any):
-        super().__init__(*args, share_features_extractor=share_features_extractor, **kwargs)
 
-
-class CnnLstmPolicy(SafeLoadMixin, RecurrentActorCriticCnnPolicy):
+class CnnLstmPolicy(SafeLoadMixin, SeparateExtractorsByDefault, RecurrentActorCriticCnnPolicy):
     """sb3-contrib's ``CnnLstmPolicy`` with separate actor and critic feature extractors by default."""
 
-    def __init__(self, *args: Any, share_features_extractor: bool = False, **kwargs: Any):
-        super().__init__(*args, share_features_extractor=share_features_extractor, **kwargs)
 
-
-class MultiInputLstmPolicy(SafeLoadMixin, RecurrentMultiInputActorCriticPolicy):
+class MultiInputLstmPolicy(SafeLoadMixin, SeparateExtractorsByDefault, RecurrentMultiInputActorCriticPolicy):
     """sb3-contrib's ``MultiInputLstmPolicy`` with separate actor and critic feature extractors by default."""
-
-    def __init__(self, *args: Any, share_features_extractor: bool = False, **kwargs: Any):
-        super().__init__(*args, share_features_extractor=share_features_extractor, **kwargs)
 
 
 def split_recurrent_actor_critic(policy: RecurrentActorCriticPolicy) -> tuple[list[nn.Parameter], list[nn.Parameter]]:

@@ -29,6 +29,7 @@ from sb3_trpo_ext.recurrent.policies import (
     MultiInputLstmPolicy,
     SequenceBatch,
     actor_distribution,
+    default_share_features_extractor,
     functional_actor,
     linearized_fisher_product,
     sequence_values,
@@ -238,10 +239,10 @@ class RecurrentTRPO(TRPO):
                     "Invalid policy_kwargs shared_lstm=True with enable_critic_lstm=True: a shared LSTM and a "
                     "critic LSTM exclude each other; pass enable_critic_lstm=False with shared_lstm=True"
                 )
-            if not kwargs.get("share_features_extractor", False):
+            if not kwargs.get("share_features_extractor", default_share_features_extractor(self.policy_class, kwargs)):
                 raise ValueError(
-                    "Invalid policy_kwargs shared_lstm=True without share_features_extractor=True: the LSTM can "
-                    "only be shared with the feature extractor (RecurrentTRPO's aliases default to separate ones)"
+                    "Invalid policy_kwargs shared_lstm=True with share_features_extractor=False: the LSTM can "
+                    "only be shared with the feature extractor; leave share_features_extractor unset or True"
                 )
 
     def _setup_model(self) -> None:
