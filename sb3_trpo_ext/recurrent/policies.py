@@ -31,13 +31,17 @@ __all__ = [
     "CnnLstmPolicy",
     "MlpLstmPolicy",
     "MultiInputLstmPolicy",
+    "SeparateExtractorsByDefault",
     "SequenceBatch",
     "actor_distribution",
+    "call_with",
+    "default_share_features_extractor",
     "functional_actor",
     "linearized_fisher_product",
     "process_sequence",
     "sequence_values",
     "split_recurrent_actor_critic",
+    "substitution_names",
 ]
 
 
