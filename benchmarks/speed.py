@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib
 import json
 import os
 import platform
@@ -317,13 +318,17 @@ class FamilyComparison:
     def rollout_steps(self) -> int:
         return self.shared["n_steps"] * self.n_envs
 
+    @property
+    def class_names(self) -> tuple[str, str]:
+        """Ours, theirs."""
+        ours, theirs = (self.classes[name][1] for name in ALGORITHMS)
+        return ours, theirs
+
     def label(self, name: str) -> str:
         return f"{self.classes[name][1]} ({'ours' if name == 'ours' else name})"
 
     def algorithms(self) -> dict[str, type[OnPolicyAlgorithm]]:
         """The two classes, by name (registers the Zoo's environments; finds this checkout's package)."""
-        import importlib
-
         import rl_zoo3.import_envs  # noqa: F401  (registers CartPoleNoVel-v1)
 
         try:
@@ -338,8 +343,6 @@ class FamilyComparison:
 
         wrapper_class = None
         if self.wrapper is not None:
-            import importlib
-
             module, name = self.wrapper.split(":")
             wrapper_class = getattr(importlib.import_module(module), name)
         env = make_vec_env(self.env_id, n_envs=self.n_envs, seed=seed, wrapper_class=wrapper_class)
@@ -418,7 +421,7 @@ def print_family(
         collect = f"{1e3 * s['collect_s']:.0f} [{1e3 * s['collect_min_s']:.0f}-{1e3 * s['collect_max_s']:.0f}]"
         print(f"{comparison.label(name):<26} {s['steps_per_s']:>8.0f} {s['learn_s']:>10.2f} {train:>24} {collect:>24}")
     print("(train and collect: median [min-max] over all calls)")
-    ours, theirs = (comparison.classes[name][1] for name in ALGORITHMS)
+    ours, theirs = comparison.class_names
     print(
         f"{ours} vs {theirs}: end-to-end steps/s ratio {family_ratios['end_to_end_speedup']:.2f}x, "
         f"train() time ours/theirs {family_ratios['train_ratio']:.2f}, "
@@ -428,7 +431,7 @@ def print_family(
 
 def family_main(comparison: FamilyComparison, args: argparse.Namespace, info: dict[str, Any]) -> None:
     """``--recurrent`` / ``--masked``: that comparison only."""
-    ours, theirs = (comparison.classes[name][1] for name in ALGORITHMS)
+    ours, theirs = comparison.class_names
     print(
         f"{ours} vs {theirs}, seed={args.seed}; learn({args.timesteps}) x {args.repeats} repeats per algorithm, "
         "interleaved\n"
@@ -573,7 +576,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     family = parser.add_mutually_exclusive_group()
     for comparison in FAMILY.values():
-        ours, theirs = (comparison.classes[name][1] for name in ALGORITHMS)
+        ours, theirs = comparison.class_names
         family.add_argument(
             comparison.flag,
             dest="family",

@@ -571,8 +571,7 @@ def load_vec_normalize(
 
     if trusted:
         return VecNormalize.load(os.fspath(path), venv)
-    with open(path, "rb") as file:
-        vec_normalize = RestrictedUnpickler(file, key=os.path.basename(path), safe_globals=safe_globals).load()
+    vec_normalize = load_pickle_file(path, safe_globals=safe_globals)
     if not isinstance(vec_normalize, VecNormalize):
         raise ValueError(
             f"{os.fspath(path)!r} does not hold VecNormalize statistics: got {type(vec_normalize).__name__}"
