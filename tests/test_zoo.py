@@ -37,6 +37,7 @@ from sb3_trpo_ext.zoo import (  # noqa: E402
     sample_trpo_ext_params,
 )
 from sb3_trpo_ext.zoo.hyperparams_opt import sample_trpo_vine_params  # noqa: E402
+from sb3_trpo_ext.zoo.optimize import trial_seeds_flag  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 YAML_PATH = ROOT / "hyperparams" / "trpo_ext.yml"
@@ -446,7 +447,10 @@ def test_sampler_only_valid_combinations(env_id: str, n_envs: int, algo: str) ->
             assert buffer_size % model.batch_size == 0 or not ours, (model.n_steps, model.batch_size, n_envs)
             trpo_keys = ("target_kl", "cg_damping", "cg_max_steps") if ours else ()
             for key in ("n_steps", "batch_size", "gamma", "gae_lambda", *trpo_keys):
-                assert getattr(model, key) == params[key], key
+                if key in params or algo != "trpo_lstm":  # trpo_lstm keeps the block's gamma
+                    assert getattr(model, key) == params[key], key
+            if algo == "trpo_lstm":
+                assert model.policy.lstm_actor.hidden_size == params["policy_kwargs"]["lstm_hidden_size"]
             assert entry.converter(trial.params) == params
             assert getattr(model, "sampling", "single_path") == ("vine" if algo == "trpo_vine" else "single_path")
             for key, value in trial.user_attrs.items():  # what the study displays is what was trained
@@ -471,6 +475,77 @@ def test_optimize_two_trials_in_sqlite(tmp_path: Path) -> None:
     ]
     assert len(finished) == 2
     assert {"n_steps_pow", "critic_minibatches_pow", "target_kl", "cg_damping"} <= set(study.trials[0].params)
+
+
+def _optimize(tmp_path: Path, storage: str, study: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return run_zoo(
+        "train", "--algo", "trpo_lstm", "--env", "CartPoleNoVel-v1", "-n", "256", "-f", str(tmp_path / study),
+        "-optimize", "--n-trials", "2", "--n-evaluations", "2", "--no-optim-plots", "--storage", storage,
+        "--study-name", study, "--num-threads", "1", "--seed", "0", "--hyperparams", "n_envs:1", *extra,
+    )  # fmt: skip
+
+
+def test_optimize_trains_each_trial_on_the_given_seeds_reproducibly(tmp_path: Path) -> None:
+    """Issue 26: every trial of our keys trains once per seed of --trial-seeds, scores their mean, and stores
+    the seeds and per-seed scores; the same command gives the same study (the Zoo's own objective is unseeded);
+    the trpo_lstm sampler's LSTM size is merged into the block's policy_kwargs, in the objective and for
+    --trial-id."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    for study in ("a", "b"):
+        check(_optimize(tmp_path, storage, study, "--trial-seeds", "3", "7"))
+    trials = {name: optuna.load_study(study_name=name, storage=storage).trials for name in ("a", "b")}
+    for trial in trials["a"]:
+        assert trial.user_attrs["seeds"] == [3, 7]
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            assert trial.value == pytest.approx(sum(trial.user_attrs["seed_scores"]) / 2)
+    assert [(t.params, t.value, t.user_attrs) for t in trials["a"]] == [
+        (t.params, t.value, t.user_attrs) for t in trials["b"]
+    ]
+    # --trial-id 1 (the Zoo skips a falsy id 0): the block's policy_kwargs with the trial's LSTM size
+    check(
+        run_zoo(
+            "train", "--algo", "trpo_lstm", "--env", "CartPoleNoVel-v1", "-n", "64", "-f", str(tmp_path / "best"),
+            "--storage", storage, "--study-name", "a", "--trial-id", "1", "--hyperparams", "n_envs:1",
+            "n_steps:64", "batch_size:32", "--num-threads", "1",
+        )
+    )  # fmt: skip
+    config = yaml.load(next((tmp_path / "best").rglob("config.yml")).read_text(), Loader=yaml.UnsafeLoader)
+    policy_kwargs = dict(config)["policy_kwargs"]
+    assert f"'lstm_hidden_size': {trials['a'][1].params['lstm_hidden_size']}" in policy_kwargs
+    assert "net_arch=dict(pi=[64], vf=[64])" in policy_kwargs  # the block's stay
+
+
+def test_zoo_names_the_seeded_manager_overrides() -> None:
+    """docs/private_api.md (zoo/optimize.py): what the seeded manager overrides and reads is still the Zoo's."""
+    import inspect
+
+    from rl_zoo3.callbacks import TrialEvalCallback
+    from rl_zoo3.exp_manager import ExperimentManager
+
+    assert list(inspect.signature(ExperimentManager.objective).parameters) == ["self", "trial"]
+    assert list(inspect.signature(ExperimentManager.load_trial).parameters) == [
+        "self", "storage", "study_name", "trial_id", "convert"
+    ]  # fmt: skip
+    assert list(inspect.signature(ExperimentManager.read_hyperparameters).parameters) == ["self"]
+    assert list(inspect.signature(ExperimentManager.create_envs).parameters) == ["self", "n_envs", "eval_env", "no_log"]
+    source = inspect.getsource(ExperimentManager)
+    for name in ("_hyperparams", "n_actions", "n_evaluations", "n_eval_envs", "n_eval_episodes", "deterministic_eval",
+                 "specified_callbacks"):  # fmt: skip
+        assert f"self.{name} =" in source, name
+    assert "self.eval_idx" in inspect.getsource(TrialEvalCallback)
+
+
+def test_trial_seeds_flag_is_checked() -> None:
+    assert trial_seeds_flag(["--algo", "x", "--trial-seeds", "4", "5", "-n", "3"]) == (
+        ["--algo", "x", "-n", "3"],
+        (4, 5),
+    )
+    assert trial_seeds_flag(["--algo", "x"]) == (["--algo", "x"], None)
+    for bad in (["--trial-seeds"], ["--trial-seeds", "a"], ["--trial-seeds", "1", "1"], ["--trial-seeds", "-1"]):
+        with pytest.raises(ValueError, match="--trial-seeds"):
+            trial_seeds_flag(bad)
+    done = run_zoo("train", "--algo", "trpo_lstm", "--env", "CartPoleNoVel-v1", "--trial-seeds", "1")
+    assert done.returncode == 2 and "add -optimize" in done.stderr
 
 
 # ---------------------------------------------------------------------------------------------------- hub

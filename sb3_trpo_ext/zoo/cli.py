@@ -13,6 +13,7 @@ from sb3_trpo_ext.zoo.config import ZooConfigError, _algo_env_flags, _prepare_tr
 from sb3_trpo_ext.zoo.hub_compat import _hub_compat
 from sb3_trpo_ext.zoo.loading import safe_zoo_scripts
 from sb3_trpo_ext.zoo.masking import masked_evaluation, masked_play
+from sb3_trpo_ext.zoo.optimize import DEFAULT_TRIAL_SEEDS, seeded_trials, trial_seeds_flag
 from sb3_trpo_ext.zoo.registry import ZOO_ALGORITHMS, register
 from sb3_trpo_ext.zoo.vine_env import vine_branch_wrapper
 
@@ -47,6 +48,9 @@ examples:
   {PROG} train --algo ppo --env Hopper-v5 -f logs/
   {PROG} enjoy --algo trpo_ext --env Hopper-v5 -f logs/
   {PROG} plot_train --algo trpo_ext --env Hopper-v5 -f logs/
+
+train -optimize trains every trial once per seed of --trial-seeds (ours; default {" ".join(map(str, DEFAULT_TRIAL_SEEDS))}
+for our keys, the Zoo's unseeded single run for its keys) and scores the mean.
 
 enjoy, record_video, push_to_hub and train -i load a run folder without running code from it (model,
 vecnormalize.pkl, replay_buffer.pkl, config.yml, args.yml); add --trusted (ours) to read a folder you vouch
@@ -93,13 +97,33 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(2)
     register()
     with tempfile.TemporaryDirectory(prefix="sb3_trpo_zoo_") as tmpdir:
+        trial_seeds = None
         if command == "train" and not {"-h", "--help"} & set(rest):
             try:
+                rest, trial_seeds = _trial_seeds(rest)
                 rest = _prepare_train(rest, tmpdir)
-            except ZooConfigError as error:
+            except (ZooConfigError, ValueError) as error:
                 print(f"{PROG} train: error: {error}", file=sys.stderr)
                 raise SystemExit(2) from None
         algo, env_id = _algo_env_flags(rest)
-        vine_envs = vine_branch_wrapper(algo) if command == "train" else contextlib.nullcontext()
-        with _hub_compat(algo, env_id), masked_evaluation(algo), masked_play(algo, command), vine_envs:
+        train_only = command == "train"
+        vine_envs = vine_branch_wrapper(algo) if train_only else contextlib.nullcontext()
+        trials = seeded_trials(algo, trial_seeds) if train_only else contextlib.nullcontext()
+        with _hub_compat(algo, env_id), masked_evaluation(algo), masked_play(algo, command), vine_envs, trials:
             _run_script(COMMANDS[command], rest)
+
+
+def _trial_seeds(argv: list[str]) -> tuple[list[str], tuple[int, ...] | None]:
+    """``train``'s command line without our ``--trial-seeds``, and the seeds of every Optuna trial: the flag's,
+    else :data:`DEFAULT_TRIAL_SEEDS` for our keys under ``-optimize``; None (the Zoo's own objective) otherwise.
+
+    :raises ValueError: a malformed ``--trial-seeds``, or ``--trial-seeds`` without ``-optimize``
+    """
+    argv, seeds = trial_seeds_flag(argv)
+    optimizing = bool({"-optimize", "--optimize-hyperparameters"} & set(argv))
+    if seeds is not None and not optimizing:
+        raise ValueError("--trial-seeds applies to hyperparameter optimization: add -optimize")
+    algo, _ = _algo_env_flags(argv)
+    if optimizing and seeds is None and algo in ZOO_ALGORITHMS:
+        seeds = DEFAULT_TRIAL_SEEDS
+    return argv, seeds

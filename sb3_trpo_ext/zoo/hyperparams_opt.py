@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["convert_trpo_ext_params", "convert_trpo_vine_params", "sample_trpo_ext_params", "sample_trpo_vine_params"]
+__all__ = [
+    "convert_trpo_ext_params",
+    "convert_trpo_lstm_params",
+    "convert_trpo_vine_params",
+    "sample_trpo_ext_params",
+    "sample_trpo_lstm_params",
+    "sample_trpo_vine_params",
+]
 
 #: Vine's own arguments: sampled as they are, passed as they are.
 _VINE_CHOICES = {"vine_n_states": [16, 32, 64, 128], "vine_n_actions": [2, 4, 8], "vine_horizon": [10, 20, 50, 100]}
@@ -78,3 +85,59 @@ def convert_trpo_vine_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
     vine = {key: sampled_params[key] for key in _VINE_CHOICES}
     common = {key: value for key, value in sampled_params.items() if key not in _VINE_CHOICES}
     return {**convert_trpo_ext_params(common), **vine}
+
+
+#: ``trpo_lstm``'s sampled values with a fixed list of choices (each list includes the derived blocks' values).
+_LSTM_CHOICES: dict[str, list[Any]] = {
+    "lstm_hidden_size": [16, 32, 64, 128],
+    "gae_lambda": [0.8, 0.9, 0.92, 0.95, 0.98, 0.99, 1.0],
+}
+
+
+def sample_trpo_lstm_params(trial: Any, n_actions: int, n_envs: int, additional_args: dict[str, Any]) -> dict[str, Any]:
+    """Optuna sampler for ``trpo_lstm`` (:class:`sb3_trpo_ext.RecurrentTRPO`).
+
+    Samples what the recurrent update is sensitive to and keeps the rest of the block: the LSTM's size (merged
+    into the block's ``policy_kwargs`` by our Zoo command, so ``net_arch``, ``activation_fn``, ``ortho_init``
+    and the critic's LSTM stay), ``target_kl`` (true-KL scale, log-uniform in [1e-3, 0.1]), ``cg_damping``,
+    ``gae_lambda``, ``n_steps`` (32-1024 per environment), the critic's epochs and minibatch size, and its
+    learning rate. Every range includes the values of the derived blocks (``hyperparams/trpo_lstm.yml``).
+    ``gamma`` and ``n_envs`` are the block's. As for :func:`sample_trpo_ext_params`, ``batch_size`` divides
+    ``n_steps`` (at least 32), so every combination is valid for any ``n_envs``.
+
+    :param trial: the Optuna trial
+    :param n_actions: unused (the Zoo's signature)
+    :param n_envs: unused, the sampled combination is valid for any
+    :param additional_args: unused (the Zoo's signature)
+    :return: hyperparameters for :class:`sb3_trpo_ext.RecurrentTRPO`
+    """
+    params = {
+        "n_steps_pow": trial.suggest_int("n_steps_pow", 5, 10),
+        "critic_minibatches_pow": trial.suggest_int("critic_minibatches_pow", 0, 3),
+        "learning_rate": trial.suggest_float("learning_rate", 1e-4, 3e-3, log=True),
+        "n_critic_updates": trial.suggest_int("n_critic_updates", 5, 30),
+        "cg_damping": trial.suggest_float("cg_damping", 1e-3, 0.3, log=True),
+        "target_kl": trial.suggest_float("target_kl", 1e-3, 0.1, log=True),
+        **{key: trial.suggest_categorical(key, choices) for key, choices in _LSTM_CHOICES.items()},
+    }
+    hyperparams = convert_trpo_lstm_params(params)
+    for key in ("n_steps", "batch_size"):
+        trial.set_user_attr(key, hyperparams[key])
+    return hyperparams
+
+
+def convert_trpo_lstm_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
+    """Turn the raw parameters of a :func:`sample_trpo_lstm_params` trial into RecurrentTRPO's hyperparameters
+    (the Zoo's ``HYPERPARAMS_CONVERTER`` for ``--trial-id``). ``policy_kwargs`` holds only the LSTM's size: our
+    Zoo command merges it into the block's.
+    """
+    params = dict(sampled_params)
+    n_steps_pow = params.pop("n_steps_pow")
+    minibatches_pow = params.pop("critic_minibatches_pow")
+    lstm_hidden_size = params.pop("lstm_hidden_size")
+    return {
+        **params,
+        "n_steps": 2**n_steps_pow,
+        "batch_size": 2 ** max(n_steps_pow - minibatches_pow, 5),
+        "policy_kwargs": {"lstm_hidden_size": lstm_hidden_size},
+    }

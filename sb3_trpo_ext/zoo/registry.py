@@ -18,8 +18,10 @@ from sb3_trpo_ext.recurrent import RecurrentTRPO
 from sb3_trpo_ext.trpo import TRPO
 from sb3_trpo_ext.zoo.hyperparams_opt import (
     convert_trpo_ext_params,
+    convert_trpo_lstm_params,
     convert_trpo_vine_params,
     sample_trpo_ext_params,
+    sample_trpo_lstm_params,
     sample_trpo_vine_params,
 )
 from sb3_trpo_ext.zoo.masking import convert_ppo_mask_params, sample_ppo_mask_params
@@ -56,7 +58,7 @@ ZOO_ALGORITHMS: dict[str, ZooAlgorithm] = {
     "trpo_ext": ZooAlgorithm(TRPO, "trpo_ext.yml"),
     "trpo_vine": ZooAlgorithm(VineTRPO, "trpo_vine.yml", sample_trpo_vine_params, convert_trpo_vine_params),
     "trpo_mask": ZooAlgorithm(MaskableTRPO, "trpo_mask.yml", masked=True),
-    "trpo_lstm": ZooAlgorithm(RecurrentTRPO, "trpo_lstm.yml"),
+    "trpo_lstm": ZooAlgorithm(RecurrentTRPO, "trpo_lstm.yml", sample_trpo_lstm_params, convert_trpo_lstm_params),
     # sb3-contrib's MaskablePPO, which the Zoo lacks: the masked comparison runs through the same command
     "ppo_mask": ZooAlgorithm(MaskablePPO, "ppo_mask.yml", sample_ppo_mask_params, convert_ppo_mask_params, masked=True),
 }
