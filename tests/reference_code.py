@@ -16,23 +16,28 @@ ROOT = Path(__file__).resolve().parents[1]
 #: main before the refactors of issues 17-20 (what the published benchmark sweeps ran). Update it only for a
 #: change meant to alter training or the checkpoint format, and say so in the commit.
 REFERENCE = "9b2679b"
+#: main before the refactor of issue 25 (the last landed commit then): the first reference with RecurrentTRPO and
+#: MaskableTRPO, which 9b2679b predates; it pins their training, vine's on a discrete space and the autograd Fisher
+#: route's (tests/test_bit_identical.py). Update it only for a change meant to alter training, and say so in the
+#: commit.
+FAMILY_REFERENCE = "fc0b3e8"
 
 
-def reference_source(folder: Path) -> Path:
-    """The package (and its hyperparameter files) at :data:`REFERENCE`, unpacked under ``folder``; skips the
-    test where the repository's history is not there (an sdist, a shallow clone)."""
+def reference_source(folder: Path, commit: str = REFERENCE) -> Path:
+    """The package (and its hyperparameter files) at ``commit`` (:data:`REFERENCE` by default), unpacked under
+    ``folder``; skips the test where the repository's history is not there (an sdist, a shallow clone)."""
     if shutil.which("git") is None or not (ROOT / ".git").exists():
         pytest.skip("needs the git history (a clone of the repository)")
-    archive = folder / "reference.tar"
+    archive = folder / f"reference-{commit}.tar"
     done = subprocess.run(
-        ["git", "archive", "--format=tar", "-o", str(archive), REFERENCE, "sb3_trpo_ext", "hyperparams"],
+        ["git", "archive", "--format=tar", "-o", str(archive), commit, "sb3_trpo_ext", "hyperparams"],
         cwd=ROOT,
         capture_output=True,
         text=True,
     )
     if done.returncode != 0:
-        pytest.skip(f"reference commit {REFERENCE} not in this clone: {done.stderr.strip()}")
-    source = folder / "reference"
+        pytest.skip(f"reference commit {commit} not in this clone: {done.stderr.strip()}")
+    source = folder / f"reference-{commit}"
     with tarfile.open(archive) as tar:
         tar.extractall(source, filter="data")
     return source
