@@ -224,10 +224,10 @@ def collect_gradient(
 
     if model._vine is not None:
         rollout_set = model.rollout_buffer.rollout_set
-        obs, surrogate = rollout_set.surrogate(model.normalize_advantage)
+        obs, surrogate, _ = rollout_set.surrogate(model.normalize_advantage)
         q_samples = int(rollout_set.q_values.numel())
     else:
-        obs, surrogate = model._single_path_surrogate(next(model.rollout_buffer.get(batch_size=None)))
+        obs, surrogate, _ = model._single_path_surrogate(next(model.rollout_buffer.get(batch_size=None)))
         q_samples = rollout
     objective = surrogate(model.policy.get_distribution(obs))
     grads = th.autograd.grad(objective, model._actor_params)

@@ -9,6 +9,7 @@ from gymnasium import spaces
 from stable_baselines3.common.type_aliases import RolloutBufferSamples
 
 from sb3_trpo_ext import TRPO
+from sb3_trpo_ext.common.natural_gradient import natural_gradient_step
 
 
 class _BoxEnv(gym.Env):
@@ -41,7 +42,10 @@ def _random_batch(model, seed, n=64):
 
 def _single_path_step(model, batch):
     """The natural-gradient step on the single-path surrogate of ``batch`` (what ``train()`` does for the actor)."""
-    return model._natural_gradient_step(*model._single_path_surrogate(batch))
+    states, surrogate, n_states = model._single_path_surrogate(batch)
+    return natural_gradient_step(
+        model._actor_params, states, surrogate, model._actor_functions(), model._trust_region(), n_states
+    )
 
 
 def _independent_kl_and_surrogate(model, batch, old_torch_dist):

@@ -160,7 +160,7 @@ def test_linearized_fisher_product_equals_forward_mode_ad_through_the_functional
         "MlpLstmPolicy", env, n_steps=16, seed=0, policy_kwargs=dict(TINY, n_lstm_layers=2), device="cpu"
     )
     model.learn(16)
-    sequences, _ = model._single_path_surrogate(next(model.rollout_buffer.get(batch_size=None)))
+    sequences, _, _ = model._single_path_surrogate(next(model.rollout_buffer.get(batch_size=None)))
     distribution = model._policy_distribution(sequences)
     family = model._action_family(distribution)
     ours = model._fisher_product(sequences, family.params(distribution), family)
@@ -275,7 +275,7 @@ def test_fisher_product_with_a_cell_refusing_double_backward_and_forward_ad(acti
     model = _refusing_model(action_space)
     model.learn(32)  # a whole update runs through the refusing cell
     batch = next(model.rollout_buffer.get(batch_size=None))
-    sequences, _ = model._single_path_surrogate(batch)
+    sequences, _, _ = model._single_path_surrogate(batch)
     distribution = model._policy_distribution(sequences)
     family = model._action_family(distribution)
     assert isinstance(family, GaussianFamily if isinstance(action_space, spaces.Box) else CategoricalFamily)
@@ -442,7 +442,7 @@ def test_sequences_reproduce_collection_across_episode_boundaries_and_envs():
     episode_starts = model.rollout_buffer.episode_starts.copy()
     assert episode_starts[1:].sum() >= 6  # episode boundaries inside the rollout, in every environment
     batch = next(model.rollout_buffer.get(batch_size=None))
-    sequences, surrogate = model._single_path_surrogate(batch)
+    sequences, surrogate, _ = model._single_path_surrogate(batch)
     assert len(sequences.states) == 32 * 3
     with th.no_grad():
         actions = batch.actions[sequences.states].long().flatten()
@@ -547,7 +547,7 @@ def test_fisher_autograd_reference_equals_analytic_on_a_batch():
     env = make_vec_env(lambda: RandomEnv(spaces.Box(-1, 1, (2,), np.float32)), n_envs=2, seed=0)
     model = RecurrentTRPO("MlpLstmPolicy", env, n_steps=16, seed=0, policy_kwargs=TINY)
     model.learn(16)
-    sequences, _ = model._single_path_surrogate(next(model.rollout_buffer.get(batch_size=None)))
+    sequences, _, _ = model._single_path_surrogate(next(model.rollout_buffer.get(batch_size=None)))
     distribution = model._policy_distribution(sequences)
     family = model._action_family(distribution)
     analytic = model._fisher_product(sequences, family.params(distribution), family)

@@ -179,7 +179,7 @@ def test_discrete_vine_gradient_equals_its_closed_form():
         q_values=q,
         enumerated=True,
     )
-    _, surrogate = rollout_set.surrogate(normalize_advantage=False)
+    _, surrogate, _ = rollout_set.surrogate(normalize_advantage=False)
     distribution = CategoricalDistribution(n_actions).proba_distribution(logits)
     (gradient,) = th.autograd.grad(surrogate(distribution), logits)
     # d/dz_j mean_s sum_k p_k A_k = p_j (A_j - sum_k p_k A_k) / N, A = Q - mean_k Q
@@ -199,7 +199,7 @@ def test_continuous_vine_gradient_matches_finite_differences():
     actions = th.stack([old.sample() for _ in range(n_actions)], dim=1)
     old_log_probs = th.stack([old.log_prob(actions[:, k]) for k in range(n_actions)], dim=1)
     rollout_set = RolloutSet(th.zeros(n_states, 1), actions, old_log_probs, th.randn(n_states, n_actions), False)
-    _, surrogate = rollout_set.surrogate(normalize_advantage=True)
+    _, surrogate, _ = rollout_set.surrogate(normalize_advantage=True)
 
     def objective(flat):
         m, s = flat[: mean.numel()].view_as(mean), flat[mean.numel() :]

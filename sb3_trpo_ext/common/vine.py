@@ -52,9 +52,9 @@ from stable_baselines3.common.vec_env import (
 )
 
 from sb3_trpo_ext import sim_state
+from sb3_trpo_ext.common.reduce import LOCAL, Reducer
 from sb3_trpo_ext.common.sampling import noise_width, sample_with_noise
-
-Surrogate = Callable[[Distribution], th.Tensor]
+from sb3_trpo_ext.common.surrogate import Surrogate, vine_surrogate
 
 #: Action distributions whose samples vine draws itself (with common random numbers).
 SUPPORTED_DISTRIBUTIONS = (
@@ -86,27 +86,13 @@ class RolloutSet:
     q_values: th.Tensor
     enumerated: bool
 
-    def surrogate(self, normalize_advantage: bool) -> tuple[PyTorchObs, Surrogate]:
-        """The vine surrogate on the rollout-set states (paper Sec. 5.2).
-
-        ``A_k = Q_k - mean_k Q_k`` (a per-state baseline, which leaves the gradient unchanged); with
-        ``normalize_advantage`` divided by their standard deviation over the whole set. Enumerated discrete
-        actions: ``mean_s sum_k pi_theta(a_k|s) A_k``; sampled actions: self-normalised importance sampling
-        ``mean_s sum_k r_k A_k / sum_k r_k`` with ``r_k = pi_theta(a_k|s) / pi_old(a_k|s)``.
-        """
-        advantages = self.q_values - self.q_values.mean(dim=1, keepdim=True)
-        if normalize_advantage:
-            advantages = advantages / (advantages.std() + 1e-8)
-        n_actions = self.actions.shape[1]
-
-        def surrogate(distribution: Distribution) -> th.Tensor:
-            log_probs = th.stack([distribution.log_prob(self.actions[:, k]) for k in range(n_actions)], dim=1)
-            if self.enumerated:
-                return (log_probs.exp() * advantages).sum(dim=1).mean()
-            ratios = th.exp(log_probs - self.old_log_probs)
-            return ((ratios * advantages).sum(dim=1) / ratios.sum(dim=1)).mean()
-
-        return self.observations, surrogate
+    def surrogate(self, normalize_advantage: bool, reducer: Reducer = LOCAL) -> tuple[PyTorchObs, Surrogate, int]:
+        """The vine surrogate on the rollout-set states (:func:`~sb3_trpo_ext.common.surrogate.vine_surrogate`,
+        paper Sec. 5.2), the states, and their count."""
+        surrogate = vine_surrogate(
+            self.actions, self.old_log_probs, self.q_values, self.enumerated, normalize_advantage, reducer=reducer
+        )
+        return self.observations, surrogate, len(self.q_values)
 
 
 class VineBufferMixin:

@@ -20,7 +20,7 @@ from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_trpo_ext.common.fisher import ActionFamily
-from sb3_trpo_ext.common.vine import Surrogate
+from sb3_trpo_ext.common.surrogate import Surrogate
 from sb3_trpo_ext.maskable.distributions import MaskedObs, masked_action_family
 from sb3_trpo_ext.maskable.policies import MaskableCnnPolicy, MaskableMlpPolicy, MaskableMultiInputPolicy
 from sb3_trpo_ext.maskable.vine import MaskableDictVineRolloutBuffer, MaskableVineRolloutBuffer, MaskableVineSampler
@@ -263,10 +263,10 @@ class MaskableTRPO(TRPO):
         return True
 
     # ----------------------------------------------------------------- update
-    def _single_path_surrogate(self, batch: RolloutBufferSamples) -> tuple[PyTorchObs, Surrogate]:
+    def _single_path_surrogate(self, batch: RolloutBufferSamples) -> tuple[PyTorchObs, Surrogate, int]:
         """TRPO's single-path surrogate on the batch's masked distributions: the states carry their masks."""
-        observations, surrogate = super()._single_path_surrogate(batch)
-        return MaskedObs(observations, batch.action_masks), surrogate  # type: ignore[attr-defined]
+        observations, surrogate, n_states = super()._single_path_surrogate(batch)
+        return MaskedObs(observations, batch.action_masks), surrogate, n_states  # type: ignore[attr-defined]
 
     def _policy_distribution(self, obs: PyTorchObs) -> Distribution:
         """The masked distribution at the states (with their masks, :class:`MaskedObs`) of the update."""

@@ -22,7 +22,9 @@ from sb3_contrib.common.maskable.utils import EXPECTED_METHOD_NAME
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.type_aliases import PyTorchObs
 
-from sb3_trpo_ext.common.vine import RolloutSet, Surrogate, VineBufferMixin, VineSampler
+from sb3_trpo_ext.common.reduce import LOCAL, Reducer
+from sb3_trpo_ext.common.surrogate import Surrogate, vine_surrogate
+from sb3_trpo_ext.common.vine import RolloutSet, VineBufferMixin, VineSampler
 from sb3_trpo_ext.maskable.distributions import MaskedObs, as_mask_array, masked_sample_with_noise
 
 __all__ = ["MaskableDictVineRolloutBuffer", "MaskableVineRolloutBuffer", "MaskableVineSampler", "MaskedRolloutSet"]
@@ -48,31 +50,14 @@ class MaskedRolloutSet(RolloutSet):
     action_masks: th.Tensor | None = None
     tried: th.Tensor | None = None
 
-    def surrogate(self, normalize_advantage: bool) -> tuple[PyTorchObs, Surrogate]:
-        """The vine surrogate on the valid actions: ``A_k = Q_k - mean_{valid k} Q_k`` (0 for an action that was not
-        tried), normalised by the standard deviation over the tried actions; enumerated actions
-        ``mean_s sum_k pi_theta(a_k|s) A_k``, sampled ones self-normalised importance sampling. The "observations"
-        returned carry the masks (:class:`~sb3_trpo_ext.maskable.distributions.MaskedObs`)."""
-        states = MaskedObs(self.observations, self.action_masks)
-        if self.tried is None:
-            _, surrogate = super().surrogate(normalize_advantage)
-            return states, surrogate
-        tried = self.tried.to(self.q_values.dtype)
-        n_tried = tried.sum(dim=1, keepdim=True).clamp(min=1.0)
-        baseline = (self.q_values * tried).sum(dim=1, keepdim=True) / n_tried
-        advantages = (self.q_values - baseline) * tried
-        if normalize_advantage and int(self.tried.sum()) > 1:
-            advantages = advantages / (advantages[self.tried].std() + 1e-8)
-        n_actions = self.actions.shape[1]
-
-        def surrogate(distribution: Distribution) -> th.Tensor:
-            log_probs = th.stack([distribution.log_prob(self.actions[:, k]) for k in range(n_actions)], dim=1)
-            if self.enumerated:
-                return (log_probs.exp() * advantages).sum(dim=1).mean()
-            ratios = th.exp(log_probs - self.old_log_probs) * tried
-            return ((ratios * advantages).sum(dim=1) / ratios.sum(dim=1).clamp(min=1e-12)).mean()
-
-        return states, surrogate
+    def surrogate(self, normalize_advantage: bool, reducer: Reducer = LOCAL) -> tuple[PyTorchObs, Surrogate, int]:
+        """The vine surrogate on the valid actions (:func:`~sb3_trpo_ext.common.surrogate.vine_surrogate` with
+        ``tried``: an action that was not tried has advantage 0 and no importance weight). The states returned carry
+        their masks (:class:`~sb3_trpo_ext.maskable.distributions.MaskedObs`)."""
+        surrogate = vine_surrogate(
+            self.actions, self.old_log_probs, self.q_values, self.enumerated, normalize_advantage, self.tried, reducer
+        )
+        return MaskedObs(self.observations, self.action_masks), surrogate, len(self.q_values)
 
 
 class MaskableVineSampler(VineSampler):

@@ -21,7 +21,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 
 from sb3_trpo_ext.common.fisher import ActionFamily, autograd_fisher_product
-from sb3_trpo_ext.common.vine import Surrogate
+from sb3_trpo_ext.common.surrogate import Surrogate, single_path_surrogate
 from sb3_trpo_ext.recurrent.lstm import check_functional_lstm
 from sb3_trpo_ext.recurrent.policies import (
     CnnLstmPolicy,
@@ -308,9 +308,11 @@ class RecurrentTRPO(TRPO):
             return RecurrentPPO.collect_rollouts(self, env, callback, rollout_buffer, n_rollout_steps)  # type: ignore[arg-type]
 
     # ----------------------------------------------------------------- update
-    def _single_path_surrogate(self, batch: RecurrentRolloutBufferSamples) -> tuple[SequenceBatch, Surrogate]:  # type: ignore[override]
-        """The surrogate ``mean(A * pi_theta(a|s) / pi_old(a|s))`` over the rollout's steps (the padding of the
-        sequences left out), and the sequences the policy's distribution is recomputed on."""
+    def _single_path_surrogate(  # type: ignore[override]
+        self, batch: RecurrentRolloutBufferSamples
+    ) -> tuple[SequenceBatch, Surrogate, int]:
+        """TRPO's single-path surrogate over the rollout's steps (the padding of the sequences left out), and the
+        sequences the policy's distribution is recomputed on."""
         states = th.nonzero(batch.mask > 0.5).flatten()
         sequences = SequenceBatch(batch.observations, batch.lstm_states.pi, batch.episode_starts, states)
         actions = batch.actions[states]
@@ -318,14 +320,10 @@ class RecurrentTRPO(TRPO):
             actions = actions.long().flatten()
         elif isinstance(self.action_space, spaces.MultiBinary):
             actions = actions.float()  # stored as the space's int8: Bernoulli's log_prob takes floats
-        advantages, old_log_prob = batch.advantages[states], batch.old_log_prob[states]
-        if self.normalize_advantage:
-            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-
-        def surrogate(distribution: Distribution) -> th.Tensor:
-            return (advantages * th.exp(distribution.log_prob(actions) - old_log_prob)).mean()
-
-        return sequences, surrogate
+        surrogate = single_path_surrogate(
+            actions, batch.advantages[states], batch.old_log_prob[states], self.normalize_advantage, self._reducer
+        )
+        return sequences, surrogate, len(states)
 
     def _policy_distribution(self, obs: SequenceBatch) -> Distribution:  # type: ignore[override]
         return actor_distribution(self.policy, obs)

@@ -23,20 +23,14 @@ from stable_baselines3.common.utils import explained_variance, is_vectorized_obs
 from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 
-from sb3_trpo_ext.common.cg import CGResult, conjugate_gradient
-from sb3_trpo_ext.common.fisher import (
-    ActionFamily,
-    GaussianFamily,
-    action_family,
-    flatten,
-    mlp_fisher_product,
-    unflatten,
-)
+from sb3_trpo_ext.common.fisher import ActionFamily, GaussianFamily, action_family, mlp_fisher_product
 from sb3_trpo_ext.common.mlp import MlpSpec, uses_sb3_methods
+from sb3_trpo_ext.common.natural_gradient import ActorFunctions, TrustRegion, natural_gradient_step
+from sb3_trpo_ext.common.reduce import LOCAL, Reducer
+from sb3_trpo_ext.common.surrogate import Surrogate, single_path_surrogate
 from sb3_trpo_ext.common.vine import (
     SUPPORTED_DISTRIBUTIONS,
     DictVineRolloutBuffer,
-    Surrogate,
     VineBufferMixin,
     VineRolloutBuffer,
     VineSampler,
@@ -163,6 +157,9 @@ class TRPO(OnPolicyAlgorithm):
         "MultiInputPolicy": MultiInputPolicy,
     }
     policy: ActorCriticPolicy
+    #: every mean over states of the update goes through it (:mod:`sb3_trpo_ext.common.reduce`): the identity in
+    #: one process
+    _reducer: Reducer = LOCAL
 
     def __init__(
         self,
@@ -493,10 +490,13 @@ class TRPO(OnPolicyAlgorithm):
         with fast_distributions():
             rollout_set = getattr(self.rollout_buffer, "rollout_set", None)
             if self.sampling == "vine" and rollout_set is not None:
-                obs, surrogate = rollout_set.surrogate(self.normalize_advantage)
+                states, surrogate, n_states = rollout_set.surrogate(self.normalize_advantage, self._reducer)
             else:
-                obs, surrogate = self._single_path_surrogate(batch)
-            actor_stats = self._natural_gradient_step(obs, surrogate)
+                states, surrogate, n_states = self._single_path_surrogate(batch)
+            actor_stats = natural_gradient_step(
+                self._actor_params, states, surrogate, self._actor_functions(), self._trust_region(), n_states,
+                self._reducer,
+            )  # fmt: skip
         value_loss = self._update_critic(batch)
 
         self._n_updates += 1
@@ -507,89 +507,31 @@ class TRPO(OnPolicyAlgorithm):
         self.logger.record("train/explained_variance", explained_var)
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
 
-    def _single_path_surrogate(self, batch: RolloutBufferSamples) -> tuple[PyTorchObs, Surrogate]:
-        """The single-path surrogate ``L(theta) = mean(A * pi_theta(a|s) / pi_old(a|s))`` (paper Eq. 14) on the
-        trunk's states."""
+    def _single_path_surrogate(self, batch: RolloutBufferSamples) -> tuple[PyTorchObs, Surrogate, int]:
+        """The single-path surrogate (:func:`single_path_surrogate`, paper Eq. 14) on the trunk's states, and their
+        count."""
         actions = batch.actions.long().flatten() if isinstance(self.action_space, spaces.Discrete) else batch.actions
-        advantages = batch.advantages
-        if self.normalize_advantage:
-            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        surrogate = single_path_surrogate(
+            actions, batch.advantages, batch.old_log_prob, self.normalize_advantage, self._reducer
+        )
+        return batch.observations, surrogate, len(batch.advantages)
 
-        def surrogate(distribution: Distribution) -> th.Tensor:
-            return (advantages * th.exp(distribution.log_prob(actions) - batch.old_log_prob)).mean()
+    def _actor_functions(self) -> ActorFunctions:
+        """How this algorithm's policy computes what the natural-gradient step needs (overridable pieces below)."""
+        return ActorFunctions(
+            self._policy_distribution, self._action_family, self._fisher_product, self._every_kth_state
+        )
 
-        return batch.observations, surrogate
-
-    def _natural_gradient_step(self, obs: PyTorchObs, surrogate: Surrogate) -> dict[str, Any]:
-        """Natural-gradient step with backtracking line search (paper Sec. 6 and Appendix C), the same for every
-        sampling scheme: ``surrogate`` maps the policy's distribution at ``obs`` to the objective to maximise; the
-        Fisher and the trust-region check use ``obs``.
-
-        :return: the statistics to log
-        """
-        actor_params = self._actor_params
-        distribution = self._policy_distribution(obs)
-        family = self._action_family(distribution)
-        dist_params = family.params(distribution)
-        dist_old = tuple(t.detach() for t in dist_params)
-        objective = surrogate(distribution)
-        gradient = flatten(th.autograd.grad(objective, actor_params, retain_graph=True))
-
-        stats: dict[str, Any] = {
-            "policy_objective": objective.item(),
-            "kl": 0.0,
-            "cg_iterations": 0,
-            "cg_residual": float("nan"),
-            "line_search_steps": 0,
-            "is_line_search_success": 0.0,
-        }
-        if isinstance(family, GaussianFamily):
-            stats["std"] = dist_old[1].exp().mean().item()
-        if not th.isfinite(gradient).all() or not th.isfinite(objective):
-            warnings.warn("TRPO: non-finite surrogate or policy gradient, the actor update is skipped", stacklevel=2)
-            return stats
-
-        # Search direction s ~ F^-1 g by conjugate gradient, then the full step to the trust-region
-        # boundary: 1/2 (beta s)^T F (beta s) = target_kl  =>  beta = sqrt(2 target_kl / s^T F s)  (Appendix C)
-        # Fisher of the mean KL at theta_old, on every sub_sampling_factor-th state (Appendix C)
-        fisher_obs = obs
-        if self.sub_sampling_factor > 1:
-            fisher_obs = self._every_kth_state(obs, self.sub_sampling_factor)
-            dist_params = family.params(self._policy_distribution(fisher_obs))
-        fisher_product = self._fisher_product(fisher_obs, dist_params, family)
-        cg: CGResult = conjugate_gradient(fisher_product, gradient, max_iter=self.cg_max_steps, rtol=self.cg_rtol)
-        stats.update(cg_iterations=cg.iterations, cg_residual=cg.residual_norm, cg_stop_reason=cg.reason)
-        curvature = th.dot(cg.x, cg.a_x)  # s^T F s from CG's own products (one Fisher product fewer)
-        if not (th.isfinite(cg.x).all() and th.isfinite(curvature) and curvature > 0):
-            warnings.warn(
-                f"TRPO: invalid search direction (s^T F s = {curvature.item()}), the actor update is skipped",
-                stacklevel=2,
-            )
-            return stats
-        full_step = th.sqrt(2 * self.target_kl / curvature) * cg.x
-
-        theta_old = flatten(actor_params).detach().clone()
-        with th.no_grad():
-            for step in range(self.line_search_max_iter):
-                candidate = theta_old + self.line_search_shrinking_factor**step * full_step
-                if not th.isfinite(candidate).all():
-                    continue
-                self._set_actor(actor_params, candidate)
-                distribution = self._policy_distribution(obs)
-                kl = family.kl(dist_old, family.params(distribution)).mean()
-                new_objective = surrogate(distribution)
-                # Accept the first candidate inside the trust region that improves the surrogate.
-                if kl <= self.target_kl and new_objective > objective:  # False for NaN as well
-                    stats.update(
-                        policy_objective=new_objective.item(),
-                        kl=kl.item(),
-                        line_search_steps=step + 1,
-                        is_line_search_success=1.0,
-                    )
-                    return stats
-            self._set_actor(actor_params, theta_old)  # no acceptable step: keep the old policy
-        stats["line_search_steps"] = self.line_search_max_iter
-        return stats
+    def _trust_region(self) -> TrustRegion:
+        """The natural-gradient step's settings."""
+        return TrustRegion(
+            target_kl=self.target_kl,
+            cg_max_steps=self.cg_max_steps,
+            cg_rtol=self.cg_rtol,
+            line_search_shrinking_factor=self.line_search_shrinking_factor,
+            line_search_max_iter=self.line_search_max_iter,
+            sub_sampling_factor=self.sub_sampling_factor,
+        )
 
     def _policy_distribution(self, obs: PyTorchObs) -> Distribution:
         """The policy's action distribution at the states ``obs`` of the natural-gradient step (a subclass whose
@@ -623,12 +565,6 @@ class TRPO(OnPolicyAlgorithm):
                 self.cg_damping,  # type: ignore[arg-type]
             )
         return FISHER_PRODUCTS[self.fisher](dist_params, self._actor_params, family, self.cg_damping)
-
-    @staticmethod
-    def _set_actor(actor_params: list[nn.Parameter], flat: th.Tensor) -> None:
-        with th.no_grad():
-            for param, value in zip(actor_params, unflatten(flat, actor_params), strict=True):
-                param.copy_(value)
 
     def _update_critic(self, batch: RolloutBufferSamples) -> float:
         """``n_critic_updates`` epochs of minibatch regression of the values on the returns. A non-finite loss or
