@@ -220,6 +220,171 @@ def test_killed_sweep_resumes_from_checkpoint(tmp_path: Path) -> None:
     steps = [r["timesteps"] for r in evals]
     assert steps == sorted(set(steps)) and steps[-1] >= budget - 500  # no evaluation twice, none missing at the end
     assert {r["segment"] for r in evals} == {0, 1}
+    # the killed segment's work after the checkpoint is recorded apart from the run's cpu_seconds; both segments
+    # name their code, the killed one's copied from its progress.json when the sweep resumed it
+    lost = segments[0]["lost_work"]
+    assert lost["recorded"] and lost["timesteps"] >= 0 and lost["cpu_seconds"] >= 0
+    assert "lost_work" not in segments[1]
+    assert result["lost_work"]["segments"] == 1 and result["lost_work"]["cpu_seconds"] == lost["cpu_seconds"]
+    assert segments[0]["code"] == segments[1]["code"] and segments[0]["code"]["version"]
+    assert result["code"]["differ"] is False and result["code"]["unrecorded"] == 0
+
+
+def _git(cwd: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-c", "user.name=test", "-c", "user.email=test@example.com", *args],
+        cwd=cwd, check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_code_record_names_the_checkout_of_the_package(tmp_path: Path) -> None:
+    """Issue 27: the commit of the tree the package was imported from, dirty only for changes to the package or
+    the hyperparameters, None outside a checkout or when the package is not at the checkout's top."""
+    import sb3_trpo_ext
+    from sb3_trpo_ext.benchmark.zoo_train import code_record
+
+    tree = tmp_path / "checkout"
+    for name in ("sb3_trpo_ext/__init__.py", "hyperparams/a.yml", "README.md"):
+        (tree / name).parent.mkdir(parents=True, exist_ok=True)
+        (tree / name).write_text("x\n")
+    _git(tree, "init", "-q")
+    _git(tree, "add", ".")
+    _git(tree, "commit", "-q", "-m", "one")
+    package = tree / "sb3_trpo_ext"
+    record = code_record(package)
+    assert record == {
+        "version": sb3_trpo_ext.__version__,
+        "tree": str(tree.resolve()),
+        "commit": _git(tree, "rev-parse", "HEAD"),
+        "dirty": False,
+    }
+    (tree / "README.md").write_text("y\n")  # outside the package and the hyperparameters: not the run's code
+    assert code_record(package)["dirty"] is False
+    (tree / "hyperparams" / "a.yml").write_text("y\n")
+    assert code_record(package)["dirty"] is True
+    _git(tree, "commit", "-q", "-am", "two")
+    (package / "new.py").write_text("")  # untracked files count
+    assert code_record(package)["dirty"] is True and code_record(package)["commit"] == _git(tree, "rev-parse", "HEAD")
+    # installed somewhere inside another checkout (a virtualenv in it): that checkout's commit is not the package's
+    nested = tree / "venv" / "site-packages" / "sb3_trpo_ext"
+    nested.mkdir(parents=True)
+    assert code_record(nested)["commit"] is None and code_record(nested)["dirty"] is None
+    outside = tmp_path / "plain" / "sb3_trpo_ext"
+    outside.mkdir(parents=True)
+    assert code_record(outside)["commit"] is None
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_runs_record_the_code_their_processes_import(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 27: a run process started in another checkout (another commit) imports that checkout's package: its
+    segment and result name that commit, not the one of the sweep's own process."""
+    root = Path(__file__).resolve().parents[1]
+    checkout = tmp_path / "frozen"
+    for name in ("sb3_trpo_ext", "hyperparams"):
+        shutil.copytree(root / name, checkout / name, ignore=shutil.ignore_patterns("__pycache__"))
+    _git(checkout, "init", "-q")
+    _git(checkout, "add", ".")
+    _git(checkout, "commit", "-q", "-m", "frozen")
+    commit = _git(checkout, "rev-parse", "HEAD")
+    with open(checkout / "hyperparams" / "trpo_ext.yml", "a") as file:
+        file.write("# an uncommitted edit\n")
+    monkeypatch.chdir(checkout)  # `python -m` puts the working directory first on the run process's path
+    folder = tmp_path / "sweep"
+    main(["run", "--algos", "trpo_ext", "--envs", "CartPole-v1", "--seeds", "0", "-n", "600", "--eval-freq", "500",
+          "--eval-episodes", "2", "--final-eval-episodes", "2", "-f", str(folder), "--workers", "1", "--no-progress"])  # fmt: skip
+    run = folder / "runs" / "trpo_ext" / "CartPole-v1" / "seed_0"
+    (segment,) = _segments(run)
+    assert segment["code"]["tree"] == str(checkout.resolve()) and segment["code"]["commit"] == commit
+    assert segment["code"]["dirty"] is True
+    result = json.loads((run / "result.json").read_text())
+    assert result["code"] == {
+        "versions": [segment["code"]["version"]],
+        "commits": [commit],
+        "dirty": True,
+        "differ": False,
+        "unrecorded": 0,
+    }
+    assert result["lost_work"] == {
+        "timesteps": 0, "cpu_seconds": 0, "wall_seconds": 0, "eval_cpu_seconds": 0, "eval_wall_seconds": 0,
+        "segments": 0,
+    }  # fmt: skip
+
+
+class _FakeTraining:
+    """Stands for a run process in :func:`execute_run`: writes what a segment that trained to the end writes."""
+
+    returncode = 0
+
+    def __init__(self, argv: list[str], **kwargs: object) -> None:
+        self.argv = argv
+        run = Path(argv[argv.index("--bench-dir") + 1])
+        progress = {
+            "timesteps": 1000, "total": 1000, "wall_seconds": 3.0, "cpu_seconds": 3.0, "eval_wall_seconds": 0.5,
+            "eval_cpu_seconds": 0.25, "segment": 1, "finished": True, "machine": {}, "code": _CODE_B,
+        }  # fmt: skip
+        (run / "progress.json").write_text(json.dumps(progress))
+        with open(run / "timeline.jsonl", "a") as file:
+            file.write(json.dumps({"kind": "final_eval", "timesteps": 1000, "eval_mean": 1.0, "episodes": 2}) + "\n")
+        model = run / "zoo" / "ppo" / "CartPole-v1_2" / "CartPole-v1.zip"
+        model.parent.mkdir(parents=True)
+        model.write_bytes(b"")
+
+    def poll(self) -> int:
+        return 0
+
+    def wait(self) -> int:
+        return 0
+
+
+_CODE_A = {"version": "0.1.0", "tree": "/a", "commit": "a" * 40, "dirty": False}
+_CODE_B = {"version": "0.1.0", "tree": "/b", "commit": "b" * 40, "dirty": False}
+
+
+def test_resumed_run_records_the_lost_work_and_each_segments_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 27: a segment killed after its checkpoint at 512 steps, last seen at 900: the 388 steps, the CPU and
+    wall seconds after the checkpoint (training, and evaluation since the checkpoint) are its lost work, not in the
+    run's cpu_seconds; the code of each segment is recorded, and the result says they differ."""
+    import types
+
+    from sb3_trpo_ext.benchmark import sweep
+
+    config = sweep.SweepConfig(["ppo"], ["CartPole-v1"], [0], 1000, 500, 2, 512, {"ppo": {"CartPole-v1": 1000}})
+    spec = sweep.RunSpec("ppo", "CartPole-v1", 0, 1000)
+    run = tmp_path / "run"
+    checkpoint = run / "resume" / "512" / "rl_model_512_steps.zip"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"")
+    (run / "segments.jsonl").write_text(json.dumps({"segment": 0, "trained_agent": None, "code": None}) + "\n")
+    timeline = [
+        {"kind": "checkpoint", "path": "resume/512/rl_model_512_steps.zip", "timesteps": 512, "wall_seconds": 1.25,
+         "cpu_seconds": 1.0, "eval_wall_seconds": 0.5, "eval_cpu_seconds": 0.25, "segment": 0},
+        {"kind": "eval", "timesteps": 768, "wall_seconds": 1.75, "cpu_seconds": 1.5, "eval_wall_seconds": 1.0,
+         "eval_cpu_seconds": 0.5, "eval_mean": 9.0, "segment": 0},
+    ]  # fmt: skip
+    (run / "timeline.jsonl").write_text("".join(json.dumps(r) + "\n" for r in timeline))
+    # its last progress.json, written after that evaluation; the sweep was killed with it (no code copied yet)
+    progress = {"timesteps": 900, "wall_seconds": 2.25, "cpu_seconds": 2.0, "eval_wall_seconds": 1.0,
+                "eval_cpu_seconds": 0.5, "segment": 0, "finished": False, "code": _CODE_A}  # fmt: skip
+    (run / "progress.json").write_text(json.dumps(progress))
+    monkeypatch.setattr(sweep, "subprocess", types.SimpleNamespace(Popen=_FakeTraining, DEVNULL=subprocess.DEVNULL))
+
+    result = sweep.execute_run(spec, config, run, poll_seconds=0.01)
+    assert result["status"] == "done"
+    first, second = _segments(run)
+    assert second["offset_steps"] == 512 and second["argv"][second["argv"].index("--offset-cpu-seconds") + 1] == "1.0"
+    lost = {"timesteps": 388, "cpu_seconds": 1.0, "wall_seconds": 1.0, "eval_cpu_seconds": 0.25,
+            "eval_wall_seconds": 0.5}  # fmt: skip
+    assert first["lost_work"] == {**lost, "recorded": True} and "lost_work" not in second
+    assert result["cpu_seconds"] == 3.0 and result["lost_work"] == {**lost, "segments": 1}
+    assert (first["code"], second["code"]) == (_CODE_A, _CODE_B)
+    assert result["code"] == {
+        "versions": ["0.1.0"], "commits": ["a" * 40, "b" * 40], "dirty": False, "differ": True, "unrecorded": 0,
+    }  # fmt: skip
+    # the evaluation after the checkpoint was dropped with the rest of the cut segment's timeline
+    assert [r["kind"] for r in sweep.read_jsonl(run / "timeline.jsonl")] == ["checkpoint", "final_eval"]
 
 
 def _child_pids(pid: int) -> list[int]:
@@ -324,6 +489,28 @@ def test_iqm_interval_properties() -> None:
     assert iqm_interval(matrix, reps=500) == pytest.approx((2.0, 2.0, 2.0))
     narrow = iqm_interval(scores, reps=2000, seed=3, size=0.5)
     assert low <= narrow[1] <= narrow[2] <= high
+
+
+def test_cost_table_shows_the_spread_of_cpu_time() -> None:
+    """Issue 27: CPU time depends on the machine's load (runs of one configuration: 374 to 776 s): the cost table
+    gives its min-max beside the median and no longer says it is unaffected by other runs."""
+    from sb3_trpo_ext.benchmark.report import _cost_lines
+
+    runs = pd.DataFrame(
+        {
+            "env": ["Hopper-v5"] * 3 + ["CartPole-v1"],
+            "algo": ["trpo"] * 3 + ["ppo"],
+            "set": ["p"] * 3 + ["earlier"],
+            "cpu_seconds": [374.0, 429.0, 776.0, np.nan],
+            "wall_seconds": [377.0, 434.0, 2746.0, 20.0],
+            "eval_cpu_seconds": [50.0, 51.0, 52.0, np.nan],
+            "concurrent_runs_mean": [2.0, 2.0, 2.0, np.nan],
+        }
+    )
+    text = "\n".join(_cost_lines(runs))
+    assert "| Hopper-v5 | trpo (p) | 3 | 429 (374–776) | 434 | 51 | 2.00 |" in text
+    assert "| CartPole-v1 | ppo | 1 | — | 20 | — | — |" in text
+    assert "unaffected" not in text and "affects it less than wall-clock time, but it still affects it" in text
 
 
 def test_normalize() -> None:

@@ -3,7 +3,10 @@ hyperparameter conversion rule, and what every run records (final evaluation, CP
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import gymnasium as gym
@@ -119,6 +122,81 @@ def test_protocol_refuses_changed_hyperparameters_and_unknown_groups(
         main(["run", "--protocol", str(path), "--groups", "nope", "--no-progress"])
     assert "unknown group(s) ['nope']" in capsys.readouterr().err
     assert not (tmp_path / "bench" / "g").exists()
+
+
+def test_protocol_run_warns_when_a_registered_file_changed(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 27: a hyperparameter file whose blob (ours) or sha256 (the Zoo's) is not the registered one is named
+    with both, although its blocks resolve the same: the runs start, with a warning."""
+    from sb3_trpo_ext.benchmark import cli
+    from sb3_trpo_ext.benchmark.protocol import git_blob
+    from sb3_trpo_ext.zoo.config import _zoo_hyperparams_path
+
+    started: list = []
+    monkeypatch.setattr(cli, "run_local_jobs", lambda jobs, *args, **kwargs: started.extend(jobs) or [])
+    ours, zoo = hyperparams_path("trpo_ext"), _zoo_hyperparams_path("trpo")
+    blob = git_blob(ours)
+    if shutil.which("git"):  # the id git gives the file
+        assert blob == subprocess.run(["git", "hash-object", str(ours)], capture_output=True, text=True).stdout.strip()
+    registered = {
+        "hyperparams/trpo_ext.yml": {"git_blob": blob},
+        "rl_zoo3/hyperparams/trpo.yml": {"rl_zoo3": "2.9.2", "sha256": hashlib.sha256(zoo.read_bytes()).hexdigest()},
+    }
+    main(
+        ["run", "--protocol", str(_tiny_protocol(tmp_path / "same", hyperparameter_files=registered)), "--no-progress"]
+    )
+    assert "warning" not in capsys.readouterr().err and len(started) == 1
+
+    stale = {
+        "hyperparams/trpo_ext.yml": {"git_blob": "0" * 40},
+        "rl_zoo3/hyperparams/trpo.yml": {"rl_zoo3": "2.9.2", "sha256": "f" * 64},
+    }
+    main(["run", "--protocol", str(_tiny_protocol(tmp_path / "changed", hyperparameter_files=stale)), "--no-progress"])
+    err = capsys.readouterr().err
+    assert (
+        f"warning: hyperparams/trpo_ext.yml changed since the protocol's registration (git blob {'0' * 40} registered, "
+        f"{blob} now in {ours}), although the blocks it registered still resolve the same"
+    ) in err
+    assert f"warning: rl_zoo3/hyperparams/trpo.yml changed since the protocol's registration (sha256 {'f' * 64}" in err
+    assert len(started) == 2  # a warning, not a refusal
+
+
+def _commit_all(repo: Path, message: str) -> str:
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+    if not (repo / ".git").exists():
+        subprocess.run([*git, "init", "-q"], cwd=repo, check=True)
+    subprocess.run([*git, "add", "."], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", message], cwd=repo, check=True)
+    return subprocess.run([*git, "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_protocol_without_blobs_compares_with_its_registration_commit(tmp_path: Path) -> None:
+    """A protocol that records no blobs: our files are compared with their versions at the commit that added the
+    protocol file (its registration), not at a later one."""
+    from sb3_trpo_ext.benchmark.protocol import git_blob
+
+    ours = hyperparams_path("trpo_ext")
+    for name, registered in (("clean", ours.read_text()), ("changed", "# as registered\n" + ours.read_text())):
+        path = _tiny_protocol(tmp_path / name)
+        copy = tmp_path / name / "hyperparams" / "trpo_ext.yml"
+        copy.parent.mkdir()
+        copy.write_text(registered)
+        registration = _commit_all(tmp_path / name, "register")
+        copy.write_text(ours.read_text())  # later commits: the file as it is now, the protocol edited
+        path.write_text(path.read_text() + "# edited later\n")
+        _commit_all(tmp_path / name, "later")
+        messages = load_protocol(path).changed_files()
+        if name == "clean":
+            assert messages == []
+        else:
+            blob = subprocess.run(["git", "hash-object", "--stdin"], input=registered, capture_output=True, text=True)
+            assert messages == [
+                f"hyperparams/trpo_ext.yml changed since the protocol's registration (git blob {blob.stdout.strip()} "
+                f"at its registration commit {registration[:12]}, {git_blob(ours)} now in {ours}), although the "
+                "blocks it registered still resolve the same"
+            ]
 
 
 @pytest.mark.parametrize(

@@ -167,6 +167,8 @@ def _prepare(args: argparse.Namespace) -> list[tuple[Path, SweepConfig]]:
     if unknown:
         raise SweepError(f"unknown group(s) {unknown} in {args.protocol}: it has {list(protocol.groups)}")
     protocol.check_hyperparameters()
+    for message in protocol.changed_files():  # the blocks are the registered ones, but their file is not
+        print(f"{PROG} run: warning: {message}", file=sys.stderr)
     evaluation = protocol.evaluation
     sweeps = []
     for group in groups:

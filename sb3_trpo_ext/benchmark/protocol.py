@@ -11,24 +11,30 @@ File layout (see ``bench/protocol.yml``)::
       <group>: {folder, algos: [...], envs: [...], seeds: [...], n_timesteps}
     hyperparameters:             # algo -> env -> the block the Zoo must resolve (comments in the file say why)
       <algo>: {<env>: {...}}
-    hyperparameter_files:        # provenance: git blob of our files, sha256 of the Zoo's, at registration
-      <path>: {...}
+    hyperparameter_files:        # provenance at registration: our files' git blobs, the Zoo's sha256 and version
+      hyperparams/<file>: {git_blob: <git hash-object of the file>}
+      rl_zoo3/hyperparams/<file>: {rl_zoo3: <version>, sha256: <hex>}
     statistics: {...}            # read by the report: score, ci, bootstrap reps/seed, decision rule
     claims:                      # each tested on the protocol's runs (its seeds) only
       - {id, better, than, envs: [...]}
+
+``run --protocol`` refuses to start when a registered block no longer resolves the same
+(:meth:`Protocol.check_hyperparameters`), and warns when a hyperparameter file changed since the registration
+although its blocks did not (:meth:`Protocol.changed_files`): the files are compared with their registered blobs,
+or, for a protocol that records none, with the files at the commit that added the protocol file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-__all__ = ["Claim", "Protocol", "ProtocolError", "load_protocol", "resolved_block", "block_digest"]
+__all__ = ["Claim", "Protocol", "ProtocolError", "block_digest", "git_blob", "load_protocol", "resolved_block"]
 
 
 class ProtocolError(ValueError):
@@ -57,12 +63,19 @@ class Protocol:
     hyperparameters: dict[str, dict[str, dict[str, Any]]]
     statistics: dict[str, Any]
     claims: tuple[Claim, ...]
+    #: provenance of the hyperparameter files at registration (``hyperparameter_files``; empty when not recorded)
+    hyperparameter_files: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def root(self) -> Path:
+        """The repository root the protocol's relative paths start from (the parent of its ``bench/`` folder)."""
+        return self.path.parent.parent
 
     def folder(self, group: str) -> Path:
         """The sweep folder of ``group``, relative to the protocol file's repository root (its parent's parent
         when the file sits in ``bench/``) unless absolute."""
         folder = Path(self.groups[group]["folder"])
-        return folder if folder.is_absolute() else self.path.parent.parent / folder
+        return folder if folder.is_absolute() else self.root / folder
 
     def check_hyperparameters(self) -> None:
         """Raise :class:`ProtocolError` unless every (algo, env) of every group resolves to the registered block.
@@ -91,6 +104,85 @@ class Protocol:
                 f"the hyperparameters differ from the protocol {self.path}: " + "; ".join(problems) + ". A protocol "
                 "is fixed before its runs: run the sweep from the commit it was registered with, or register a new one."
             )
+
+    def changed_files(self) -> list[str]:
+        """Hyperparameter files that changed since the registration, one message each (empty: none, or nothing to
+        compare with); meant as warnings, since :meth:`check_hyperparameters` decides what may run.
+
+        A block may still resolve the same after its file changed (a comment, another block, a key order), but the
+        file is no longer the registered one, and a change there could still reach the runs (an ``env_wrapper``
+        or ``default`` block read otherwise, a loader that changed): ``run --protocol`` says so. Our files are
+        compared by git blob (``git hash-object``), with ``hyperparameter_files``' blobs or, when the protocol
+        records none, with the files of our algorithms at the commit that added the protocol file (when it is
+        tracked in a git checkout); the Zoo's files by sha256 and the Zoo's version.
+        """
+        registered = self.hyperparameter_files or self._blobs_at_registration_commit()
+        messages = []
+        for name, record in registered.items():
+            path = self._file_of(name)
+            if not path.is_file():
+                messages.append(f"{name}: registered, but there is no file {path} now")
+            elif "git_blob" in record and git_blob(path) != record["git_blob"]:
+                where = f"at its registration commit {record['commit'][:12]}" if "commit" in record else "registered"
+                messages.append(
+                    f"{name} changed since the protocol's registration (git blob {record['git_blob']} {where}, "
+                    f"{git_blob(path)} now in {path}), although the blocks it registered still resolve the same"
+                )
+            elif "sha256" in record and hashlib.sha256(path.read_bytes()).hexdigest() != record["sha256"]:
+                messages.append(
+                    f"{name} changed since the protocol's registration (sha256 {record['sha256']} registered with "
+                    f"rl_zoo3 {record.get('rl_zoo3', '?')}, {hashlib.sha256(path.read_bytes()).hexdigest()} now in "
+                    f"{path} with rl_zoo3 {_zoo_version()}), although the blocks it registered still resolve the same"
+                )
+        return messages
+
+    def _file_of(self, name: str) -> Path:
+        """The file a registered name stands for now: the one the runs will read (ours: :func:`hyperparams_path`
+        of the algorithm it belongs to; the Zoo's: in the installed rl_zoo3), else the protocol's repository's."""
+        from sb3_trpo_ext.zoo.config import hyperparams_path
+        from sb3_trpo_ext.zoo.registry import ZOO_ALGORITHMS
+
+        relative = Path(name)
+        if relative.parts[:1] == ("hyperparams",):
+            for algo, spec in ZOO_ALGORITHMS.items():
+                if spec.hyperparams_file == relative.name:
+                    return hyperparams_path(algo)
+        if relative.parts[:1] == ("rl_zoo3",):
+            import rl_zoo3
+
+            return Path(rl_zoo3.__file__).parent.parent / relative
+        return self.root / relative
+
+    def _blobs_at_registration_commit(self) -> dict[str, dict[str, Any]]:
+        """For a protocol that records no blobs: the blobs of our algorithms' files at the commit that added the
+        protocol file (its registration), ``{}`` when that cannot be told (not tracked, no git)."""
+        from sb3_trpo_ext.benchmark.zoo_train import git_output
+        from sb3_trpo_ext.zoo.registry import ZOO_ALGORITHMS
+
+        added = git_output(self.path.parent, "log", "--diff-filter=A", "--format=%H", "--", self.path.name)
+        if not added:
+            return {}
+        commit = added.splitlines()[-1]  # the first commit that added it (log lists the newest first)
+        algos = {algo for group in self.groups.values() for algo in group["algos"]}
+        files = {}
+        for algo in sorted(algos & set(ZOO_ALGORITHMS)):
+            name = f"hyperparams/{ZOO_ALGORITHMS[algo].hyperparams_file}"
+            blob = git_output(self.root, "rev-parse", f"{commit}:./{name}")
+            if blob:
+                files[name] = {"git_blob": blob, "commit": commit}
+        return files
+
+
+def git_blob(path: Path) -> str:
+    """The git blob id of a file's bytes (``git hash-object FILE`` without filters), git not needed."""
+    data = Path(path).read_bytes()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def _zoo_version() -> str:
+    from importlib.metadata import version
+
+    return version("rl_zoo3")
 
 
 def _canonical(value: Any) -> str:
@@ -173,4 +265,5 @@ def load_protocol(path: Path | str) -> Protocol:
         hyperparameters=data["hyperparameters"],
         statistics=dict(data["statistics"]),
         claims=tuple(claims),
+        hyperparameter_files=dict(data.get("hyperparameter_files") or {}),
     )

@@ -748,6 +748,45 @@ def _splice_readme(readme: Path, block: list[str]) -> None:
     readme.write_text(before + "\n".join(block) + after)
 
 
+def _spread(values: Any) -> str:
+    """``median (min–max)``, or the one value, or ``—`` when none is recorded."""
+    if not len(values):
+        return "—"
+    if len(values) == 1 or values.min() == values.max():
+        return _number(values.median())
+    return f"{_number(values.median())} ({_number(values.min())}–{_number(values.max())})"
+
+
+def _cost_lines(runs: Any) -> list[str]:
+    """The report's cost section: per (environment, algorithm, set), the runs' training CPU time with its spread,
+    training wall-clock and evaluation CPU time, and how many of the sweep's runs ran at once."""
+    lines = [
+        "## Cost",
+        "",
+        "Per run: training CPU time (user + system of the run's process, without evaluations), median and (min–max) "
+        "over the runs; training wall-clock time and evaluation CPU time, medians; the mean number of this sweep's "
+        "runs running at once (the sharing). CPU time leaves out the time other processes hold the cores, so the "
+        "machine's load affects it less than wall-clock time, but it still affects it: processes sharing the cores "
+        "compete for caches, memory bandwidth, SMT siblings and the clock frequency, and runs of one configuration "
+        "have differed by a factor of two when the load average was above the number of cores (each evaluation "
+        "records it, timeline.jsonl). Compare costs by their medians and spreads, not by single runs. A resumed "
+        "run counts the work of the path to its final model; what its cut segments did after their last "
+        "checkpoint is its result.json's `lost_work`.",
+        "",
+        "| env | algo | runs | training CPU s, median (min–max) | training wall s | evaluation CPU s | runs at once |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (env, algo, run_set), group in runs.groupby(["env", "algo", "set"]):
+        cpu, wall, eval_cpu = (group[c].dropna() for c in ("cpu_seconds", "wall_seconds", "eval_cpu_seconds"))
+        cells = [_spread(cpu), *(_number(values.median()) if len(values) else "—" for values in (wall, eval_cpu))]
+        sharing = group["concurrent_runs_mean"].dropna()
+        lines.append(
+            f"| {env} | {_label(algo, run_set)} | {len(group)} | {' | '.join(cells)} | "
+            f"{f'{sharing.mean():.2f}' if len(sharing) else '—'} |"
+        )
+    return [*lines, ""]
+
+
 def write_report(
     paths: Sequence[Path],
     out: Path,
@@ -867,25 +906,7 @@ def write_report(
     if skipped:
         lines += [f"Not in the aggregate (no reference scores): {', '.join(skipped)}.", ""]
 
-    lines += [
-        "## Cost",
-        "",
-        "Per run, medians: training CPU time (user + system of the run's process, without evaluations: unaffected "
-        "by other runs sharing the machine, so cost comparisons use it), training wall-clock time, evaluation CPU "
-        "time, and the mean number of this sweep's runs running at once (the sharing).",
-        "",
-        "| env | algo | runs | training CPU s | training wall s | evaluation CPU s | runs at once |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for (env, algo, run_set), group in runs.groupby(["env", "algo", "set"]):
-        recorded = [group[c].dropna() for c in ("cpu_seconds", "wall_seconds", "eval_cpu_seconds")]
-        cells = [_number(values.median()) if len(values) else "—" for values in recorded]
-        sharing = group["concurrent_runs_mean"].dropna()
-        lines.append(
-            f"| {env} | {_label(algo, run_set)} | {len(group)} | {' | '.join(cells)} | "
-            f"{f'{sharing.mean():.2f}' if len(sharing) else '—'} |"
-        )
-    lines.append("")
+    lines += _cost_lines(runs)
 
     claims = {p.name: claim_sentences(runs, p, reps, seed) for p in registered}
     claim_lines = []

@@ -6,7 +6,8 @@ Output folder (``-f``)::
     runs/<algo>/<env>/seed_<s>/
         result.json                         the done marker (written atomically, last)
         error.json                          the last failure: return code, stderr tail (removed when a rerun succeeds)
-        segments.jsonl                      one line per process started: its command line, resume point, budget
+        segments.jsonl                      one line per process started: its command line, resume point, budget,
+                                            the code it ran, the work lost when it was cut (see execute_run)
         segment_<k>.out / segment_<k>.err   that process's output
         timeline.jsonl, progress.json       written by the run (see :mod:`sb3_trpo_ext.benchmark.zoo_train`)
         resume/<steps>/                     the latest checkpoint, in the layout ``--trained-agent`` expects
@@ -19,7 +20,8 @@ the Zoo's training through our command (hyperparameters from the Zoo files; ours
 Resumption (:func:`execute_run`): a run with ``result.json`` is skipped. A run whose process finished its
 budget but whose marker is missing gets its marker. Otherwise, when ``timeline.jsonl`` records a checkpoint,
 the run continues from the latest one with ``--trained-agent resume/<t>/rl_model_<t>_steps.zip -n <budget - t>``
-(evaluations recorded after that checkpoint are dropped first); without one it starts over.
+(evaluations recorded after that checkpoint are dropped first); without one it starts over. The cut process's
+work after that checkpoint is not part of the run's ``cpu_seconds``; its segment records it as ``lost_work``.
 """
 
 from __future__ import annotations
@@ -283,7 +285,22 @@ SCORE_EVALUATIONS = 5
 def _write_result(
     run_dir: Path, spec: RunSpec, config: SweepConfig, progress: dict[str, Any], segments: int
 ) -> dict[str, Any]:
-    """The done marker: budget, times (wall and CPU, training and evaluation), the final evaluation, the score."""
+    """The done marker: budget, times (wall and CPU, training and evaluation), the final evaluation, the score,
+    the code the segments ran.
+
+    Two costs, which count different work:
+
+    - ``cpu_seconds`` / ``wall_seconds`` (training; ``eval_*`` for the last segment's evaluations): the work of the
+      path that produced the final model, i.e. of each segment up to the checkpoint the next one resumed from.
+      A run cut and resumed costs as much here as the same run uncut.
+    - ``lost_work``: the work discarded by resumptions, what cut segments did after the checkpoint their successor
+      resumed from (:func:`_lost_work`), summed: training ``cpu_seconds``, ``wall_seconds``, ``timesteps``,
+      evaluation ``eval_cpu_seconds`` / ``eval_wall_seconds`` (None when a segment's is unknown), and ``segments``
+      (how many were cut). A lower bound: what a segment did after its last record (``progress.json`` is written
+      every second, the timeline at evaluations and checkpoints) is not seen. The machine's total cost of the run
+      is ``cpu_seconds`` + ``lost_work.cpu_seconds`` (+ evaluations and process start-ups).
+    """
+    records = read_jsonl(run_dir / "segments.jsonl")
     timeline = read_jsonl(run_dir / "timeline.jsonl")
     evals = [r for r in timeline if r.get("kind") == "eval"]
     final = next((r for r in reversed(timeline) if r.get("kind") == "final_eval"), None)
@@ -294,6 +311,7 @@ def _write_result(
         "timesteps": progress.get("timesteps"),
         "wall_seconds": progress.get("wall_seconds"),
         "cpu_seconds": progress.get("cpu_seconds"),
+        "lost_work": _lost_work_summary(records),
         "eval_wall_seconds": progress.get("eval_wall_seconds"),
         "eval_cpu_seconds": progress.get("eval_cpu_seconds"),
         "segments": segments,
@@ -303,7 +321,8 @@ def _write_result(
         "final_eval_episodes": final["episodes"] if final else None,
         "last5_mean": sum(r["eval_mean"] for r in last) / len(last) if len(last) == SCORE_EVALUATIONS else None,
         "concurrent_runs": _concurrency_of(run_dir),
-        "hyperparameters_sha256": (read_jsonl(run_dir / "segments.jsonl") or [{}])[-1].get("hyperparameters_sha256"),
+        "hyperparameters_sha256": (records or [{}])[-1].get("hyperparameters_sha256"),
+        "code": _code_summary(records),
         "protocol": config.protocol,
         "machine": progress.get("machine", {}),
     }
@@ -336,6 +355,89 @@ def _concurrency_of(run_dir: Path) -> dict[str, Any] | None:
     seconds = sum(r["seconds"] for r in records)
     mean = sum(r["mean"] * r["seconds"] for r in records) / seconds if seconds > 0 else records[-1]["mean"]
     return {"min": min(r["min"] for r in records), "max": max(r["max"] for r in records), "mean": round(mean, 3)}
+
+
+def _code_summary(segments: list[dict[str, Any]]) -> dict[str, Any]:
+    """The code a run's segments ran (their ``code`` records, :func:`~sb3_trpo_ext.benchmark.zoo_train.code_record`):
+    the distinct ``versions`` and ``commits`` in segment order, ``dirty`` (some segment ran a tree with uncommitted
+    changes; None when no segment's tree was a checkout), ``differ`` (the segments' records are not all the same:
+    a resumed run finished by other code) and ``unrecorded`` (segments without a record: cut before training
+    started, or run before records existed)."""
+    codes = [segment["code"] for segment in segments if segment.get("code")]
+    dirty = [code.get("dirty") for code in codes if code.get("dirty") is not None]
+    return {
+        "versions": list(dict.fromkeys(code.get("version") for code in codes)),
+        "commits": list(dict.fromkeys(code.get("commit") for code in codes)),
+        "dirty": any(dirty) if dirty else None,
+        # two dirty trees at one commit may differ too, unseen here: `dirty` says when that can be
+        "differ": len({(code.get("version"), code.get("commit"), code.get("dirty")) for code in codes}) > 1,
+        "unrecorded": len(segments) - len(codes),
+    }
+
+
+#: The costs :func:`_lost_work` compares: cumulative over the run's path (training), then the segment's own
+#: (evaluation).
+_PATH_COSTS = ("timesteps", "cpu_seconds", "wall_seconds")
+_SEGMENT_COSTS = ("eval_cpu_seconds", "eval_wall_seconds")
+
+
+def _lost_work(
+    segment: int, progress: dict[str, Any], timeline: list[dict[str, Any]], point: dict[str, Any] | None
+) -> dict[str, Any]:
+    """What ``segment`` (a cut one) did beyond ``point``, the checkpoint the next segment resumes from (None: the
+    next one starts over), from its last record (``progress.json`` if it is the segment's, or its last timeline
+    record, read before the timeline is cut back to ``point``).
+
+    Training ``timesteps``, ``cpu_seconds`` and ``wall_seconds`` are cumulative along the run's path: the last
+    record's minus the checkpoint's. Evaluation ``eval_cpu_seconds`` / ``eval_wall_seconds`` count from the
+    segment's start: the last record's, minus the checkpoint's when the segment wrote that checkpoint itself (None
+    when that checkpoint predates these fields). ``recorded``: False when the segment left no record (nothing seen
+    lost: it was cut before its training started, or within its first second).
+    """
+    records = [r for r in timeline if r.get("segment") == segment]
+    if progress.get("segment") == segment:
+        records.append(progress)
+    if not records:
+        return {**dict.fromkeys(_PATH_COSTS, 0), **dict.fromkeys(_SEGMENT_COSTS, 0.0), "recorded": False}
+    # training time stands still during evaluations, which the evaluation time then orders
+    last = max(records, key=lambda r: (r.get("wall_seconds") or 0.0, r.get("eval_wall_seconds") or 0.0))
+    base = point or {}
+    lost: dict[str, Any] = {key: max(0, (last.get(key) or 0) - (base.get(key) or 0)) for key in _PATH_COSTS}
+    own_checkpoint = point is not None and point.get("segment") == segment
+    for key in _SEGMENT_COSTS:
+        before = base.get(key) if own_checkpoint else 0.0
+        lost[key] = None if before is None else max(0.0, (last.get(key) or 0.0) - before)
+    return {**lost, "recorded": True}
+
+
+def _lost_work_summary(segments: list[dict[str, Any]]) -> dict[str, Any]:
+    """The segments' ``lost_work`` summed (see :func:`_write_result`); ``segments``: how many were cut."""
+    lost = [segment["lost_work"] for segment in segments if segment.get("lost_work")]
+    summary: dict[str, Any] = {key: sum(record[key] for record in lost) for key in _PATH_COSTS}
+    for key in _SEGMENT_COSTS:
+        values = [record.get(key) for record in lost]
+        summary[key] = None if None in values else sum(values)
+    return {**summary, "segments": len(lost)}
+
+
+def _update_segment(run_dir: Path, segment: int, fields: dict[str, Any]) -> None:
+    """Add ``fields`` to ``segment``'s line of ``segments.jsonl`` (the file replaced atomically)."""
+    path = run_dir / "segments.jsonl"
+    records = read_jsonl(path)
+    for record in records:
+        if record.get("segment") == segment:
+            record.update(fields)
+    tmp = path.with_name(".segments.jsonl.tmp")
+    tmp.write_text("".join(json.dumps(record) + "\n" for record in records))
+    os.replace(tmp, path)
+
+
+def _record_code(run_dir: Path, segments: list[dict[str, Any]], progress: dict[str, Any]) -> None:
+    """Copy the code record of the last segment's process (its ``progress.json``) into its line, unless there."""
+    if not segments or segments[-1].get("code") or not progress.get("code"):
+        return
+    if progress.get("segment") == segments[-1].get("segment"):
+        _update_segment(run_dir, segments[-1]["segment"], {"code": progress["code"]})
 
 
 def _resume_point(run_dir: Path, budget: int) -> dict[str, Any] | None:
@@ -375,6 +477,13 @@ def execute_run(
     Never raises for a failed training: a non-zero exit, or an exit before the budget, writes ``error.json``
     (return code, stderr tail) and returns it with ``status: "failed"``.
 
+    Each process started appends its line to ``segments.jsonl``: its command line, the checkpoint it resumes
+    from, its budget, the digest of its hyperparameter block, and, once it has started training, ``code``: the
+    version and git commit of the ``sb3_trpo_ext`` the process imported (from its ``progress.json``; a process
+    may import another tree than this one, e.g. when started in another checkout). When a run is resumed, the
+    line of the cut segment gets ``lost_work``: its work after the checkpoint resumed from (:func:`_lost_work`),
+    which the run's ``cpu_seconds`` leaves out.
+
     :param on_progress: called with ``(run_id, progress)`` while the process runs (``progress.json``'s content)
     :param stop: when set, the run's process is terminated and ``status: "interrupted"`` returned (nothing is
         recorded as failed: the same sweep resumes the run from its last checkpoint)
@@ -385,10 +494,16 @@ def execute_run(
     run_dir.mkdir(parents=True, exist_ok=True)
     segments = read_jsonl(run_dir / "segments.jsonl")
     progress = _read_json(run_dir / "progress.json") or {}
+    # the code record of a process whose sweep was killed before it could copy it
+    _record_code(run_dir, segments, progress)
     if progress.get("finished") and progress.get("timesteps", 0) >= spec.budget and _final_model(run_dir, spec):
         return _write_result(run_dir, spec, config, progress, len(segments))  # finished, marker not yet written
 
+    timeline = read_jsonl(run_dir / "timeline.jsonl")  # before _resume_point cuts it back
     point = _resume_point(run_dir, spec.budget)
+    if segments:  # the last segment was cut (killed, failed or interrupted): what it did after `point` is lost
+        last = segments[-1]["segment"]
+        _update_segment(run_dir, last, {"lost_work": _lost_work(last, progress, timeline, point)})
     segment = len(segments)
     offset_steps = point["timesteps"] if point else 0
     offset_seconds = point["wall_seconds"] if point else 0.0
@@ -426,6 +541,8 @@ def execute_run(
         "n_timesteps": spec.budget - offset_steps,
         "started": time.time(),
         "hyperparameters_sha256": block_digest(resolved_block(spec.algo, spec.env)),
+        # what the process imports, which may not be what this one did: filled in from its progress.json
+        "code": None,
     }
     with open(run_dir / "segments.jsonl", "a") as file:
         file.write(json.dumps(record) + "\n")
@@ -464,6 +581,7 @@ def execute_run(
             }
             with open(run_dir / "concurrency.jsonl", "a") as file:
                 file.write(json.dumps(sharing) + "\n")
+            _record_code(run_dir, read_jsonl(run_dir / "segments.jsonl"), _read_json(run_dir / "progress.json") or {})
 
     progress = _read_json(run_dir / "progress.json") or {}
     if rc == 0 and progress.get("timesteps", 0) >= spec.budget and _final_model(run_dir, spec):

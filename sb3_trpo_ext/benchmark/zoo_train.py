@@ -10,11 +10,14 @@ Everything else (hyperparameters from the Zoo files, ``-n``, ``--trained-agent``
 The recorder writes into ``--bench-dir``:
 
 - ``timeline.jsonl``: one line per evaluation (``kind: "eval"``: timesteps, env_steps, wall_seconds,
-  eval_mean, eval_std) and per checkpoint (``kind: "checkpoint"``: the path to resume from, timesteps,
-  env_steps, wall_seconds), appended and flushed as they happen;
+  cpu_seconds, eval_mean, eval_std, load_average) and per checkpoint (``kind: "checkpoint"``: the path to resume
+  from, timesteps, env_steps, wall_seconds, cpu_seconds), both with the segment's eval_wall_seconds and
+  eval_cpu_seconds so far, appended and flushed as they happen;
 - ``progress.json`` (replaced atomically every ``PROGRESS_PERIOD`` seconds and at the end): timesteps, total,
-  wall_seconds, cpu_seconds, eval_wall_seconds, eval_cpu_seconds, finished, and the machine (CPU model, cores,
-  torch version, host);
+  wall_seconds, cpu_seconds, eval_wall_seconds, eval_cpu_seconds, finished, the machine (CPU model, cores,
+  torch version, host) and the code this process runs (:func:`code_record`: the package version, the git commit
+  of the source tree it imported ``sb3_trpo_ext`` from, and whether that tree had uncommitted changes); the sweep
+  copies the code record into the segment's line of ``segments.jsonl``;
 - at the end of a run that reached its budget, one more evaluation of ``--final-eval-episodes`` episodes
   (``kind: "final_eval"``, its returns listed), whatever ``--eval-freq``: every finished run has a final score.
 
@@ -28,9 +31,16 @@ Counting, across resumed segments (the Zoo's ``--trained-agent`` restarts ``num_
   the time spent in evaluations (the periodic evaluations are the same overhead for every algorithm) and
   without the process start-up; checkpoint saving is included;
 - ``cpu_seconds`` = ``--offset-cpu-seconds`` + CPU time (user + system, ``resource.getrusage`` of this process and
-  its waited-for children) since this segment's training started, without the evaluations': unlike wall-clock
-  time it does not grow when other runs share the machine. ``eval_wall_seconds`` / ``eval_cpu_seconds``: the
-  evaluations' own, this segment only. Each evaluation also records the 1-minute load average of the machine.
+  its waited-for children) since this segment's training started, without the evaluations'.
+  ``eval_wall_seconds`` / ``eval_cpu_seconds``: the evaluations' own, this segment only. Each evaluation also
+  records the 1-minute load average of the machine.
+
+Unlike wall-clock time, CPU time leaves out the time other processes hold the cores, so it depends on the
+machine's load less; but it does depend on it: processes sharing the cores compete for caches, memory bandwidth,
+SMT siblings and the clock frequency (the headline protocol's Hopper-v5 runs of sb3-contrib's TRPO took from 374
+CPU seconds at a load average of 2 to 776 at load averages of 3 to 8). A resumed run's ``cpu_seconds`` is the work
+of the path that produced its final model; what a cut segment did after its last checkpoint is recorded apart by
+the sweep, as lost work (:func:`sb3_trpo_ext.benchmark.sweep.execute_run`).
 
 At each checkpoint a resume bundle ``resume/<steps>/`` is made: a hard link (or copy) of the Zoo's
 ``rl_model_<steps>_steps.zip`` and, when the run normalizes, ``<env>/vecnormalize.pkl`` with the statistics
@@ -47,6 +57,7 @@ import platform
 import resource
 import shutil
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -55,7 +66,7 @@ from typing import Any
 
 from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback, EvalCallback
 
-__all__ = ["PROGRESS_PERIOD", "BenchRecorder", "machine_info", "main", "write_json_atomic"]
+__all__ = ["PROGRESS_PERIOD", "BenchRecorder", "code_record", "git_output", "machine_info", "main", "write_json_atomic"]
 
 #: Seconds between two writes of ``progress.json``.
 PROGRESS_PERIOD = 1.0
@@ -89,6 +100,57 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "host": socket.gethostname(),
     }
+
+
+#: Folders of a source tree whose uncommitted changes make a run's code differ from its commit.
+CODE_PATHS = ("sb3_trpo_ext", "hyperparams")
+
+
+def git_output(tree: Path, *args: str) -> str | None:
+    """``git -C tree ARGS``'s output, None when git is missing or fails (not a checkout)."""
+    try:
+        done = subprocess.run(
+            ["git", "--no-optional-locks", "-C", str(tree), *args],  # no index refresh: others may work in the tree
+            capture_output=True,
+            text=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def code_record(package_dir: Path | None = None) -> dict[str, Any]:
+    """The code this process runs: ``version`` (``sb3_trpo_ext.__version__``), ``tree`` (the folder holding the
+    imported ``sb3_trpo_ext`` package), ``commit`` (``git rev-parse HEAD`` in that tree) and ``dirty`` (whether
+    :data:`CODE_PATHS` there differ from that commit, untracked files included).
+
+    ``commit`` and ``dirty`` are None unless the tree is the top of a git checkout or worktree: an installed
+    package (site-packages, perhaps inside some other checkout's virtualenv) has no commit of its own.
+
+    :param package_dir: the package folder (default: the imported one, so that a sweep records what its run
+        processes imported, not what the sweep itself did)
+    """
+    import sb3_trpo_ext
+
+    package = Path(package_dir if package_dir is not None else Path(sb3_trpo_ext.__file__).parent).resolve()
+    tree = package.parent
+    record: dict[str, Any] = {
+        "version": sb3_trpo_ext.__version__,
+        "tree": str(tree),
+        "commit": None,
+        "dirty": None,
+    }
+    top = git_output(tree, "rev-parse", "--show-toplevel")
+    if top is None or Path(top).resolve() != tree:
+        return record
+    commit = git_output(tree, "rev-parse", "HEAD")
+    status = git_output(tree, "status", "--porcelain", "--untracked-files=normal", "--", *CODE_PATHS)
+    if commit is not None:
+        record["commit"] = commit
+        record["dirty"] = None if status is None else bool(status)
+    return record
 
 
 def cpu_seconds() -> float:
@@ -157,6 +219,7 @@ class BenchRecorder(BaseCallback):
         self._n_evals = 0
         self._last_progress = 0.0
         self._machine: dict[str, Any] = {}
+        self._code: dict[str, Any] = {}
 
     # -- counters ------------------------------------------------------------------------------------------
     def _timesteps(self) -> int:
@@ -170,6 +233,10 @@ class BenchRecorder(BaseCallback):
 
     def _cpu(self) -> float:
         return self.offset_cpu_seconds + cpu_seconds() - self._start_cpu - self._eval_cpu
+
+    def _eval_costs(self) -> dict[str, float]:
+        """This segment's evaluation time so far (a resumed run subtracts a checkpoint's from a cut segment's)."""
+        return {"eval_wall_seconds": self._eval_seconds, "eval_cpu_seconds": self._eval_cpu}
 
     def _append(self, record: dict[str, Any]) -> None:
         with open(self.bench_dir / "timeline.jsonl", "a") as file:
@@ -189,6 +256,7 @@ class BenchRecorder(BaseCallback):
             "segment": self.segment,
             "finished": finished,
             "machine": self._machine,
+            "code": self._code,
         }
         write_json_atomic(self.bench_dir / "progress.json", progress)
         self._last_progress = time.perf_counter()
@@ -197,6 +265,7 @@ class BenchRecorder(BaseCallback):
     def _on_training_start(self) -> None:
         self.bench_dir.mkdir(parents=True, exist_ok=True)
         self._machine = machine_info()
+        self._code = code_record()
         self._start = time.perf_counter()
         self._start_cpu = cpu_seconds()
         self._write_progress()
@@ -227,6 +296,7 @@ class BenchRecorder(BaseCallback):
             "eval_mean": mean,
             "eval_std": (sum((r - mean) ** 2 for r in returns) / len(returns)) ** 0.5,
             "load_average": os.getloadavg()[0],
+            **self._eval_costs(),
             "segment": self.segment,
         }
 
@@ -289,6 +359,7 @@ class BenchRecorder(BaseCallback):
                 "env_steps": self._env_steps(),
                 "wall_seconds": self._wall(),
                 "cpu_seconds": self._cpu(),
+                **self._eval_costs(),
                 "segment": self.segment,
             }
         )
