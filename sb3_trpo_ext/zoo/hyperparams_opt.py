@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "convert_ppo_mask_params",
     "convert_trpo_ext_params",
     "convert_trpo_lstm_params",
     "convert_trpo_vine_params",
+    "sample_ppo_mask_params",
     "sample_trpo_ext_params",
     "sample_trpo_lstm_params",
     "sample_trpo_vine_params",
@@ -141,3 +143,28 @@ def convert_trpo_lstm_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
         "batch_size": 2 ** max(n_steps_pow - minibatches_pow, 5),
         "policy_kwargs": {"lstm_hidden_size": lstm_hidden_size},
     }
+
+
+def sample_ppo_mask_params(trial: Any, n_actions: int, n_envs: int, additional_args: dict[str, Any]) -> dict[str, Any]:
+    """Optuna sampler of the ``ppo_mask`` key: the Zoo's PPO sampler (MaskablePPO takes PPO's arguments).
+
+    :param trial: the Optuna trial
+    :param n_actions: action dimension (``Box`` only; 0 otherwise)
+    :param n_envs: number of training environments
+    :param additional_args: the Zoo's extra arguments
+    :return: hyperparameters for sb3-contrib's ``MaskablePPO``
+    """
+    from rl_zoo3.hyperparams_opt import sample_ppo_params
+
+    return sample_ppo_params(trial, n_actions, n_envs, additional_args)
+
+
+def convert_ppo_mask_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
+    """The ``ppo_mask`` converter: the Zoo's on-policy converter (as for ``ppo``).
+
+    :param sampled_params: ``trial.params`` of a trial sampled by :func:`sample_ppo_mask_params`
+    :return: hyperparameters for sb3-contrib's ``MaskablePPO``
+    """
+    from rl_zoo3.hyperparams_opt import convert_onpolicy_params
+
+    return convert_onpolicy_params(sampled_params)

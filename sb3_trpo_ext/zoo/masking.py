@@ -16,13 +16,11 @@ from typing import Any
 
 from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback
 
-__all__ = [
-    "MaskableTrialEvalCallback",
-    "convert_ppo_mask_params",
-    "masked_evaluation",
-    "masked_play",
-    "sample_ppo_mask_params",
-]
+# One direction only: the registry does not import this module (the ppo_mask sampler and converter live in
+# sb3_trpo_ext.zoo.hyperparams_opt with the other keys'), so the table is read here at import time.
+from sb3_trpo_ext.zoo.registry import ZOO_ALGORITHMS
+
+__all__ = ["MaskableTrialEvalCallback", "masked_evaluation", "masked_play"]
 
 
 class MaskableTrialEvalCallback(MaskableEvalCallback):
@@ -80,8 +78,6 @@ def masked_evaluation(algo: str) -> Iterator[None]:
 
     :param algo: the ``--algo`` of the command
     """
-    from sb3_trpo_ext.zoo.registry import ZOO_ALGORITHMS
-
     entry = ZOO_ALGORITHMS.get(algo)
     if entry is None or not entry.masked:
         yield
@@ -110,8 +106,6 @@ def masked_play(algo: str, command: str) -> Iterator[None]:
     :param algo: the ``--algo`` of the command
     :param command: the Zoo command (``enjoy``, ``record_video``, ...)
     """
-    from sb3_trpo_ext.zoo.registry import ZOO_ALGORITHMS
-
     entry = ZOO_ALGORITHMS.get(algo)
     if entry is None or not entry.masked or command not in PLAY_COMMANDS:
         yield
@@ -149,28 +143,3 @@ def masked_play(algo: str, command: str) -> Iterator[None]:
         entry.algo_class.predict = predict  # type: ignore[method-assign]
         for owner, name, value in saved:
             setattr(owner, name, value)
-
-
-def sample_ppo_mask_params(trial: Any, n_actions: int, n_envs: int, additional_args: dict[str, Any]) -> dict[str, Any]:
-    """Optuna sampler of the ``ppo_mask`` key: the Zoo's PPO sampler (MaskablePPO takes PPO's arguments).
-
-    :param trial: the Optuna trial
-    :param n_actions: action dimension (``Box`` only; 0 otherwise)
-    :param n_envs: number of training environments
-    :param additional_args: the Zoo's extra arguments
-    :return: hyperparameters for sb3-contrib's ``MaskablePPO``
-    """
-    from rl_zoo3.hyperparams_opt import sample_ppo_params
-
-    return sample_ppo_params(trial, n_actions, n_envs, additional_args)
-
-
-def convert_ppo_mask_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
-    """The ``ppo_mask`` converter: the Zoo's on-policy converter (as for ``ppo``).
-
-    :param sampled_params: ``trial.params`` of a trial sampled by :func:`sample_ppo_mask_params`
-    :return: hyperparameters for sb3-contrib's ``MaskablePPO``
-    """
-    from rl_zoo3.hyperparams_opt import convert_onpolicy_params
-
-    return convert_onpolicy_params(sampled_params)

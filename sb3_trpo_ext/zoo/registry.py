@@ -17,14 +17,15 @@ from sb3_trpo_ext.maskable import MaskableTRPO
 from sb3_trpo_ext.recurrent import RecurrentTRPO
 from sb3_trpo_ext.trpo import TRPO
 from sb3_trpo_ext.zoo.hyperparams_opt import (
+    convert_ppo_mask_params,
     convert_trpo_ext_params,
     convert_trpo_lstm_params,
     convert_trpo_vine_params,
+    sample_ppo_mask_params,
     sample_trpo_ext_params,
     sample_trpo_lstm_params,
     sample_trpo_vine_params,
 )
-from sb3_trpo_ext.zoo.masking import convert_ppo_mask_params, sample_ppo_mask_params
 
 __all__ = ["ZOO_ALGORITHMS", "VineTRPO", "ZooAlgorithm", "register"]
 
