@@ -11,20 +11,20 @@ no module-wide or prefix trust, so nothing outside the list is ever imported or 
 ``torch.load(weights_only=True)`` (torch's own restricted unpickler), whatever the flags.
 
 ``trusted=True`` on the load functions is the explicit way back to SB3's full unpickling, for files the
-user vouches for. The Zoo's ``config.yml`` / ``args.yml`` are read with :class:`ZooYamlLoader` (a safe YAML
-loader with only the tags genuine files carry), ``normalize`` is parsed as a literal
-(:func:`parse_normalize`) and wrapper names come from :data:`WRAPPER_MODULES` (:func:`check_wrapper_names`).
+user vouches for.
+
+This module is about checkpoints only and does not import the Zoo. Reading a Zoo run folder's ``config.yml`` /
+``args.yml``, its ``normalize`` setting and wrapper names is :mod:`sb3_trpo_ext.zoo.safe_config`'s job (it
+builds on the allowlist and the error here).
 """
 
 from __future__ import annotations
 
-import ast
 import base64
 import contextlib
 import io
 import json
 import os
-import pathlib
 import pickle
 import re
 import zipfile
@@ -32,25 +32,20 @@ from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 import numpy as np
-import yaml
 
 __all__ = [
     "REBUILT_KEYS",
     "SAFE_GLOBALS",
-    "WRAPPER_MODULES",
     "RestrictedUnpickler",
     "UnsafeCheckpointError",
-    "ZooYamlLoader",
     "add_safe_globals",
-    "check_wrapper_names",
     "explain_weights_only_refusal",
     "get_safe_globals",
     "load_data",
     "load_model",
     "load_policy_file",
+    "load_pickle_file",
     "load_vec_normalize",
-    "parse_normalize",
-    "safe_yaml_load",
 ]
 
 #: Every global a checkpoint may reference, as exact ``(module, qualified name)`` pairs. This is the list
@@ -177,22 +172,12 @@ SAFE_GLOBALS: frozenset[tuple[str, str]] = frozenset(
 #: checkpoint written before SB3's schedule classes) is skipped and such files load without a flag.
 REBUILT_KEYS: frozenset[str] = frozenset({"lr_schedule", "exploration_schedule"})
 
-#: Modules whose classes a Zoo ``config.yml`` may name as ``env_wrapper`` / ``vec_env_wrapper`` (exact
-#: module names: a wrapper is found as an attribute of one of them, nothing else is imported).
-WRAPPER_MODULES: tuple[str, ...] = (
-    "gymnasium.wrappers",
-    "stable_baselines3.common.atari_wrappers",
-    "stable_baselines3.common.monitor",
-    "stable_baselines3.common.vec_env",
-    "sb3_contrib.common.wrappers",
-    "rl_zoo3.wrappers",
-    "sb3_trpo_ext.maskable.wrappers",
-)
 
 # Globals whose presence means "a function rebuilt from its code" (cloudpickle): named in the error.
 _CODE_BUILDERS = re.compile(r"^(cloudpickle(\..*)?|types|marshal)$")
 
-_WAYS_OUT = (
+#: How to get past a refusal (also in sb3_trpo_ext.zoo.safe_config's messages).
+WAYS_OUT = (
     "If you trust the file, load it with trusted=True (full unpickling, as SB3 does); if the global is a "
     "class of your own, allow it with safe_globals=[...] on the load call or sb3_trpo_ext.add_safe_globals(...)."
 )
@@ -215,7 +200,7 @@ class UnsafeCheckpointError(pickle.UnpicklingError):
             message = (
                 f"Refused to load {key!r}: it references {global_name}, which is not on sb3_trpo_ext's allowlist "
                 f"of safe globals, so unpickling it could run code from the file (nothing from the file was "
-                f"executed). {_WAYS_OUT}"
+                f"executed). {WAYS_OUT}"
             )
         super().__init__(message)
 
@@ -599,154 +584,24 @@ def load_pickle_file(
         return RestrictedUnpickler(file, key=key, safe_globals=safe_globals).load()
 
 
-# -------------------------------------------------------------------------------------------- Zoo YAML
-class ZooYamlLoader(yaml.SafeLoader):
-    """Safe YAML loader for the Zoo's ``config.yml`` / ``args.yml``: YAML's safe types plus the tags genuine
-    files carry: ``!!python/object/apply:collections.OrderedDict`` (read as a dict), ``!!python/tuple``,
-    and ``!!python/name:`` for names on the allowlist (a Python ``--conf-file`` can put an activation class
-    into ``policy_kwargs``). Any other tag fails as in ``yaml.safe_load``."""
+#: Names that moved to :mod:`sb3_trpo_ext.zoo.safe_config` (the Zoo's run-folder reading). Still reachable here,
+#: imported on first use so that this module never imports the Zoo itself; temporary, for
+#: ``sb3_trpo_ext/benchmark/report.py`` (``ZooYamlLoader``) and the README's ``safe_load.WRAPPER_MODULES``.
+_MOVED_TO_ZOO = frozenset(
+    {
+        "WRAPPER_MODULES",
+        "ZooYamlLoader",
+        "check_wrapper_names",
+        "parse_normalize",
+        "read_saved_hyperparams",
+        "safe_yaml_load",
+    }
+)
 
 
-def _construct_ordered_dict(loader: yaml.SafeLoader, node: yaml.Node) -> dict[Any, Any]:
-    return dict(loader.construct_sequence(node, deep=True)[0])  # type: ignore[arg-type]
+def __getattr__(name: str) -> Any:
+    if name in _MOVED_TO_ZOO:
+        from sb3_trpo_ext.zoo import safe_config
 
-
-def _construct_tuple(loader: yaml.SafeLoader, node: yaml.Node) -> tuple[Any, ...]:
-    return tuple(loader.construct_sequence(node, deep=True))  # type: ignore[arg-type]
-
-
-def _construct_name(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
-    module, _, name = suffix.rpartition(".")
-    if (module, name) not in get_safe_globals():
-        raise yaml.constructor.ConstructorError(
-            None, None, f"refused !!python/name:{suffix}: not on sb3_trpo_ext's allowlist. {_WAYS_OUT}", node.start_mark
-        )
-    import importlib
-
-    return getattr(importlib.import_module(module), name)
-
-
-ZooYamlLoader.add_constructor("tag:yaml.org,2002:python/object/apply:collections.OrderedDict", _construct_ordered_dict)
-ZooYamlLoader.add_constructor("tag:yaml.org,2002:python/tuple", _construct_tuple)
-ZooYamlLoader.add_multi_constructor("tag:yaml.org,2002:python/name:", _construct_name)
-
-
-def safe_yaml_load(path: str | os.PathLike[str], *, trusted: bool = False) -> Any:
-    """Read a Zoo YAML file with :class:`ZooYamlLoader` (``yaml.UnsafeLoader``, as the Zoo does, if trusted).
-
-    :param path: the file
-    :param trusted: the Zoo's own unsafe loader (only for files you vouch for)
-    :return: the parsed document
-    :raises UnsafeCheckpointError: for a tag the safe loader does not admit, naming the file and the tag
-    """
-    text = pathlib.Path(path).read_text()
-    if trusted:
-        return yaml.load(text, Loader=yaml.UnsafeLoader)  # noqa: S506 - the user vouched for the file
-    try:
-        return yaml.load(text, Loader=ZooYamlLoader)  # noqa: S506 - a safe loader
-    except yaml.constructor.ConstructorError as error:
-        tag = re.search(r"tag '([^']+)'|(!!python/name:[\w.]+)", str(error))
-        raise UnsafeCheckpointError(
-            os.fspath(path),
-            (tag.group(1) or tag.group(2)) if tag else "a YAML tag",
-            f"Refused to read {os.fspath(path)!r}: {error}. Nothing from the file was executed. If you trust the "
-            "file, pass trusted=True.",
-        ) from error
-
-
-def _literal(node: ast.AST) -> Any:
-    """A literal, or ``dict(key=literal, ...)`` (how the Zoo's files write ``normalize``), never evaluated."""
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict" and not node.args:
-        if any(keyword.arg is None for keyword in node.keywords):
-            raise ValueError("dict(**...) is not a literal")
-        return {keyword.arg: _literal(keyword.value) for keyword in node.keywords}
-    return ast.literal_eval(node)
-
-
-def parse_normalize(value: Any) -> Any:
-    """The Zoo's ``normalize`` setting without ``eval``: a bool, a dict, or a string holding a dict literal
-    (``"{'norm_obs': True}"`` or ``"dict(norm_obs=True, norm_reward=False)"``).
-
-    :param value: the saved setting
-    :return: the parsed value
-    :raises ValueError: if the string is anything but such a literal
-    """
-    if not isinstance(value, str):
-        return value
-    try:
-        parsed = _literal(ast.parse(value.strip(), mode="eval").body)
-    except (SyntaxError, ValueError) as error:
-        raise ValueError(f"normalize={value!r} is not a literal (it is never evaluated): {error}") from error
-    if not isinstance(parsed, (bool, dict)):
-        raise ValueError(f"normalize={value!r} must be a bool or a dict of VecNormalize arguments")
-    return parsed
-
-
-def check_wrapper_names(hyperparams: dict[str, Any], keys: Iterable[str] = ("env_wrapper", "vec_env_wrapper")) -> None:
-    """Refuse wrapper names outside :data:`WRAPPER_MODULES` before the Zoo imports them.
-
-    :param hyperparams: the saved hyperparameters (``config.yml``)
-    :param keys: the entries naming wrapper classes
-    :raises UnsafeCheckpointError: naming the entry and the wrapper
-    """
-    import importlib
-
-    for key in keys:
-        entries = hyperparams.get(key)
-        if entries is None:
-            continue
-        for entry in entries if isinstance(entries, list) else [entries]:
-            name = next(iter(entry)) if isinstance(entry, dict) and len(entry) == 1 else entry
-            if isinstance(name, type):
-                continue  # a class the loader admitted (allowlisted)
-            module, _, attribute = str(name).rpartition(".")
-            allowed = module in WRAPPER_MODULES and isinstance(
-                getattr(importlib.import_module(module), attribute, None), type
-            )
-            if not allowed:
-                raise UnsafeCheckpointError(
-                    key,
-                    str(name),
-                    f"Refused {key}={name!r}: wrappers are taken only from the reviewed modules {list(WRAPPER_MODULES)} "
-                    "(importing another module could run code). If you trust the run folder, pass trusted=True.",
-                )
-
-
-def read_saved_hyperparams(
-    stats_path: str | os.PathLike[str], norm_reward: bool = False, test_mode: bool = False, *, trusted: bool = False
-) -> tuple[dict[str, Any], str | None]:
-    """rl_zoo3's ``get_saved_hyperparams`` (same arguments and result) without running code from the folder:
-    ``config.yml`` through :func:`safe_yaml_load`, ``normalize`` through :func:`parse_normalize`, wrapper
-    names checked by :func:`check_wrapper_names`.
-
-    :param stats_path: the run's ``<env>`` sub-folder
-    :param norm_reward: as in the Zoo (test mode: whether to normalize rewards)
-    :param test_mode: as in the Zoo
-    :param trusted: the Zoo's own function (only for folders you vouch for)
-    :return: the hyperparameters and the stats path (None if the folder does not exist)
-    """
-    if trusted:
-        from rl_zoo3.utils import get_saved_hyperparams
-
-        return get_saved_hyperparams(os.fspath(stats_path), norm_reward=norm_reward, test_mode=test_mode)
-    folder = pathlib.Path(stats_path)
-    if not folder.is_dir():
-        return {}, None
-    config_file = folder / "config.yml"
-    hyperparams: dict[str, Any] = {}
-    if config_file.is_file():
-        hyperparams = dict(safe_yaml_load(config_file) or {})
-        hyperparams["normalize"] = hyperparams.get("normalize", False)
-    else:
-        hyperparams["normalize"] = (folder / "obs_rms.pkl").is_file()
-    check_wrapper_names(hyperparams)
-    normalize = parse_normalize(hyperparams["normalize"])
-    if normalize:
-        if isinstance(normalize, dict):
-            normalize_kwargs = dict(normalize)
-            if test_mode and isinstance(hyperparams["normalize"], str):  # the Zoo's rule for a string setting
-                normalize_kwargs["norm_reward"] = norm_reward
-        else:
-            normalize_kwargs = {"norm_obs": normalize, "norm_reward": norm_reward}
-        hyperparams["normalize_kwargs"] = normalize_kwargs
-    return hyperparams, os.fspath(stats_path)
+        return getattr(safe_config, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

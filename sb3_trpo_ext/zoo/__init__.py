@@ -23,7 +23,12 @@ Layout (as rl_zoo3's own modules):
 - :mod:`~sb3_trpo_ext.zoo.hyperparams_opt`: the Optuna sampler and converter;
 - :mod:`~sb3_trpo_ext.zoo.config`: hyperparameter file paths, ``train``'s checks, block selection;
 - :mod:`~sb3_trpo_ext.zoo.hub_compat`: the Hugging Face hub fixes (each gated on the broken upstream);
-- :mod:`~sb3_trpo_ext.zoo.loading`: :func:`load_zoo_model`;
+- :mod:`~sb3_trpo_ext.zoo.loading`: :func:`load_zoo_model`, and the Zoo's scripts pointed at safe readers;
+- :mod:`~sb3_trpo_ext.zoo.safe_config`: ``config.yml`` / ``args.yml``, ``normalize`` and wrapper names read
+  without running code (checkpoints: :mod:`sb3_trpo_ext.safe_load`);
+- :mod:`~sb3_trpo_ext.zoo.masking`, :mod:`~sb3_trpo_ext.zoo.vine_env`, :mod:`~sb3_trpo_ext.zoo.optimize`:
+  what one Zoo command changes in the Zoo while it runs (masked evaluation and play, vine's subprocess wrapper,
+  seeded Optuna trials);
 - :mod:`~sb3_trpo_ext.zoo.cli` (and ``__main__``): the command line.
 
 Importing this package does not import rl_zoo3: each function imports it when called.

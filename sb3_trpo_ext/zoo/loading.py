@@ -11,14 +11,9 @@ from typing import Any
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv, VecFrameStack
 
-from sb3_trpo_ext.safe_load import (
-    check_wrapper_names,
-    load_model,
-    load_vec_normalize,
-    read_saved_hyperparams,
-    safe_yaml_load,
-)
+from sb3_trpo_ext.safe_load import load_model, load_pickle_file, load_vec_normalize
 from sb3_trpo_ext.zoo.registry import register
+from sb3_trpo_ext.zoo.safe_config import ZooYamlLoader, check_wrapper_names, read_saved_hyperparams, safe_yaml_load
 
 __all__ = ["load_zoo_model", "safe_create_test_env", "safe_zoo_scripts"]
 
@@ -50,7 +45,7 @@ def load_zoo_model(
     Nothing from the run folder is executed: the model through :func:`sb3_trpo_ext.safe_load.load_model`
     (whatever the algorithm), ``vecnormalize.pkl`` through the same restricted unpickler, ``config.yml`` and
     ``args.yml`` through a safe YAML loader, ``normalize`` parsed as a literal, wrapper names only from
-    :data:`sb3_trpo_ext.safe_load.WRAPPER_MODULES`.
+    :data:`sb3_trpo_ext.zoo.safe_config.WRAPPER_MODULES`.
 
     :param algo: Zoo key (``trpo_ext``, ``ppo``, ``trpo``, ...)
     :param env_id: environment id the model was trained on
@@ -184,8 +179,6 @@ def safe_zoo_scripts(trusted: bool = False) -> Iterator[None]:
     import yaml
     from stable_baselines3.common import off_policy_algorithm
     from stable_baselines3.common.vec_env import VecNormalize
-
-    from sb3_trpo_ext.safe_load import ZooYamlLoader, load_pickle_file
 
     saved: list[tuple[Any, str, Any]] = []
     _zoo_originals["create_test_env"] = rl_zoo3.utils.create_test_env
