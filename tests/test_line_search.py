@@ -9,6 +9,7 @@ from gymnasium import spaces
 from stable_baselines3.common.type_aliases import RolloutBufferSamples
 
 from sb3_trpo_ext import TRPO
+from sb3_trpo_ext.common.line_search import backtracking_line_search
 from sb3_trpo_ext.common.natural_gradient import natural_gradient_step
 
 
@@ -131,3 +132,42 @@ def test_full_step_lands_near_the_trust_region_boundary():
     stats = _single_path_step(model, _random_batch(model, 0))
     assert stats["is_line_search_success"] == 1.0 and stats["line_search_steps"] == 1
     assert 0.85e-4 < stats["kl"] <= 1e-4
+
+
+# ------------------------------------------------------------------ the line search function on its own
+def _quadratic_search(full_step, max_kl=0.5, max_iter=5, objective_sign=1.0):
+    """Line search on theta in R^1 from 0: KL = theta^2 / 2, surrogate = objective_sign * theta."""
+    theta = th.zeros(1)
+
+    def set_params(flat):
+        theta.copy_(flat)
+
+    def evaluate():
+        return 0.5 * theta.square().sum(), objective_sign * theta.sum()
+
+    result = backtracking_line_search(
+        set_params, evaluate, th.zeros(1), th.tensor([full_step]), th.tensor(0.0), max_kl, 0.5, max_iter
+    )
+    return result, theta.item()
+
+
+def test_line_search_accepts_the_full_step_inside_the_region():
+    result, theta = _quadratic_search(1.0)
+    assert (result.accepted, result.candidates, result.reason) == (0, 1, "accepted")
+    assert theta == 1.0 and result.kl == 0.5 and result.objective == 1.0
+
+
+def test_line_search_backtracks_until_inside_the_region():
+    result, theta = _quadratic_search(4.0)  # KL 8, 2, 0.5: the third candidate
+    assert (result.accepted, result.candidates, result.reason) == (2, 3, "accepted")
+    assert theta == 1.0 and result.kl == 0.5
+
+
+@pytest.mark.parametrize(
+    ("full_step", "sign", "reason"),
+    [(64.0, 1.0, "kl"), (1.0, -1.0, "no_improvement"), (float("nan"), 1.0, "non_finite")],
+)
+def test_line_search_without_an_acceptable_candidate_puts_theta_old_back(full_step, sign, reason):
+    result, theta = _quadratic_search(full_step, max_iter=3, objective_sign=sign)
+    assert (result.accepted, result.candidates, result.reason) == (None, 3, reason)
+    assert theta == 0.0 and result.kl == 0.0 and result.objective == 0.0
