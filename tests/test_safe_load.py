@@ -170,6 +170,22 @@ def test_allowlist_is_the_reviewed_list() -> None:
     assert len(safe_load.SAFE_GLOBALS) == len(EXPECTED_SAFE_GLOBALS)
 
 
+def test_checkpoint_loading_does_not_import_the_zoo() -> None:
+    """One module per concern: the checkpoint unpickler imports neither our Zoo code nor rl_zoo3 (the Zoo's
+    run-folder reading is sb3_trpo_ext.zoo.safe_config); the names that moved are still reached through it."""
+    code = (
+        "import sys\n"
+        "import sb3_trpo_ext.safe_load as s\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'rl_zoo3' or m.startswith('sb3_trpo_ext.zoo'))\n"
+        "assert not loaded, loaded\n"
+        "from sb3_trpo_ext.zoo import safe_config\n"
+        "for name in safe_config.__all__:\n"
+        "    assert getattr(s, name) is getattr(safe_config, name), name\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
 def test_every_allowlisted_global_resolves_to_a_class_or_function() -> None:
     import importlib
 
