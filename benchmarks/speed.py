@@ -188,8 +188,7 @@ def fisher_product_ms(model: OnPolicyAlgorithm, calls: int = 20) -> dict[str, fl
     our ``fisher`` variants (``analytic``: ``J^T M J v`` with autograd's ``J``; ``analytic_mlp``: the same with ``J v``
     and ``J^T u`` written out for MLP actors, what ``train()`` uses; ``autograd``: Hessian of the KL, as sb3-contrib
     computes it), called alternately."""
-    from sb3_trpo_ext.common.fisher import action_family
-    from sb3_trpo_ext.trpo.trpo import FISHER_PRODUCTS
+    from sb3_trpo_ext.common.fisher import FISHER_PRODUCTS, action_family
 
     observations = next(model.rollout_buffer.get(batch_size=None)).observations
     params = model._actor_params

@@ -582,26 +582,3 @@ def load_pickle_file(
     key = os.path.basename(os.fspath(path)) if isinstance(path, (str, os.PathLike)) else "pickle file"
     with open_path(path, "r", verbose=verbose, suffix="pkl") as file:
         return RestrictedUnpickler(file, key=key, safe_globals=safe_globals).load()
-
-
-#: Names that moved to :mod:`sb3_trpo_ext.zoo.safe_config` (the Zoo's run-folder reading). Still reachable here,
-#: imported on first use so that this module never imports the Zoo itself; temporary, for
-#: ``sb3_trpo_ext/benchmark/report.py`` (``ZooYamlLoader``) and the README's ``safe_load.WRAPPER_MODULES``.
-_MOVED_TO_ZOO = frozenset(
-    {
-        "WRAPPER_MODULES",
-        "ZooYamlLoader",
-        "check_wrapper_names",
-        "parse_normalize",
-        "read_saved_hyperparams",
-        "safe_yaml_load",
-    }
-)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED_TO_ZOO:
-        from sb3_trpo_ext.zoo import safe_config
-
-        return getattr(safe_config, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

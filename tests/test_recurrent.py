@@ -10,19 +10,14 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+from fisher_reference import forward_mode_fisher_product
 from gymnasium import spaces
 from sb3_contrib import RecurrentPPO
 from stable_baselines3.common.env_util import make_vec_env
 from torch import nn
 
 from sb3_trpo_ext import RecurrentTRPO
-from sb3_trpo_ext.common.fisher import (
-    CategoricalFamily,
-    GaussianFamily,
-    analytic_fisher_product,
-    flatten,
-    forward_mode_fisher_product,
-)
+from sb3_trpo_ext.common.fisher import CategoricalFamily, GaussianFamily, analytic_fisher_product, flatten
 from sb3_trpo_ext.recurrent.lstm import LinearizedLSTM, fused_sequence, lstm_sequence
 from sb3_trpo_ext.recurrent.policies import actor_distribution, functional_actor
 

@@ -712,7 +712,7 @@ def test_torch_distribution_validation_setting_is_restored(validate):
 def test_gae_equals_sb3s_compute_returns_and_advantage():
     from stable_baselines3.common.buffers import RolloutBuffer
 
-    from sb3_trpo_ext.trpo.trpo import _compute_gae
+    from sb3_trpo_ext.trpo.rollout import compute_gae
 
     rng = np.random.default_rng(0)
     buffers = [
@@ -725,7 +725,7 @@ def test_gae_equals_sb3s_compute_returns_and_advantage():
         buffer.rewards[:], buffer.values[:], buffer.episode_starts[:] = rewards, values, starts
     last_values, dones = th.as_tensor(rng.normal(size=3), dtype=th.float32), np.array([True, False, False])
     buffers[0].compute_returns_and_advantage(last_values, dones)
-    _compute_gae(buffers[1], last_values.numpy(), dones)
+    compute_gae(buffers[1], last_values.numpy(), dones)
     np.testing.assert_allclose(buffers[1].advantages, buffers[0].advantages, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(buffers[1].returns, buffers[0].returns, rtol=1e-5, atol=1e-5)
     assert np.abs(buffers[0].advantages).max() > 1  # not trivially zero

@@ -38,7 +38,7 @@ import numpy as np
 import yaml
 
 from sb3_trpo_ext.benchmark.sweep import read_jsonl
-from sb3_trpo_ext.safe_load import ZooYamlLoader
+from sb3_trpo_ext.zoo.safe_config import ZooYamlLoader
 
 __all__ = [
     "AGGREGATES",

@@ -7,6 +7,16 @@ parameters. :func:`analytic_fisher_product` evaluates ``F v`` as a Jacobian-vect
 a per-state multiplication by ``M`` and a vector-Jacobian product ``J^T u``, without differentiating
 the KL twice; :func:`autograd_fisher_product` is the reference: the Hessian of the mean KL at ``theta_old``.
 
+The routes that run, by the algorithms' ``fisher`` argument (:data:`FISHER_PRODUCTS`, the one registry):
+
+* ``"analytic"``: first derivatives and the closed-form ``M`` only. A plain MLP actor (SB3's ``MlpPolicy`` on
+  flat observations) takes :func:`mlp_fisher_product` (``J v`` and ``J^T u`` written out); an LSTM actor
+  (RecurrentTRPO) takes :func:`sb3_trpo_ext.recurrent.policies.linearized_fisher_product` (the recurrence
+  linearized once per update); every other actor (CNNs, Dict observations, masked policies) takes
+  :func:`analytic_fisher_product` (both products from autograd). All three compute the same product (tested).
+* ``"autograd"``: :func:`autograd_fisher_product`, the Hessian of the KL by double backprop (the reference;
+  RecurrentTRPO's goes through its functional LSTM, since the fused kernels have no double backward).
+
 Parameters per family (each tensor has the batch as first dimension):
 
 * ``gaussian`` (diagonal Gaussian, also gSDE and tanh-squashed): ``(mean, log_std)``,
@@ -220,8 +230,8 @@ def _differentiable_grad(
         raise RuntimeError(
             "This Fisher-vector product differentiates a backward pass (a second derivative of the policy), but a "
             f"layer refused the second derivative: the gradients of the parameters {refused} (shapes {shapes}) have "
-            "no graph, and their Fisher would be zero. Use a route with first derivatives only: "
-            "forward_mode_fisher_product (RecurrentTRPO uses it for its LSTM actors), or mlp_fisher_product."
+            "no graph, and their Fisher would be zero. Use a route with first derivatives only: fisher='analytic' "
+            "(analytic_fisher_product, mlp_fisher_product, or RecurrentTRPO's linearized LSTM product)."
         )
     return tuple(th.zeros_like(x) if grad is None else grad for x, grad in zip(inputs, grads, strict=True))
 
@@ -278,38 +288,6 @@ def autograd_fisher_product(
     def product(vector: th.Tensor) -> th.Tensor:
         hv = _grad([grad_kl @ vector], params, [th.ones(())], retain_graph=True)
         return flatten(hv) + damping * vector
-
-    return product
-
-
-def forward_mode_fisher_product(
-    forward: Callable[[Sequence[th.Tensor]], DistParams],
-    params: Sequence[th.Tensor],
-    family: ActionFamily,
-    damping: float = 0.0,
-) -> Callable[[th.Tensor], th.Tensor]:
-    """``v -> (mean_s J_s^T M_s J_s) v + damping * v`` with first derivatives only: ``J v`` by forward-mode AD
-    (``torch.func.jvp``) of ``forward``, ``J^T u`` by one backward pass of the graph of ``forward(params)``,
-    built once. Nothing differentiates a backward pass, so layers without a double-backward formula (cuDNN's
-    and mkldnn's fused LSTM kernels) are fine, provided ``forward`` is made of operations with forward-mode
-    formulas: for an LSTM, :func:`sb3_trpo_ext.recurrent.lstm.lstm_sequence` (the module's own weights through
-    matmuls, sigmoid and tanh) instead of the fused kernel, which has no forward-mode formula either.
-
-    :param forward: maps tensors shaped like ``params`` to the distribution parameters at a batch of states
-        (``forward(params)`` must be differentiable w.r.t. ``params``)
-    :param params: the parameters ``theta_old`` the Fisher is taken with respect to
-    :param family: the action distribution family
-    :param damping: Tikhonov damping added to the product
-    """
-    dist_params = forward(params)
-    dist_at = tuple(t.detach() for t in dist_params)
-    n_states = dist_at[0].shape[0]
-    primals = tuple(p.detach() for p in params)
-
-    def product(vector: th.Tensor) -> th.Tensor:
-        _, jv = th.func.jvp(lambda *tensors: tuple(forward(tensors)), primals, unflatten(vector, params))
-        weighted = tuple(t / n_states for t in family.fisher_times(dist_at, jv))
-        return flatten(_grad(dist_params, params, weighted, retain_graph=True)) + damping * vector
 
     return product
 
@@ -375,3 +353,11 @@ def mlp_fisher_product(
             return flatten(result) + damping * vector
 
     return product
+
+
+#: The ``fisher`` argument's values and their generic route (see the module docstring for the specialised
+#: ``"analytic"`` routes an algorithm takes where its actor's structure allows).
+FISHER_PRODUCTS: dict[str, Callable[..., Callable[[th.Tensor], th.Tensor]]] = {
+    "analytic": analytic_fisher_product,
+    "autograd": autograd_fisher_product,
+}

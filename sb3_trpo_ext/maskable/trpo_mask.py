@@ -19,12 +19,13 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorch
 from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
-from sb3_trpo_ext.common.fisher import ActionFamily
+from sb3_trpo_ext.common.fisher import FISHER_PRODUCTS, ActionFamily
 from sb3_trpo_ext.common.surrogate import Surrogate
 from sb3_trpo_ext.maskable.distributions import MaskedObs, masked_action_family
 from sb3_trpo_ext.maskable.policies import MaskableCnnPolicy, MaskableMlpPolicy, MaskableMultiInputPolicy
 from sb3_trpo_ext.maskable.vine import MaskableDictVineRolloutBuffer, MaskableVineRolloutBuffer, MaskableVineSampler
-from sb3_trpo_ext.trpo.trpo import FISHER_PRODUCTS, TRPO, _compute_gae, _fast_distributions
+from sb3_trpo_ext.trpo.rollout import fast_distributions
+from sb3_trpo_ext.trpo.trpo import TRPO
 
 __all__ = ["MaskableTRPO"]
 
@@ -208,7 +209,7 @@ class MaskableTRPO(TRPO):
                 action_masks = get_action_masks(env)
             if self._vine is not None:
                 self._vine.on_trunk_step(n_steps, self._last_obs, action_masks)
-            with th.no_grad(), _fast_distributions():
+            with th.no_grad(), fast_distributions():
                 obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
                 actions_tensor, values, log_probs = self.policy(obs_tensor, action_masks=action_masks)
             actions = actions_tensor.cpu().numpy()
@@ -245,18 +246,7 @@ class MaskableTRPO(TRPO):
 
         with th.no_grad():
             last_values = self.policy.predict_values(obs_as_tensor(new_obs, self.device))  # type: ignore[arg-type]
-        if type(rollout_buffer).compute_returns_and_advantage is RolloutBuffer.compute_returns_and_advantage:
-            _compute_gae(rollout_buffer, last_values.cpu().numpy().flatten(), dones)
-        else:
-            rollout_buffer.compute_returns_and_advantage(last_values=last_values, dones=dones)
-        if self._vine is not None:
-            with _fast_distributions():
-                rollout_set, branch_steps = self._vine.run_branches(self.policy, self._to_env_actions)
-            rollout_buffer.rollout_set = rollout_set  # type: ignore[attr-defined]
-            self.vine_branch_steps += branch_steps
-            self.logger.record("rollout/vine_branch_steps", branch_steps)
-            self.logger.record("rollout/vine_branch_steps_total", self.vine_branch_steps)
-            self.logger.record("rollout/vine_q_std", rollout_set.q_values.std(dim=1).mean().item())
+        self._finish_rollout(rollout_buffer, last_values, dones)
 
         callback.update_locals(locals())
         callback.on_rollout_end()

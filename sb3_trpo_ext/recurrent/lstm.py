@@ -2,8 +2,8 @@
 
 Forward-mode AD does not go through torch's fused LSTM kernels (CPU: mkldnn's ``mkldnn_rnn_layer``; GPU:
 cuDNN's ``_cudnn_rnn``: neither has a forward-mode formula), and cuDNN's has no double backward either. The
-Fisher product of recurrent TRPO needs ``J v`` (:func:`sb3_trpo_ext.common.fisher.forward_mode_fisher_product`),
-so it runs the actor's LSTM as the equations it computes: matmuls, sigmoid and tanh, which every device
+Fisher product of recurrent TRPO needs ``J v`` (:func:`sb3_trpo_ext.recurrent.policies.linearized_fisher_product`
+pushes tangents through this LSTM's derivative), so it runs the actor's LSTM as the equations it computes: matmuls, sigmoid and tanh, which every device
 differentiates in both modes. Rollouts and the surrogate keep the fused kernels; the two agree to float
 precision (tested).
 """

@@ -215,8 +215,8 @@ class _FunctionalActor(nn.Module):
 def functional_actor(
     policy: RecurrentActorCriticPolicy, actor_params: list[nn.Parameter], family: ActionFamily, batch: SequenceBatch
 ) -> Any:
-    """``tensors -> distribution parameters at batch.states`` with ``tensors`` in place of ``actor_params`` (the
-    ``forward`` of :func:`sb3_trpo_ext.common.fisher.forward_mode_fisher_product`).
+    """``tensors -> distribution parameters at batch.states`` with ``tensors`` in place of ``actor_params`` (for
+    the ``"autograd"`` reference product, whose double backprop cannot go through the fused LSTM kernels).
 
     :param policy: the recurrent policy
     :param actor_params: the actor's parameters, in the order of the tensors the function takes
@@ -295,7 +295,7 @@ def linearized_fisher_product(
     pass and gates computed once, here; each product pushes the tangents through the recurrence by hand), the
     MLP and action head by ``torch.func.jvp`` at the real states. ``J^T u`` is one backward pass of the graph of
     ``dist_params`` (built by the caller with the fused kernel, retained). The same product as
-    :func:`sb3_trpo_ext.common.fisher.forward_mode_fisher_product` through the functional actor (tested).
+    forward-mode AD through the functional actor (``tests/fisher_reference.py``, tested).
 
     :param policy: the recurrent policy
     :param actor_params: the actor's parameters, in the order of the flat vectors

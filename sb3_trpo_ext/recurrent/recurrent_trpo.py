@@ -36,7 +36,8 @@ from sb3_trpo_ext.recurrent.policies import (
     split_recurrent_actor_critic,
 )
 from sb3_trpo_ext.trpo.critic import guarded_regression, set_gradients
-from sb3_trpo_ext.trpo.trpo import TRPO, _fast_distributions
+from sb3_trpo_ext.trpo.rollout import fast_distributions
+from sb3_trpo_ext.trpo.trpo import TRPO
 
 SelfRecurrentTRPO = TypeVar("SelfRecurrentTRPO", bound="RecurrentTRPO")
 
@@ -304,7 +305,7 @@ class RecurrentTRPO(TRPO):
 
         :return: True if ``n_rollout_steps`` were collected, False if a callback stopped the rollout.
         """
-        with _fast_distributions():
+        with fast_distributions():
             return RecurrentPPO.collect_rollouts(self, env, callback, rollout_buffer, n_rollout_steps)  # type: ignore[arg-type]
 
     # ----------------------------------------------------------------- update

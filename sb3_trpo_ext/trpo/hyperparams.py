@@ -9,10 +9,9 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
 
-from sb3_trpo_ext.common.fisher import analytic_fisher_product, autograd_fisher_product
+from sb3_trpo_ext.common.fisher import FISHER_PRODUCTS
 from sb3_trpo_ext.common.vine import VineBufferMixin
 
-FISHER_PRODUCTS = {"analytic": analytic_fisher_product, "autograd": autograd_fisher_product}
 SAMPLING_SCHEMES = ("single_path", "vine")
 #: What SB3 chooses when ``rollout_buffer_class`` is None (and saves with the model): vine upgrades these.
 AUTOMATIC_BUFFERS = (None, RolloutBuffer, DictRolloutBuffer)

@@ -23,7 +23,13 @@ from stable_baselines3.common.utils import explained_variance, is_vectorized_obs
 from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 
-from sb3_trpo_ext.common.fisher import ActionFamily, GaussianFamily, action_family, mlp_fisher_product
+from sb3_trpo_ext.common.fisher import (
+    FISHER_PRODUCTS,
+    ActionFamily,
+    GaussianFamily,
+    action_family,
+    mlp_fisher_product,
+)
 from sb3_trpo_ext.common.mlp import MlpSpec, uses_sb3_methods
 from sb3_trpo_ext.common.natural_gradient import ActorFunctions, TrustRegion, natural_gradient_step
 from sb3_trpo_ext.common.reduce import LOCAL, Reducer
@@ -38,12 +44,7 @@ from sb3_trpo_ext.common.vine import (
 from sb3_trpo_ext.safe_load import explain_weights_only_refusal, load_data
 from sb3_trpo_ext.trpo.checkpoint import check_exists, check_trpo_data, critic_optimizer_state
 from sb3_trpo_ext.trpo.critic import fit_critic
-from sb3_trpo_ext.trpo.hyperparams import (
-    AUTOMATIC_BUFFERS,
-    FISHER_PRODUCTS,
-    validate_hyperparameters,
-    warn_about_minibatches,
-)
+from sb3_trpo_ext.trpo.hyperparams import AUTOMATIC_BUFFERS, validate_hyperparameters, warn_about_minibatches
 from sb3_trpo_ext.trpo.numpy_actor import NumpyActor, SharedActorCache, collection_actor
 from sb3_trpo_ext.trpo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy, split_actor_critic
 from sb3_trpo_ext.trpo.rollout import (
@@ -56,9 +57,6 @@ from sb3_trpo_ext.trpo.rollout import (
     stack_obs,
     torch_threads,
 )
-
-# the names MaskableTRPO and RecurrentTRPO import from here
-_fast_distributions, _compute_gae = fast_distributions, compute_gae
 
 SelfTRPO = TypeVar("SelfTRPO", bound="TRPO")
 
@@ -446,23 +444,29 @@ class TRPO(OnPolicyAlgorithm):
 
         buffer_actions = batch_actions.cpu().numpy().reshape(n_steps, env.num_envs, -1)
         fill_buffer(rollout_buffer, observations, buffer_actions, step_rewards, episode_starts, values, log_probs)
-        if type(rollout_buffer).compute_returns_and_advantage is RolloutBuffer.compute_returns_and_advantage:
-            compute_gae(rollout_buffer, last_values.cpu().numpy().flatten(), dones)
-        else:
-            rollout_buffer.compute_returns_and_advantage(last_values=last_values, dones=dones)
-        if self._vine is not None:
-            assert isinstance(rollout_buffer, VineBufferMixin)
-            with fast_distributions():
-                rollout_buffer.rollout_set, branch_steps = self._vine.run_branches(self.policy, self._to_env_actions)
-            # branch steps are not timesteps: logged on their own (never in num_timesteps or episode statistics)
-            self.vine_branch_steps += branch_steps
-            self.logger.record("rollout/vine_branch_steps", branch_steps)
-            self.logger.record("rollout/vine_branch_steps_total", self.vine_branch_steps)
-            self.logger.record("rollout/vine_q_std", rollout_buffer.rollout_set.q_values.std(dim=1).mean().item())
+        self._finish_rollout(rollout_buffer, last_values, dones)
 
         callback.update_locals(locals())
         callback.on_rollout_end()
         return True
+
+    def _finish_rollout(self, rollout_buffer: RolloutBuffer, last_values: th.Tensor, dones: np.ndarray) -> None:
+        """What every collection loop ends with, once the buffer holds the trunk: returns and advantages (GAE),
+        then with vine sampling the branches of the rollout set, and their logs."""
+        if type(rollout_buffer).compute_returns_and_advantage is RolloutBuffer.compute_returns_and_advantage:
+            compute_gae(rollout_buffer, last_values.cpu().numpy().flatten(), dones)
+        else:
+            rollout_buffer.compute_returns_and_advantage(last_values=last_values, dones=dones)
+        if self._vine is None:
+            return
+        assert isinstance(rollout_buffer, VineBufferMixin)
+        with fast_distributions():
+            rollout_buffer.rollout_set, branch_steps = self._vine.run_branches(self.policy, self._to_env_actions)
+        # branch steps are not timesteps: logged on their own (never in num_timesteps or episode statistics)
+        self.vine_branch_steps += branch_steps
+        self.logger.record("rollout/vine_branch_steps", branch_steps)
+        self.logger.record("rollout/vine_branch_steps_total", self.vine_branch_steps)
+        self.logger.record("rollout/vine_q_std", rollout_buffer.rollout_set.q_values.std(dim=1).mean().item())
 
     def _to_env_actions(self, actions: np.ndarray) -> np.ndarray:
         """The policy's actions as the environment takes them: unscaled (squashed policies) or clipped to a
