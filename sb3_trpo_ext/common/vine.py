@@ -369,10 +369,9 @@ class VineSampler:
         self.n_envs = base.num_envs
         self.workers = _Workers(base)
         started = time.perf_counter()
-        per_env = self.workers.call("check", dict.fromkeys(range(self.n_envs)))
-        #: the construction-time restore-and-replay check: wall seconds, and seconds per environment
+        self.workers.call("check", dict.fromkeys(range(self.n_envs)))
+        #: the construction-time restore-and-replay check's wall seconds
         self.check_seconds = time.perf_counter() - started
-        self.check_seconds_per_env = [float(per_env[i]) for i in range(self.n_envs)]
         self.observation_space = venv.observation_space
         self.action_space = venv.action_space
         self.n_states = n_states

@@ -25,7 +25,6 @@ import torch as th
 from sb3_contrib.common.maskable.distributions import (
     MaskableBernoulliDistribution,
     MaskableCategoricalDistribution,
-    MaskableDistribution,
     MaskableMultiCategoricalDistribution,
 )
 from stable_baselines3.common.distributions import Distribution
@@ -131,8 +130,3 @@ def as_mask_array(masks: Any, mask_dims: int) -> np.ndarray:
             "of a Discrete space, the sum of nvec for MultiDiscrete, two per dimension for MultiBinary)"
         )
     return array.reshape(-1, mask_dims).astype(bool)
-
-
-def is_masked_distribution(distribution: Any) -> bool:
-    """Whether ``distribution`` is one of sb3-contrib's masked distributions."""
-    return isinstance(distribution, MaskableDistribution)

@@ -5,35 +5,25 @@ never move the actor; every change of the actor passes the trust-region check. T
 
 from __future__ import annotations
 
-from typing import Any
-
 from sb3_contrib.common.maskable.policies import (
     MaskableActorCriticCnnPolicy,
     MaskableActorCriticPolicy,
     MaskableMultiInputActorCriticPolicy,
 )
 
-from sb3_trpo_ext.trpo.policies import SafeLoadMixin
+from sb3_trpo_ext.trpo.policies import SafeLoadMixin, SeparateExtractorsByDefault
 
 __all__ = ["MaskableCnnPolicy", "MaskableMlpPolicy", "MaskableMultiInputPolicy"]
 
 
-class MaskableMlpPolicy(SafeLoadMixin, MaskableActorCriticPolicy):
-    """sb3-contrib's ``MaskableActorCriticPolicy`` with ``share_features_extractor=False`` by default."""
-
-    def __init__(self, *args: Any, share_features_extractor: bool = False, **kwargs: Any):
-        super().__init__(*args, share_features_extractor=share_features_extractor, **kwargs)
+class MaskableMlpPolicy(SafeLoadMixin, SeparateExtractorsByDefault, MaskableActorCriticPolicy):
+    """sb3-contrib's ``MaskableActorCriticPolicy`` with separate actor and critic feature extractors by default."""
 
 
-class MaskableCnnPolicy(SafeLoadMixin, MaskableActorCriticCnnPolicy):
-    """sb3-contrib's ``MaskableActorCriticCnnPolicy`` with ``share_features_extractor=False`` by default."""
-
-    def __init__(self, *args: Any, share_features_extractor: bool = False, **kwargs: Any):
-        super().__init__(*args, share_features_extractor=share_features_extractor, **kwargs)
+class MaskableCnnPolicy(SafeLoadMixin, SeparateExtractorsByDefault, MaskableActorCriticCnnPolicy):
+    """sb3-contrib's ``MaskableActorCriticCnnPolicy`` with separate actor and critic feature extractors by default."""
 
 
-class MaskableMultiInputPolicy(SafeLoadMixin, MaskableMultiInputActorCriticPolicy):
-    """sb3-contrib's ``MaskableMultiInputActorCriticPolicy`` with ``share_features_extractor=False`` by default."""
-
-    def __init__(self, *args: Any, share_features_extractor: bool = False, **kwargs: Any):
-        super().__init__(*args, share_features_extractor=share_features_extractor, **kwargs)
+class MaskableMultiInputPolicy(SafeLoadMixin, SeparateExtractorsByDefault, MaskableMultiInputActorCriticPolicy):
+    """sb3-contrib's ``MaskableMultiInputActorCriticPolicy`` with separate actor and critic feature extractors by
+    default."""

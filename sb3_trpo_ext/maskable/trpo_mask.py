@@ -11,7 +11,7 @@ from gymnasium import spaces
 from sb3_contrib.common.maskable.buffers import MaskableDictRolloutBuffer, MaskableRolloutBuffer
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from sb3_contrib.common.maskable.utils import get_action_masks, is_masking_supported
-from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
+from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import BasePolicy
@@ -24,6 +24,7 @@ from sb3_trpo_ext.common.surrogate import Surrogate
 from sb3_trpo_ext.maskable.distributions import MaskedObs, masked_action_family
 from sb3_trpo_ext.maskable.policies import MaskableCnnPolicy, MaskableMlpPolicy, MaskableMultiInputPolicy
 from sb3_trpo_ext.maskable.vine import MaskableDictVineRolloutBuffer, MaskableVineRolloutBuffer, MaskableVineSampler
+from sb3_trpo_ext.trpo.hyperparams import AUTOMATIC_BUFFERS
 from sb3_trpo_ext.trpo.rollout import fast_distributions
 from sb3_trpo_ext.trpo.trpo import TRPO
 
@@ -34,9 +35,7 @@ SelfMaskableTRPO = TypeVar("SelfMaskableTRPO", bound="MaskableTRPO")
 #: Rollout buffers MaskableTRPO chooses itself (and saves with the model): replaced by the one that fits the
 #: sampling scheme and observation space at every setup.
 _AUTOMATIC_BUFFERS = (
-    None,
-    RolloutBuffer,
-    DictRolloutBuffer,
+    *AUTOMATIC_BUFFERS,
     MaskableRolloutBuffer,
     MaskableDictRolloutBuffer,
     MaskableVineRolloutBuffer,

@@ -25,43 +25,21 @@ from torch import nn
 
 from sb3_trpo_ext.common.fisher import ActionFamily, DistParams, flatten, unflatten
 from sb3_trpo_ext.recurrent.lstm import LinearizedLSTM, fused_sequence, lstm_sequence
-from sb3_trpo_ext.trpo.policies import SafeLoadMixin, _module_parameters
+from sb3_trpo_ext.trpo.policies import SafeLoadMixin, SeparateExtractorsByDefault
 
 __all__ = [
     "CnnLstmPolicy",
     "MlpLstmPolicy",
     "MultiInputLstmPolicy",
-    "SeparateExtractorsByDefault",
     "SequenceBatch",
     "actor_distribution",
     "call_with",
-    "default_share_features_extractor",
     "functional_actor",
     "linearized_fisher_product",
     "process_sequence",
     "sequence_values",
-    "split_recurrent_actor_critic",
     "substitution_names",
 ]
-
-
-class SeparateExtractorsByDefault:
-    """Our aliases' one changed default: separate actor and critic feature extractors (``share_features_extractor``
-    left unset means False), except with ``shared_lstm=True``, which shares the extractor as sb3-contrib requires
-    (so ``policy_kwargs`` written for ``RecurrentPPO`` work unchanged)."""
-
-    def __init__(self, *args: Any, share_features_extractor: bool | None = None, **kwargs: Any):
-        if share_features_extractor is None:
-            share_features_extractor = default_share_features_extractor(type(self), kwargs)
-        super().__init__(*args, share_features_extractor=share_features_extractor, **kwargs)  # type: ignore[call-arg]
-
-
-def default_share_features_extractor(policy_class: type, policy_kwargs: dict[str, Any]) -> bool:
-    """``share_features_extractor`` when ``policy_kwargs`` do not set it: sb3-contrib's default (True) for its own
-    classes; ours (:class:`SeparateExtractorsByDefault`) share only with ``shared_lstm=True``."""
-    if issubclass(policy_class, SeparateExtractorsByDefault):
-        return bool(policy_kwargs.get("shared_lstm", False))
-    return True
 
 
 class MlpLstmPolicy(SafeLoadMixin, SeparateExtractorsByDefault, RecurrentActorCriticPolicy):
@@ -74,43 +52,6 @@ class CnnLstmPolicy(SafeLoadMixin, SeparateExtractorsByDefault, RecurrentActorCr
 
 class MultiInputLstmPolicy(SafeLoadMixin, SeparateExtractorsByDefault, RecurrentMultiInputActorCriticPolicy):
     """sb3-contrib's ``MultiInputLstmPolicy`` with separate actor and critic feature extractors by default."""
-
-
-def split_recurrent_actor_critic(policy: RecurrentActorCriticPolicy) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    """Split a recurrent policy's parameters into the actor's and the critic's, from its structure.
-
-    The actor is ``pi_features_extractor``, ``lstm_actor``, ``mlp_extractor.policy_net``, ``action_net`` and
-    ``log_std``; the critic is ``vf_features_extractor`` (unless shared), ``lstm_critic`` or the ``critic`` Linear
-    (whichever exists), ``mlp_extractor.value_net`` and ``value_net``. A shared LSTM (``shared_lstm=True``) is
-    the actor's, as a shared feature extractor is: the critic reads it detached and trains its own head.
-
-    :return: the actor's parameters and the critic's parameters
-    :raises ValueError: if a parameter belongs to neither or to both
-    """
-    actor = _module_parameters(
-        policy.pi_features_extractor,
-        policy.lstm_actor,
-        policy.mlp_extractor.policy_net,
-        policy.action_net,
-        getattr(policy, "log_std", None),
-    )
-    shared = policy.vf_features_extractor is policy.pi_features_extractor
-    critic = _module_parameters(
-        None if shared else policy.vf_features_extractor,
-        policy.lstm_critic,
-        policy.critic,
-        policy.mlp_extractor.value_net,
-        policy.value_net,
-    )
-    actor_ids, critic_ids = {id(p) for p in actor}, {id(p) for p in critic}
-    names = {id(p): name for name, p in policy.named_parameters()}
-    unassigned = [name for pid, name in names.items() if pid not in actor_ids | critic_ids]
-    if unassigned or actor_ids & critic_ids:
-        raise ValueError(
-            f"Cannot split the parameters of {type(policy).__name__} into actor and critic: "
-            f"unassigned {unassigned}, in both {[names[i] for i in actor_ids & critic_ids]}"
-        )
-    return actor, critic
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,12 @@ from sb3_contrib import RecurrentPPO
 from sb3_contrib.common.recurrent.buffers import RecurrentDictRolloutBuffer, RecurrentRolloutBuffer
 from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
 from sb3_contrib.common.recurrent.type_aliases import RecurrentRolloutBufferSamples, RNNStates
-from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
+from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.vec_env import VecEnv
-from torch import nn
 
 from sb3_trpo_ext.common.fisher import ActionFamily, autograd_fisher_product
 from sb3_trpo_ext.common.surrogate import Surrogate, single_path_surrogate
@@ -29,20 +28,17 @@ from sb3_trpo_ext.recurrent.policies import (
     MultiInputLstmPolicy,
     SequenceBatch,
     actor_distribution,
-    default_share_features_extractor,
     functional_actor,
     linearized_fisher_product,
     sequence_values,
-    split_recurrent_actor_critic,
 )
 from sb3_trpo_ext.trpo.critic import guarded_regression, set_gradients
+from sb3_trpo_ext.trpo.hyperparams import AUTOMATIC_BUFFERS, is_int, require
+from sb3_trpo_ext.trpo.policies import default_share_features_extractor
 from sb3_trpo_ext.trpo.rollout import fast_distributions
 from sb3_trpo_ext.trpo.trpo import TRPO
 
 SelfRecurrentTRPO = TypeVar("SelfRecurrentTRPO", bound="RecurrentTRPO")
-
-#: What SB3 or an older save puts in ``rollout_buffer_class`` when none was chosen: replaced by the recurrent one.
-_AUTOMATIC_BUFFERS = (None, RolloutBuffer, DictRolloutBuffer)
 
 
 class _BufferAfterPolicy:
@@ -97,10 +93,6 @@ class RecurrentTRPO(TRPO):
     :param fisher: ``"analytic"`` (``J^T M J v``, first derivatives only) or ``"autograd"`` (Hessian of the KL by
         double backprop through the functional LSTM, the reference)
     :param sampling: ``"single_path"`` only (``"vine"`` raises ``ValueError``)
-    :param vine_n_states: Unused (vine sampling); validated as in :class:`TRPO`
-    :param vine_n_actions: Unused (vine sampling); validated as in :class:`TRPO`
-    :param vine_horizon: Unused (vine sampling); validated as in :class:`TRPO`
-    :param vine_bootstrap: Unused (vine sampling); validated as in :class:`TRPO`
     :param num_threads: torch intra-op threads while ``learn()`` runs (see :class:`TRPO`)
     :param stats_window_size: Window size for the rollout logging
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
@@ -142,10 +134,6 @@ class RecurrentTRPO(TRPO):
         cg_rtol: float = 1e-10,
         fisher: str = "analytic",
         sampling: str = "single_path",
-        vine_n_states: int = 64,
-        vine_n_actions: int = 4,
-        vine_horizon: int = 20,
-        vine_bootstrap: bool = True,
         num_threads: int | str | None = "auto",
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
@@ -179,10 +167,6 @@ class RecurrentTRPO(TRPO):
             cg_rtol=cg_rtol,
             fisher=fisher,
             sampling=sampling,
-            vine_n_states=vine_n_states,
-            vine_n_actions=vine_n_actions,
-            vine_horizon=vine_horizon,
-            vine_bootstrap=vine_bootstrap,
             num_threads=num_threads,
             fast_collect=False,  # the policy is called per step (its LSTM state moves with every step)
             stats_window_size=stats_window_size,
@@ -211,11 +195,8 @@ class RecurrentTRPO(TRPO):
         kwargs = self.policy_kwargs
 
         def check(name: str, ok: bool, allowed: str) -> None:
-            if name in kwargs and not ok:
-                raise ValueError(f"Invalid policy_kwargs {name}={kwargs[name]!r}: must be {allowed}")
-
-        def is_int(value: Any) -> bool:
-            return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+            if name in kwargs:
+                require(ok, f"policy_kwargs {name}", kwargs[name], allowed)
 
         check(
             "lstm_hidden_size",
@@ -250,7 +231,7 @@ class RecurrentTRPO(TRPO):
         self._validate_hyperparameters()
         self._validate_recurrent()
         buffer_class = self.rollout_buffer_class
-        if buffer_class in _AUTOMATIC_BUFFERS:
+        if buffer_class in AUTOMATIC_BUFFERS:  # SB3's choice, or an older save's: the recurrent one
             dict_obs = isinstance(self.observation_space, spaces.Dict)
             buffer_class = RecurrentDictRolloutBuffer if dict_obs else RecurrentRolloutBuffer
         if not (
@@ -282,9 +263,6 @@ class RecurrentTRPO(TRPO):
         )
         zeros = lambda: th.zeros(state_shape, device=self.device)  # noqa: E731
         self._last_lstm_states = RNNStates((zeros(), zeros()), (zeros(), zeros()))
-
-    def _split_actor_critic(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-        return split_recurrent_actor_critic(self.policy)
 
     def _excluded_save_params(self) -> list[str]:
         # the LSTM states of the last rollout step: reset to zeros with the environment on load, as at construction

@@ -17,18 +17,28 @@ SAMPLING_SCHEMES = ("single_path", "vine")
 AUTOMATIC_BUFFERS = (None, RolloutBuffer, DictRolloutBuffer)
 
 
+def is_int(value: Any) -> bool:
+    """An integer (Python's or numpy's), not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def is_real(value: Any) -> bool:
+    """A real number (Python's or numpy's), not a bool."""
+    return isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
+
+
+def require(ok: bool, label: str, value: Any, allowed: str) -> None:
+    """Raise ``ValueError("Invalid {label}={value!r}: must be {allowed}")`` unless ``ok``: every construction-time
+    check of the family says what was given and what is allowed in this one form."""
+    if not ok:
+        raise ValueError(f"Invalid {label}={value!r}: must be {allowed}")
+
+
 def validate_hyperparameters(model: Any) -> None:
     """Raise ``ValueError`` naming the first bad hyperparameter of ``model`` (a TRPO)."""
 
     def check(name: str, ok: bool, allowed: str) -> None:
-        if not ok:
-            raise ValueError(f"Invalid {name}={getattr(model, name)!r}: must be {allowed}")
-
-    def is_int(value: Any) -> bool:
-        return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-    def is_real(value: Any) -> bool:
-        return isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
+        require(ok, name, getattr(model, name), allowed)
 
     check("n_steps", is_int(model.n_steps) and model.n_steps >= 1, "an integer >= 1")
     check("batch_size", is_int(model.batch_size) and model.batch_size >= 1, "an integer >= 1")

@@ -1,8 +1,8 @@
-"""Policies for TRPO and the split of their parameters into actor and critic.
+"""Policies for the TRPO family and the split of their parameters into actor and critic.
 
-The aliases are SB3's actor-critic policies with one changed default:
-``share_features_extractor=False``. With separate feature extractors the critic's regression can
-never move the actor, whose every change must pass the trust-region check.
+Every policy alias of TRPO, MaskableTRPO and RecurrentTRPO is its upstream class with one changed default
+(:class:`SeparateExtractorsByDefault`): separate actor and critic feature extractors. With separate extractors the
+critic's regression can never move the actor, whose every change must pass the trust-region check.
 """
 
 from __future__ import annotations
@@ -19,19 +19,16 @@ from stable_baselines3.common.policies import (
 from stable_baselines3.common.utils import get_device
 from torch import nn
 
-# the hand-derived MLP's policy checks lived here before sb3_trpo_ext.common.mlp: importable from here still
-from sb3_trpo_ext.common.mlp import PLAIN_DISTRIBUTIONS, flat_dict_keys, uses_sb3_methods
 from sb3_trpo_ext.safe_load import load_policy_file
 
 __all__ = [
-    "PLAIN_DISTRIBUTIONS",
     "CnnPolicy",
     "MlpPolicy",
     "MultiInputPolicy",
     "SafeLoadMixin",
-    "flat_dict_keys",
+    "SeparateExtractorsByDefault",
+    "default_share_features_extractor",
     "split_actor_critic",
-    "uses_sb3_methods",
 ]
 
 
@@ -70,25 +67,35 @@ class SafeLoadMixin:
         return policy.to(device)  # type: ignore[attr-defined]
 
 
-class MlpPolicy(SafeLoadMixin, ActorCriticPolicy):
+class SeparateExtractorsByDefault:
+    """The aliases' one changed default: ``share_features_extractor`` left unset means separate actor and critic
+    feature extractors, except for a recurrent policy with ``shared_lstm=True``, which shares the extractor as
+    sb3-contrib requires (so ``policy_kwargs`` written for ``RecurrentPPO`` work unchanged)."""
+
+    def __init__(self, *args: Any, share_features_extractor: bool | None = None, **kwargs: Any):
+        if share_features_extractor is None:
+            share_features_extractor = default_share_features_extractor(type(self), kwargs)
+        super().__init__(*args, share_features_extractor=share_features_extractor, **kwargs)  # type: ignore[call-arg]
+
+
+def default_share_features_extractor(policy_class: type, policy_kwargs: dict[str, Any]) -> bool:
+    """``share_features_extractor`` when ``policy_kwargs`` do not set it: the upstream default (True) for upstream
+    classes; ours (:class:`SeparateExtractorsByDefault`) share only with ``shared_lstm=True``."""
+    if issubclass(policy_class, SeparateExtractorsByDefault):
+        return bool(policy_kwargs.get("shared_lstm", False))
+    return True
+
+
+class MlpPolicy(SafeLoadMixin, SeparateExtractorsByDefault, ActorCriticPolicy):
     """SB3's ``ActorCriticPolicy`` with separate actor and critic feature extractors by default."""
 
-    def __init__(self, *args: Any, share_features_extractor: bool = False, **kwargs: Any):
-        super().__init__(*args, share_features_extractor=share_features_extractor, **kwargs)
 
-
-class CnnPolicy(SafeLoadMixin, ActorCriticCnnPolicy):
+class CnnPolicy(SafeLoadMixin, SeparateExtractorsByDefault, ActorCriticCnnPolicy):
     """SB3's ``ActorCriticCnnPolicy`` with separate actor and critic feature extractors by default."""
 
-    def __init__(self, *args: Any, share_features_extractor: bool = False, **kwargs: Any):
-        super().__init__(*args, share_features_extractor=share_features_extractor, **kwargs)
 
-
-class MultiInputPolicy(SafeLoadMixin, MultiInputActorCriticPolicy):
+class MultiInputPolicy(SafeLoadMixin, SeparateExtractorsByDefault, MultiInputActorCriticPolicy):
     """SB3's ``MultiInputActorCriticPolicy`` with separate actor and critic feature extractors by default."""
-
-    def __init__(self, *args: Any, share_features_extractor: bool = False, **kwargs: Any):
-        super().__init__(*args, share_features_extractor=share_features_extractor, **kwargs)
 
 
 def _module_parameters(*parts: nn.Module | nn.Parameter | None) -> list[nn.Parameter]:
@@ -102,15 +109,16 @@ def _module_parameters(*parts: nn.Module | nn.Parameter | None) -> list[nn.Param
 
 
 def split_actor_critic(policy: ActorCriticPolicy) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    """Split the policy's parameters into the actor's and the critic's.
+    """Split the policy's parameters into the actor's and the critic's, from its structure.
 
-    The split follows the policy's structure: the actor is ``pi_features_extractor``,
-    ``mlp_extractor.policy_net``, ``action_net`` and ``log_std``; the critic is ``vf_features_extractor``
-    (unless shared with the actor), ``mlp_extractor.value_net`` and ``value_net``. A features extractor
-    shared by both belongs to the actor: it moves only with the trust-region step.
+    The actor is ``pi_features_extractor``, ``lstm_actor`` (recurrent policies), ``mlp_extractor.policy_net``,
+    ``action_net`` and ``log_std``; the critic is ``vf_features_extractor`` (unless shared with the actor),
+    ``lstm_critic`` or the ``critic`` Linear (recurrent policies, whichever exists), ``mlp_extractor.value_net``
+    and ``value_net``. A feature extractor or LSTM shared by both belongs to the actor: it moves only with the
+    trust-region step (the critic reads it detached and trains its own head).
 
     :return: the actor's parameters and the critic's parameters
-    :raises ValueError: if the policy does not have that structure, or has parameters in neither part
+    :raises ValueError: if the policy does not have that structure, or has parameters in neither or both parts
     """
     mlp_extractor = getattr(policy, "mlp_extractor", None)
     if not all(hasattr(mlp_extractor, name) for name in ("policy_net", "value_net")):
@@ -118,15 +126,23 @@ def split_actor_critic(policy: ActorCriticPolicy) -> tuple[list[nn.Parameter], l
             f"TRPO needs a policy whose mlp_extractor has `policy_net` and `value_net` (like SB3's MlpExtractor), "
             f"got {type(mlp_extractor).__name__} in {type(policy).__name__}"
         )
+    recurrent = hasattr(policy, "lstm_actor")  # sb3-contrib's RecurrentActorCriticPolicy and its subclasses
     actor = _module_parameters(
-        policy.pi_features_extractor, mlp_extractor.policy_net, policy.action_net, getattr(policy, "log_std", None)
+        policy.pi_features_extractor,
+        getattr(policy, "lstm_actor", None),
+        mlp_extractor.policy_net,
+        policy.action_net,
+        getattr(policy, "log_std", None),
     )
     shared = policy.vf_features_extractor is policy.pi_features_extractor
     critic = _module_parameters(
-        None if shared else policy.vf_features_extractor, mlp_extractor.value_net, policy.value_net
+        None if shared else policy.vf_features_extractor,
+        getattr(policy, "lstm_critic", None) if recurrent else None,
+        getattr(policy, "critic", None) if recurrent else None,
+        mlp_extractor.value_net,
+        policy.value_net,
     )
-    actor_ids = {id(p) for p in actor}
-    critic_ids = {id(p) for p in critic}
+    actor_ids, critic_ids = {id(p) for p in actor}, {id(p) for p in critic}
     names = {id(p): name for name, p in policy.named_parameters()}
     unassigned = [name for pid, name in names.items() if pid not in actor_ids | critic_ids]
     if unassigned or actor_ids & critic_ids:

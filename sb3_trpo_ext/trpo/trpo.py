@@ -21,7 +21,6 @@ from stable_baselines3.common.save_util import load_from_zip_file, recursive_get
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, RolloutBufferSamples, Schedule
 from stable_baselines3.common.utils import explained_variance, is_vectorized_observation, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
-from torch import nn
 
 from sb3_trpo_ext.common.fisher import (
     FISHER_PRODUCTS,
@@ -263,7 +262,7 @@ class TRPO(OnPolicyAlgorithm):
             )
         super()._setup_model()
         self._setup_vine()
-        self._actor_params, self._critic_params = self._split_actor_critic()
+        self._actor_params, self._critic_params = split_actor_critic(self.policy)
         # The critic gets an optimizer of its own: the actor moves only through the trust-region step.
         optimizer_kwargs = dict(self.policy.optimizer_kwargs)
         if self.policy.optimizer_class is th.optim.Adam and not {"fused", "foreach"} & optimizer_kwargs.keys():
@@ -272,10 +271,6 @@ class TRPO(OnPolicyAlgorithm):
         self.policy.optimizer = self.policy.optimizer_class(
             self._critic_params, lr=self.lr_schedule(1), **optimizer_kwargs
         )
-
-    def _split_actor_critic(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-        """The actor's and the critic's parameters (:func:`split_actor_critic`; RecurrentTRPO adds its LSTMs)."""
-        return split_actor_critic(self.policy)
 
     def _setup_vine(self) -> None:
         """The vine sampler for the current environment (None for single path or without an environment).
