@@ -52,6 +52,7 @@ from stable_baselines3.common.vec_env import (
 )
 
 from sb3_trpo_ext import sim_state
+from sb3_trpo_ext.common.observations import as_batch_of_one, index_obs, stack_obs
 from sb3_trpo_ext.common.reduce import LOCAL, Reducer
 from sb3_trpo_ext.common.sampling import noise_width, sample_with_noise
 from sb3_trpo_ext.common.surrogate import Surrogate, vine_surrogate
@@ -327,18 +328,6 @@ class _Workers:
         return dict(zip(indices, results, strict=True))
 
 
-def _stack(observations: list[Any]) -> Any:
-    if isinstance(observations[0], dict):
-        return {key: np.stack([obs[key] for obs in observations]) for key in observations[0]}
-    return np.stack(observations)
-
-
-def _take(observations: Any, index: int) -> Any:
-    if isinstance(observations, dict):
-        return {key: np.array(value[index]) for key, value in observations.items()}
-    return np.array(observations[index])
-
-
 class VineSampler:
     """Chooses the rollout set, snapshots it during the trunk, and runs the branch rollouts.
 
@@ -402,7 +391,7 @@ class VineSampler:
         keys = {}
         for env_index in chosen:
             keys[env_index] = len(self._states)
-            self._states.append((env_index, _take(last_obs, env_index)))
+            self._states.append((env_index, as_batch_of_one(index_obs(last_obs, env_index))))
         self.workers.call("snapshot", keys)
 
     # --------------------------------------------------------------- branches
@@ -444,7 +433,7 @@ class VineSampler:
         device = policy.device
         n_states = len(self._states)
         with th.no_grad():
-            set_obs = obs_as_tensor(_stack([obs for _, obs in self._states]), device)
+            set_obs = obs_as_tensor(stack_obs([obs for _, obs in self._states]), device)
             distribution = self._distribution(policy, set_obs, None)
             actions = self._initial_actions(distribution, n_states, device)
             n_actions = actions.shape[1]

@@ -22,7 +22,7 @@ from stable_baselines3.common.type_aliases import PyTorchObs
 from torch import nn
 
 from sb3_trpo_ext.common.mlp import MlpSpec, TorchMlp
-from sb3_trpo_ext.trpo.rollout import index_obs
+from sb3_trpo_ext.common.observations import index_obs
 
 
 class PlainMlpCritic:

@@ -1,7 +1,7 @@
 """Collection's helpers: what ``TRPO.collect_rollouts`` does around its per-step loop (and MaskableTRPO's too).
 
 * :func:`fast_distributions`, :func:`torch_threads`: the settings collection and ``learn()`` run under;
-* :func:`stack_obs`, :func:`as_batch_of_one`, :func:`index_obs`: batches of observations (arrays or dicts);
+* batches of observations: :mod:`sb3_trpo_ext.common.observations`;
 * :func:`fill_buffer`: SB3's ``RolloutBuffer.add`` for a whole rollout at once;
 * :func:`compute_gae`: SB3's GAE recursion over plain floats (see its docstring for why it is not SB3's call);
 * :func:`describe_non_finite`: what ``train()`` reports before it skips a batch with non-finite data.
@@ -41,27 +41,6 @@ def fast_distributions() -> Iterator[None]:
         yield
     finally:
         th.distributions.Distribution.set_default_validate_args(previous)
-
-
-def index_obs(obs: Any, index: th.Tensor | slice) -> Any:
-    """The rows ``index`` of a batch of observations (a tensor or a dict of tensors)."""
-    if isinstance(obs, dict):
-        return {key: value[index] for key, value in obs.items()}
-    return obs[index]
-
-
-def stack_obs(observations: list[Any]) -> Any:
-    """Stack per-step ``(n_envs, ...)`` observations (arrays or dicts of arrays) into ``(n_steps * n_envs, ...)``."""
-    if isinstance(observations[0], dict):
-        return {key: stack_obs([obs[key] for obs in observations]) for key in observations[0]}
-    stacked = np.stack(observations)
-    return stacked.reshape(-1, *stacked.shape[2:])
-
-
-def as_batch_of_one(observation: Any) -> Any:
-    if isinstance(observation, dict):
-        return {key: np.asarray(value)[None] for key, value in observation.items()}
-    return np.asarray(observation)[None]
 
 
 def compute_gae(buffer: RolloutBuffer, last_values: np.ndarray, dones: np.ndarray) -> None:

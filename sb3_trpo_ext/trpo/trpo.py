@@ -31,6 +31,7 @@ from sb3_trpo_ext.common.fisher import (
 )
 from sb3_trpo_ext.common.mlp import MlpSpec, uses_sb3_methods
 from sb3_trpo_ext.common.natural_gradient import ActorFunctions, TrustRegion, natural_gradient_step
+from sb3_trpo_ext.common.observations import as_batch_of_one, index_obs, stack_obs
 from sb3_trpo_ext.common.reduce import LOCAL, Reducer
 from sb3_trpo_ext.common.surrogate import Surrogate, single_path_surrogate
 from sb3_trpo_ext.common.vine import (
@@ -46,16 +47,7 @@ from sb3_trpo_ext.trpo.critic import fit_critic
 from sb3_trpo_ext.trpo.hyperparams import AUTOMATIC_BUFFERS, validate_hyperparameters, warn_about_minibatches
 from sb3_trpo_ext.trpo.numpy_actor import NumpyActor, SharedActorCache, collection_actor
 from sb3_trpo_ext.trpo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy, split_actor_critic
-from sb3_trpo_ext.trpo.rollout import (
-    as_batch_of_one,
-    compute_gae,
-    describe_non_finite,
-    fast_distributions,
-    fill_buffer,
-    index_obs,
-    stack_obs,
-    torch_threads,
-)
+from sb3_trpo_ext.trpo.rollout import compute_gae, describe_non_finite, fast_distributions, fill_buffer, torch_threads
 
 SelfTRPO = TypeVar("SelfTRPO", bound="TRPO")
 
