@@ -2,7 +2,9 @@
 #
 #   make venv       create $(VENV) and install the package (editable) with the test, mujoco, zoo, atari and dask extras
 #   make demo       train TRPO on CartPole-v1, evaluate it and save the model under runs/demo/
-#   make test       ruff check, mypy on the public API, then the fast test suite (everything not marked `slow`)
+#   make test       ruff check, ruff format --check, mypy on the public API, then the fast test suite (everything
+#                   not marked `slow`): tests/unit first, then tests/integration, in one pytest run
+#   make test-unit  the unit tests only (tests/unit, not `slow`): the algorithm's fast, exact tests, in seconds
 #   make test-slow  learning tests only (minutes)
 #   make test-all   everything
 #   make lint       ruff check + ruff format --check
@@ -25,7 +27,7 @@ PIP := $(VPY) -m pip
 STAMP := $(VENV)/.installed
 LINT_PATHS := $(wildcard sb3_trpo_ext tests benchmarks)
 
-.PHONY: venv demo test test-slow test-all lint bench clean
+.PHONY: venv demo test test-unit test-slow test-all lint bench clean
 
 venv: $(STAMP)
 
@@ -48,11 +50,17 @@ endif
 demo: venv
 	$(VPY) -m sb3_trpo_ext.demo
 
-# lint and the public API's type check first (seconds), so that a clean clone proves them too (.ci/run calls this)
+# lint, format and the public API's type check first (seconds), so that a clean clone proves them too (.ci/run
+# calls this). pytest's testpaths (pyproject.toml) put tests/unit before tests/integration: one run, unit first.
 test: venv
 	$(VPY) -m ruff check $(LINT_PATHS)
+	$(VPY) -m ruff format --check $(LINT_PATHS)
 	$(VPY) -m mypy
 	$(VPY) -m pytest -m "not slow" -q $(PYTEST_ARGS)
+
+# the fast feedback loop: the unit tests only (well under 30 s)
+test-unit: venv
+	$(VPY) -m pytest tests/unit -m "not slow" -q $(PYTEST_ARGS)
 
 test-slow: venv
 	$(VPY) -m pytest -m slow -q $(PYTEST_ARGS)

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = "9b2679b"
 #: main before the refactor of issue 25 (the last landed commit then): the first reference with RecurrentTRPO and
 #: MaskableTRPO, which 9b2679b predates; it pins their training, vine's on a discrete space and the autograd Fisher
-#: route's (tests/test_bit_identical.py). Update it only for a change meant to alter training, and say so in the
+#: route's (tests/integration/test_bit_identical.py). Update it only for a change meant to alter training, and say so in the
 #: commit.
 FAMILY_REFERENCE = "fc0b3e8"
 

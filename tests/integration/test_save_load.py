@@ -19,7 +19,7 @@ from torch.nn.utils import parameters_to_vector
 
 from sb3_trpo_ext import TRPO
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 SMALL_NET = dict(net_arch=[16])
 
 

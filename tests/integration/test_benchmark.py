@@ -279,7 +279,7 @@ def test_code_record_names_the_checkout_of_the_package(tmp_path: Path) -> None:
 def test_runs_record_the_code_their_processes_import(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 27: a run process started in another checkout (another commit) imports that checkout's package: its
     segment and result name that commit, not the one of the sweep's own process."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     checkout = tmp_path / "frozen"
     for name in ("sb3_trpo_ext", "hyperparams"):
         shutil.copytree(root / name, checkout / name, ignore=shutil.ignore_patterns("__pycache__"))
@@ -569,7 +569,7 @@ def test_speed_family_comparison_runs_and_writes_its_ratios(flag: str, tmp_path:
     """The family comparisons of benchmarks/speed.py run end to end (one small timed learn each) and write the
     figures the docs quote; the ratios are whatever they are (speed targets live in the script, not in tests)."""
     out = tmp_path / "speed.json"
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "speed.py"
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "speed.py"
     done = subprocess.run(
         [sys.executable, str(script), flag, "--repeats", "1", "--timesteps", "1024", "--json", str(out)],
         capture_output=True, text=True, timeout=300,

@@ -2,6 +2,8 @@
 during collection, minibatch sizes warn instead of failing, SB3's errors for bad parameters and paths, and a
 batch with non-finite data is skipped instead of poisoning the weights."""
 
+import copy
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -13,8 +15,9 @@ from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from torch.nn.utils import parameters_to_vector
 
 from sb3_trpo_ext import TRPO
-from sb3_trpo_ext.trpo.numpy_actor import NumpyActor
-from sb3_trpo_ext.trpo.policies import MlpPolicy, uses_sb3_methods
+from sb3_trpo_ext.fast.mlp import uses_sb3_methods
+from sb3_trpo_ext.fast.numpy_actor import NumpyActor
+from sb3_trpo_ext.trpo.policies import MlpPolicy
 
 SMALL_NET = dict(net_arch=[16])
 
@@ -108,8 +111,32 @@ def test_set_parameters_with_an_edited_optimizer_state_names_it(small_model):
 
 
 def test_set_parameters_round_trip_still_works(small_model):
-    params = small_model.get_parameters()
-    small_model.set_parameters(params, exact_match=True)
+    """What get_parameters returned comes back with set_parameters: every weight and the critic's optimizer
+    state (moments and learning rate), after all of them were changed in between."""
+    small_model.learn(32)  # the critic's optimizer has moments to restore
+    saved = copy.deepcopy(small_model.get_parameters())  # state dicts share storage with the live tensors
+    with th.no_grad():
+        for param in small_model.policy.parameters():
+            param.add_(1.0)
+    optimizer = small_model.policy.optimizer
+    for group in optimizer.param_groups:
+        group["lr"] *= 10
+    for state in optimizer.state.values():
+        for value in state.values():
+            if isinstance(value, th.Tensor) and value.is_floating_point():
+                value.add_(1.0)
+    small_model.set_parameters(saved, exact_match=True)
+    restored = small_model.get_parameters()
+    assert restored.keys() == saved.keys() == {"policy", "policy.optimizer"}
+    assert restored["policy"].keys() == saved["policy"].keys()
+    for name, tensor in saved["policy"].items():
+        assert th.equal(restored["policy"][name], tensor), name
+    restored_opt, saved_opt = restored["policy.optimizer"], saved["policy.optimizer"]
+    assert restored_opt["param_groups"] == saved_opt["param_groups"]
+    assert restored_opt["state"].keys() == saved_opt["state"].keys() and saved_opt["state"]
+    for index, state in saved_opt["state"].items():
+        for key, value in state.items():
+            assert th.equal(th.as_tensor(restored_opt["state"][index][key]), th.as_tensor(value)), (index, key)
 
 
 # ------------------------------------------------------------------------------------------ load paths

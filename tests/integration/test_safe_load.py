@@ -35,7 +35,7 @@ from sb3_trpo_ext.safe_load import RestrictedUnpickler, load_model, load_policy_
 from sb3_trpo_ext.trpo.policies import MlpPolicy
 from sb3_trpo_ext.zoo import load_zoo_model
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SMALL = dict(net_arch=[8])
 FAST = dict(n_steps=32, batch_size=32, policy_kwargs=SMALL, seed=0)
 

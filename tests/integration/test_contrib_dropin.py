@@ -6,11 +6,14 @@ not meet an error, except where ours refuses on purpose (LSTM dropout), with a c
 
 from __future__ import annotations
 
+import copy
 import random
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 import pytest
+import torch as th
 from gymnasium import spaces
 from sb3_contrib.common.envs import InvalidActionEnvDiscrete, InvalidActionEnvMultiBinary, InvalidActionEnvMultiDiscrete
 from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback
@@ -22,6 +25,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.envs import FakeImageEnv, IdentityEnv
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnvWrapper
 
 from sb3_trpo_ext import MaskableTRPO, RecurrentTRPO
 
@@ -98,9 +102,56 @@ def test_masked_spaces_learn_and_evaluate(space: str, some: int, all_but_one: in
     masked_evaluate(MaskableTRPO(policy, env, seed=8), env, n_eval_episodes=3, reward_threshold=99, warn=False)
 
 
+class RecordSteps(VecEnvWrapper):
+    """Keeps a copy of what each ``step`` returned (the algorithm adds its bootstrap to the rewards in place)."""
+
+    def __init__(self, venv: Any) -> None:
+        super().__init__(venv)
+        self.steps: list[tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]] = []
+
+    def reset(self) -> Any:
+        return self.venv.reset()
+
+    def step_wait(self) -> Any:
+        obs, rewards, dones, infos = self.venv.step_wait()
+        self.steps.append((rewards.copy(), dones.copy(), copy.deepcopy(infos)))
+        return obs, rewards, dones, infos
+
+
 def test_masked_bootstrapping_at_time_limits_and_cnn() -> None:
-    env = gym.wrappers.TimeLimit(InvalidActionEnvDiscrete(dim=20, n_invalid_actions=10), 30)
-    MaskableTRPO("MlpPolicy", env, n_steps=64, seed=8).learn(128)
+    """At a TimeLimit truncation the rollout's reward is the environment's plus gamma * V(terminal observation),
+    as SB3 and MaskablePPO do; every other step keeps the environment's reward."""
+    limits = (30, 23)
+    env = RecordSteps(
+        DummyVecEnv(
+            [
+                lambda limit=limit: gym.wrappers.TimeLimit(
+                    InvalidActionEnvDiscrete(dim=20, n_invalid_actions=10), limit
+                )
+                for limit in limits
+            ]
+        )
+    )
+    model = MaskableTRPO("MlpPolicy", env, n_steps=64, gamma=0.9, seed=8)
+    _, callback = model._setup_learn(64 * len(limits), None)
+    assert model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
+    buffer_rewards = model.rollout_buffer.rewards  # (n_steps, n_envs): the policy has not changed since
+    assert len(env.steps) == 64
+    truncations = 0
+    for step, (rewards, dones, infos) in enumerate(env.steps):
+        for env_idx, info in enumerate(infos):
+            expected = float(rewards[env_idx])
+            if dones[env_idx] and info.get("TimeLimit.truncated", False):
+                assert (step + 1) % limits[env_idx] == 0  # the time limit ended this episode, not the task
+                terminal_obs = model.policy.obs_to_tensor(info["terminal_observation"])[0]
+                with th.no_grad():
+                    terminal_value = model.policy.predict_values(terminal_obs).item()
+                assert abs(model.gamma * terminal_value) > 1e-3  # a missing bootstrap cannot pass unnoticed
+                expected += model.gamma * terminal_value
+                truncations += 1
+            assert buffer_rewards[step, env_idx] == pytest.approx(expected, rel=1e-5, abs=1e-6), (step, env_idx)
+    assert truncations == 64 // limits[0] + 64 // limits[1]
+
     rng = random.Random(0)
 
     def one_random_invalid(env: gym.Env) -> list[bool]:

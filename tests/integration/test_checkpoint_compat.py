@@ -3,7 +3,7 @@
 Checkpoints name classes by module path (``sb3_trpo_ext.trpo.policies.MlpPolicy``,
 ``sb3_trpo_ext.common.vine.VineRolloutBuffer``, ...): a class that moves must keep an alias at its old path, and the
 safe loader's allowlist must still admit it. The reference code runs from ``git archive`` in a subprocess, as in
-``tests/test_bit_identical.py``.
+``tests/integration/test_bit_identical.py``.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from sb3_trpo_ext.benchmark.protocol import (  # noqa: E402
 )
 from sb3_trpo_ext.zoo.config import hyperparams_path  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 #: Blocks chosen otherwise than by the conversion rule, each labelled so in its file (and never reported on the
 #: seeds it was chosen on): vine's CartPole-v1 keeps the library defaults (measured), vine's HalfCheetah-v5 is tuned.
 CHOSEN_BLOCKS = {("trpo_vine", "CartPole-v1"), ("trpo_vine", "HalfCheetah-v5")}
@@ -233,7 +233,7 @@ def test_repository_protocol_is_consistent_and_its_seeds_are_held_out() -> None:
 def test_derived_blocks_follow_the_one_conversion_rule() -> None:
     """Every block of ours with an sb3-contrib counterpart, except the labelled chosen ones, has target_kl and
     cg_damping equal to d times sb3-contrib's (d: action dimensions; 1 for discrete actions), so it takes
-    sb3-contrib's step (tests/test_save_load.py checks that on one batch)."""
+    sb3-contrib's step (tests/integration/test_save_load.py checks that on one batch)."""
     checked = []
     for algo in ("trpo_ext", "trpo_vine"):
         for env in yaml.safe_load(hyperparams_path(algo).read_text()):

@@ -1,17 +1,14 @@
-"""RecurrentTRPO: the functional LSTM, the first-derivatives-only Fisher, sequences, validation, save/load, Zoo."""
+"""RecurrentTRPO: the functional LSTM, the first-derivatives-only Fisher, sequences, validation, the Zoo's keys
+(loading in a fresh process and the Zoo's train/enjoy: tests/integration/test_recurrent_end_to_end.py)."""
 
-import json
-import os
 import pathlib
-import subprocess
-import sys
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
 from fisher_reference import forward_mode_fisher_product
 from gymnasium import spaces
+from recurrent_helpers import TINY, RandomEnv
 from sb3_contrib import RecurrentPPO
 from stable_baselines3.common.env_util import make_vec_env
 from torch import nn
@@ -20,32 +17,9 @@ from sb3_trpo_ext import RecurrentTRPO
 from sb3_trpo_ext.common.fisher import CategoricalFamily, GaussianFamily, analytic_fisher_product, flatten
 from sb3_trpo_ext.recurrent.lstm import LinearizedLSTM, fused_sequence, lstm_sequence
 from sb3_trpo_ext.recurrent.policies import actor_distribution, functional_actor
+from sb3_trpo_ext.trpo.policies import split_actor_critic
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-TINY = dict(lstm_hidden_size=8, net_arch=[8])
-
-
-class RandomEnv(gym.Env):
-    """Random observations of any space, episodes of random length (3 to 9 steps), any action space."""
-
-    def __init__(self, action_space=None, observation_space=None):
-        self.action_space = action_space or spaces.Discrete(3)
-        self.observation_space = observation_space or spaces.Box(-1, 1, (4,), np.float32)
-        self._left = 0
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        if seed is not None:  # Space.seed(None) would draw a fresh seed from the OS
-            self.observation_space.seed(seed)
-        self._left = int(self.np_random.integers(3, 10))
-        return self.observation_space.sample(), {}
-
-    def step(self, action):
-        assert self.action_space.contains(
-            np.asarray(action, dtype=self.action_space.dtype).reshape(self.action_space.shape)
-        )
-        self._left -= 1
-        return self.observation_space.sample(), float(self.np_random.normal()), self._left <= 0, False, {}
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 # ----------------------------------------------------------------------------------- functional LSTM
@@ -221,7 +195,7 @@ def _refusing_model(action_space, n_envs=2):
     refusing = RefusingLSTM(model.policy.lstm_actor.input_size, 8)
     refusing.load_state_dict(model.policy.lstm_actor.state_dict())
     model.policy.lstm_actor = refusing
-    model._actor_params, model._critic_params = model._split_actor_critic()
+    model._actor_params, model._critic_params = split_actor_critic(model.policy)
     return model
 
 
@@ -568,48 +542,6 @@ def test_non_finite_critic_regression_restores_the_critic():
     assert not model.policy.optimizer.state  # Adam's moments that saw the non-finite gradients are dropped
 
 
-# ------------------------------------------------------------------------------------- save / load
-def _episode_actions(model, observations, starts):
-    state, actions = None, []
-    for obs, start in zip(observations, starts, strict=True):
-        action, state = model.predict(obs[None], state=state, episode_start=np.array([start]), deterministic=True)
-        actions.append(action.tolist())
-    return actions
-
-
-def test_save_and_load_in_a_fresh_process(tmp_path):
-    env = make_vec_env(lambda: RandomEnv(spaces.Box(-1, 1, (2,), np.float32)), n_envs=2, seed=0)
-    model = RecurrentTRPO("MlpLstmPolicy", env, n_steps=16, seed=0, policy_kwargs=TINY)
-    model.learn(32)
-    model.save(tmp_path / "rtrpo.zip")
-    rng = np.random.default_rng(0)
-    observations = rng.uniform(-1, 1, (12, 4)).astype(np.float32)
-    starts = np.zeros(12, bool)
-    starts[[0, 5]] = True
-    np.save(tmp_path / "obs.npy", observations)
-    np.save(tmp_path / "starts.npy", starts)
-    code = f"""
-import json, numpy as np, sys
-sys.path.insert(0, {str(REPO_ROOT / "tests")!r})
-from test_recurrent import _episode_actions
-from sb3_trpo_ext import RecurrentTRPO
-model = RecurrentTRPO.load({str(tmp_path / "rtrpo.zip")!r})
-actions = _episode_actions(model, np.load({str(tmp_path / "obs.npy")!r}), np.load({str(tmp_path / "starts.npy")!r}))
-print(json.dumps({{"actions": actions, "class": type(model).__name__, "policy": type(model.policy).__name__}}))
-"""
-    env_vars = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-    }
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env_vars, timeout=120, cwd=tmp_path
-    )
-    assert result.returncode == 0, result.stderr
-    output = json.loads(result.stdout.strip().splitlines()[-1])
-    assert output["actions"] == _episode_actions(model, observations, starts)
-    assert (output["class"], output["policy"]) == ("RecurrentTRPO", "MlpLstmPolicy")
-
-
 # ------------------------------------------------------------------------------------------- Zoo
 def test_zoo_key_and_blocks():
     import yaml
@@ -662,20 +594,3 @@ def test_cartpole_no_velocity_is_solved():
             total, done = total + float(reward[0]), bool(start[0])
         scores.append(total)
     assert np.mean(scores) >= 450, scores
-
-
-def test_zoo_train_and_enjoy(tmp_path):
-    """``train --algo trpo_lstm`` with the CartPoleNoVel-v1 block (VecNormalize, 8 environments), then ``enjoy``,
-    which carries the LSTM state between steps."""
-    from test_zoo import FAST, check, run_zoo
-
-    check(
-        run_zoo("train", "--algo", "trpo_lstm", "--env", "CartPoleNoVel-v1", "-n", "512", "-f", str(tmp_path), *FAST,
-                "-params", "n_steps:32", "batch_size:128")
-    )  # fmt: skip
-    model = RecurrentTRPO.load(tmp_path / "trpo_lstm" / "CartPoleNoVel-v1_1" / "CartPoleNoVel-v1.zip")
-    assert (model.n_envs, model.num_timesteps, model.policy.lstm_actor.hidden_size) == (8, 512, 64)
-    check(
-        run_zoo("enjoy", "--algo", "trpo_lstm", "--env", "CartPoleNoVel-v1", "-f", str(tmp_path), "--no-render",
-                "-n", "50", "--num-threads", "1")
-    )  # fmt: skip

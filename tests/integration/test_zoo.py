@@ -39,7 +39,7 @@ from sb3_trpo_ext.zoo import (  # noqa: E402
 from sb3_trpo_ext.zoo.hyperparams_opt import sample_trpo_vine_params  # noqa: E402
 from sb3_trpo_ext.zoo.optimize import trial_seeds_flag  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 YAML_PATH = ROOT / "hyperparams" / "trpo_ext.yml"
 # One torch thread: the Zoo runs are tiny, and the default thread pool fights other processes on small machines.
 FAST = ["--num-threads", "1", "--eval-freq", "-1", "--seed", "0"]
