@@ -27,7 +27,7 @@ from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy
 
 from sb3_trpo_ext import sim_state
-from sb3_trpo_ext.fast.mlp import _POLICY_METHODS
+from sb3_trpo_ext.common.mlp import _POLICY_METHODS
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "sb3_trpo_ext"

@@ -74,7 +74,7 @@ def test_other_critics_keep_autograd(policy, policy_kwargs):
 
 @pytest.mark.parametrize("dtype", [th.float32, th.float64])
 def test_tanh_in_place_matches_torch(dtype):
-    from sb3_trpo_ext.fast.mlp import tanh_
+    from sb3_trpo_ext.common.mlp import tanh_
 
     x = th.linspace(-12, 12, 4001, dtype=dtype).reshape(1, -1) * th.ones(3, 1, dtype=dtype)
     expected = th.tanh(x)

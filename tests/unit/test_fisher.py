@@ -303,7 +303,7 @@ def _mlp_case(action_space, policy_kwargs):
 )
 def test_mlp_fisher_product_equals_the_autograd_jacobian_product(action_space, policy_kwargs):
     from sb3_trpo_ext.common.fisher import mlp_fisher_product
-    from sb3_trpo_ext.fast.mlp import MlpSpec
+    from sb3_trpo_ext.common.mlp import MlpSpec
 
     model = _mlp_case(action_space, policy_kwargs)
     obs = th.randn(50, 5, generator=th.Generator().manual_seed(2))
