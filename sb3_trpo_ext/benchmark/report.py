@@ -787,6 +787,169 @@ def _cost_lines(runs: Any) -> list[str]:
     return [*lines, ""]
 
 
+def _header_lines(table: Any, infos: list[dict[str, Any]]) -> list[str]:
+    """The report's title, the machine(s) the sweeps ran on and the sweeps' budgets."""
+    lines = ["# Benchmark report", "", "Machine(s):", "", *_machine_lines(infos), "", "Sweeps:", ""]
+    return [*lines, *_budget_lines(table, infos), ""]
+
+
+def _run_state_lines(infos: list[dict[str, Any]]) -> list[str]:
+    """The sweeps' unfinished runs (with how far they got) and the runs not started, when there are any."""
+    unfinished, not_started = [], []
+    for info in infos:
+        for (algo, env, run_seed), state in info["states"].items():
+            if state == "not started":
+                not_started.append(f"{algo}/{env}/seed {run_seed}")
+            elif state != "done":
+                budget = info["config"]["budgets"][algo][env]
+                unfinished.append(f"{algo}/{env}/seed {run_seed} ({min(state, budget):,} of {budget:,} timesteps)")
+    lines: list[str] = []
+    if unfinished:
+        lines += [f"Unfinished runs (their last evaluations are used): {', '.join(unfinished)}", ""]
+    if not_started:
+        lines += [f"Runs not started (no rows): {', '.join(not_started)}", ""]
+    return lines
+
+
+def _protocol_lines(runs: Any, registered: Sequence[Any]) -> list[str]:
+    """The protocols section: each protocol file and its digest, how many runs match, and why the others do not
+    (nothing without a protocol)."""
+    if not registered:
+        return []
+    counts = runs["protocol_match"].value_counts()
+    lines = [
+        "## Protocols",
+        "",
+        *[f"- `{p.name}`: `{p.path.name}`, sha256 `{p.sha256[:16]}…`" for p in registered],
+        "",
+        "Runs: "
+        + ", ".join(f"{state}: {n}" for state, n in counts.items())
+        + ". A run matches when its sweep was started with one of these protocol files, it belongs to that "
+        "protocol's group, its budget and evaluation are the protocol's and it trained with the registered "
+        "hyperparameter block.",
+        "",
+    ]
+    mismatched = runs[runs["protocol_match"].str.startswith("no")]
+    for row in mismatched.itertuples():
+        lines.append(f"- {row.algo}/{row.env}/seed {row.seed}: {row.protocol_match}")
+    return [*lines, ""]
+
+
+def _score_note_lines(min_seeds: int, reps: int, seed: int) -> list[str]:
+    """The paragraph saying what a run's score is and how the tables' statistics and intervals are computed."""
+    return [
+        f"Score of a run: the mean of its last {SCORE_EVALUATIONS} periodic evaluations (fewer when it has fewer; "
+        "column `score_evaluations` of runs.csv; 0: the run had none, its final evaluation is its score). IQM, mean and median over runs with 95% stratified-bootstrap "
+        f"confidence intervals (rliable, {reps:,} replications, seed {seed}); with fewer than {min_seeds} runs the "
+        "runs' scores are listed instead of an interval. Earlier-protocol rows and protocol rows are never pooled.",
+        "",
+    ]
+
+
+def _env_sections(
+    table: Any,
+    runs: Any,
+    out: Path,
+    written: dict[str, Path],
+    min_seeds: int,
+    reps: int,
+    seed: int,
+    curve_reps: int,
+    rng: np.random.Generator,
+) -> list[str]:
+    """One section per environment (sorted): its score table and its curves, plotted into ``out`` and added to
+    ``written`` as ``curves_<env>``."""
+    lines: list[str] = []
+    for env in sorted(runs["env"].unique()):
+        lines += [f"## {env}", "", *_env_table(runs, env, min_seeds, reps, seed)]
+        written[f"curves_{env}"] = _plot_env(table, runs, env, out, curve_reps, rng)
+        lines += [f"![{env}]({written[f'curves_{env}'].name})", ""]
+    return lines
+
+
+def _aggregate_rows(
+    finished: Any,
+    aggregates: list[tuple[str, list[str], list[str], list[str]]],
+    min_seeds: int,
+    reps: int,
+    seed: int,
+) -> list[str]:
+    """The aggregate table's rows: per set and included algorithm its normalised IQM, mean and median (or the
+    seeds' mean normalised scores when too few), then the set's algorithms left out."""
+    lines: list[str] = []
+    for run_set, envs, included, excluded in aggregates:
+        for algo in included:
+            matrix = _normalised_matrix(finished, algo, run_set, envs)
+            if len(matrix) < min_seeds:  # too few seeds for an interval: the seeds' mean normalised scores
+                cells = [f"seeds: {', '.join(f'{v:.3f}' for v in matrix.mean(axis=1))}", "—", "—"]
+            else:
+                stats = aggregate_intervals(matrix, reps=reps, seed=seed)
+                cells = [f"{p:.3f} [{lo:.3f}, {hi:.3f}]" for p, lo, hi in (stats[n] for n in AGGREGATES)]
+            lines.append(f"| {run_set} | {', '.join(envs)} | {algo} | {matrix.size} | {' | '.join(cells)} |")
+        if excluded:
+            lines.append(
+                f"| {run_set} | | not aggregated (did not run every environment): {', '.join(excluded)} | | | | |"
+            )
+    return lines
+
+
+def _reference_lines(aggregates: list[tuple[str, list[str], list[str], list[str]]]) -> list[str]:
+    """The reference scores (random, good) of every environment in an aggregate, with their sources."""
+    envs_all = sorted({env for _, envs, _, _ in aggregates for env in envs})
+    lines = ["", "Reference scores (random, good):", ""]
+    lines += [
+        f"- {_task(e)}: {REFERENCE_SCORES[_task(e)][0]:g}, {REFERENCE_SCORES[_task(e)][1]:g} ({REFERENCE_SCORES[_task(e)][2]})"
+        for e in envs_all
+    ]
+    return lines
+
+
+def _aggregate_section(
+    table: Any,
+    runs: Any,
+    out: Path,
+    written: dict[str, Path],
+    min_seeds: int,
+    reps: int,
+    seed: int,
+    curve_reps: int,
+    rng: np.random.Generator,
+) -> list[str]:
+    """The aggregate section over finished runs: its table, the reference scores and ``aggregate.png`` (added to
+    ``written``), or why there is none; then the environments left out for want of reference scores."""
+    # aggregates over finished runs only: a run still going would stand in for a final score
+    finished = _finished(runs)
+    aggregates = _aggregate_sets(finished)
+    lines = ["## Aggregate over environments", ""]
+    if aggregates:
+        lines += [
+            "Normalised scores (score - random) / (good - random) over (seed, environment), finished runs only; only "
+            "algorithms that ran every environment of the aggregate, over the seeds that ran them all; 95% "
+            "stratified-bootstrap CIs.",
+            "",
+            "| set | environments | algo | runs | IQM | mean | median |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        lines += _aggregate_rows(finished, aggregates, min_seeds, reps, seed)
+        lines += _reference_lines(aggregates)
+        written["aggregate"] = _plot_aggregate(table, finished, aggregates, out, curve_reps, rng)
+        lines += ["", "![aggregate](aggregate.png)", ""]
+    else:
+        lines += ["No environment with reference scores: no aggregate.", ""]
+    skipped = sorted({e for e in runs["env"].unique() if _task(e) not in REFERENCE_SCORES})
+    if skipped:
+        lines += [f"Not in the aggregate (no reference scores): {', '.join(skipped)}.", ""]
+    return lines
+
+
+def _claim_lines(claims: dict[str, list[str]]) -> list[str]:
+    """Each protocol's claims under its name: the content of ``claims.md`` and of the report's claims section."""
+    lines: list[str] = []
+    for name, sentences in claims.items():
+        lines += [f"### `{name}`", "", *[f"- {sentence}" for sentence in sentences], ""]
+    return lines
+
+
 def write_report(
     paths: Sequence[Path],
     out: Path,
@@ -819,99 +982,18 @@ def write_report(
     written: dict[str, Path] = {"csv": out / "results.csv", "runs": out / "runs.csv", "markdown": out / "report.md"}
     table.to_csv(written["csv"], index=False)
     runs.to_csv(written["runs"], index=False)
+    # one generator for all the curves' bands, drawn from in this order: each environment's, then the aggregate's
     rng = np.random.default_rng(seed)
     curve_reps = min(reps, 2000)
 
-    lines = ["# Benchmark report", "", "Machine(s):", "", *_machine_lines(infos), "", "Sweeps:", ""]
-    lines += [*_budget_lines(table, infos), ""]
-    unfinished, not_started = [], []
-    for info in infos:
-        for (algo, env, run_seed), state in info["states"].items():
-            if state == "not started":
-                not_started.append(f"{algo}/{env}/seed {run_seed}")
-            elif state != "done":
-                budget = info["config"]["budgets"][algo][env]
-                unfinished.append(f"{algo}/{env}/seed {run_seed} ({min(state, budget):,} of {budget:,} timesteps)")
-    if unfinished:
-        lines += [f"Unfinished runs (their last evaluations are used): {', '.join(unfinished)}", ""]
-    if not_started:
-        lines += [f"Runs not started (no rows): {', '.join(not_started)}", ""]
-    if registered:
-        counts = runs["protocol_match"].value_counts()
-        lines += [
-            "## Protocols",
-            "",
-            *[f"- `{p.name}`: `{p.path.name}`, sha256 `{p.sha256[:16]}…`" for p in registered],
-            "",
-            "Runs: "
-            + ", ".join(f"{state}: {n}" for state, n in counts.items())
-            + ". A run matches when its sweep was started with one of these protocol files, it belongs to that "
-            "protocol's group, its budget and evaluation are the protocol's and it trained with the registered "
-            "hyperparameter block.",
-            "",
-        ]
-        mismatched = runs[runs["protocol_match"].str.startswith("no")]
-        for row in mismatched.itertuples():
-            lines.append(f"- {row.algo}/{row.env}/seed {row.seed}: {row.protocol_match}")
-        lines.append("")
-    lines += [
-        f"Score of a run: the mean of its last {SCORE_EVALUATIONS} periodic evaluations (fewer when it has fewer; "
-        "column `score_evaluations` of runs.csv; 0: the run had none, its final evaluation is its score). IQM, mean and median over runs with 95% stratified-bootstrap "
-        f"confidence intervals (rliable, {reps:,} replications, seed {seed}); with fewer than {min_seeds} runs the "
-        "runs' scores are listed instead of an interval. Earlier-protocol rows and protocol rows are never pooled.",
-        "",
-    ]
-    for env in sorted(runs["env"].unique()):
-        lines += [f"## {env}", "", *_env_table(runs, env, min_seeds, reps, seed)]
-        written[f"curves_{env}"] = _plot_env(table, runs, env, out, curve_reps, rng)
-        lines += [f"![{env}]({written[f'curves_{env}'].name})", ""]
-
-    # aggregates over finished runs only: a run still going would stand in for a final score
-    finished = _finished(runs)
-    aggregates = _aggregate_sets(finished)
-    lines += ["## Aggregate over environments", ""]
-    if aggregates:
-        lines += [
-            "Normalised scores (score - random) / (good - random) over (seed, environment), finished runs only; only "
-            "algorithms that ran every environment of the aggregate, over the seeds that ran them all; 95% "
-            "stratified-bootstrap CIs.",
-            "",
-            "| set | environments | algo | runs | IQM | mean | median |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for run_set, envs, included, excluded in aggregates:
-            for algo in included:
-                matrix = _normalised_matrix(finished, algo, run_set, envs)
-                if len(matrix) < min_seeds:  # too few seeds for an interval: the seeds' mean normalised scores
-                    cells = [f"seeds: {', '.join(f'{v:.3f}' for v in matrix.mean(axis=1))}", "—", "—"]
-                else:
-                    stats = aggregate_intervals(matrix, reps=reps, seed=seed)
-                    cells = [f"{p:.3f} [{lo:.3f}, {hi:.3f}]" for p, lo, hi in (stats[n] for n in AGGREGATES)]
-                lines.append(f"| {run_set} | {', '.join(envs)} | {algo} | {matrix.size} | {' | '.join(cells)} |")
-            if excluded:
-                lines.append(
-                    f"| {run_set} | | not aggregated (did not run every environment): {', '.join(excluded)} | | | | |"
-                )
-        envs_all = sorted({env for _, envs, _, _ in aggregates for env in envs})
-        lines += ["", "Reference scores (random, good):", ""]
-        lines += [
-            f"- {_task(e)}: {REFERENCE_SCORES[_task(e)][0]:g}, {REFERENCE_SCORES[_task(e)][1]:g} ({REFERENCE_SCORES[_task(e)][2]})"
-            for e in envs_all
-        ]
-        written["aggregate"] = _plot_aggregate(table, finished, aggregates, out, curve_reps, rng)
-        lines += ["", "![aggregate](aggregate.png)", ""]
-    else:
-        lines += ["No environment with reference scores: no aggregate.", ""]
-    skipped = sorted({e for e in runs["env"].unique() if _task(e) not in REFERENCE_SCORES})
-    if skipped:
-        lines += [f"Not in the aggregate (no reference scores): {', '.join(skipped)}.", ""]
-
+    lines = [*_header_lines(table, infos), *_run_state_lines(infos), *_protocol_lines(runs, registered)]
+    lines += _score_note_lines(min_seeds, reps, seed)
+    lines += _env_sections(table, runs, out, written, min_seeds, reps, seed, curve_reps, rng)
+    lines += _aggregate_section(table, runs, out, written, min_seeds, reps, seed, curve_reps, rng)
     lines += _cost_lines(runs)
 
     claims = {p.name: claim_sentences(runs, p, reps, seed) for p in registered}
-    claim_lines = []
-    for name, sentences in claims.items():
-        claim_lines += [f"### `{name}`", "", *[f"- {sentence}" for sentence in sentences], ""]
+    claim_lines = _claim_lines(claims)
     if claims:
         lines += ["## Pre-registered claims", "", *claim_lines]
         written["claims"] = out / "claims.md"

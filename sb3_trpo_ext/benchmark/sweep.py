@@ -464,6 +464,183 @@ def _tail(path: Path, lines: int = STDERR_TAIL_LINES) -> str:
         return ""
 
 
+def _previous_segments(run_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Create ``run_dir`` if missing; the segments recorded so far and the last process's ``progress.json``
+    (empty when none), after copying that process's code record into its line if its sweep was killed first."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    segments = read_jsonl(run_dir / "segments.jsonl")
+    progress = _read_json(run_dir / "progress.json") or {}
+    # the code record of a process whose sweep was killed before it could copy it
+    _record_code(run_dir, segments, progress)
+    return segments, progress
+
+
+def _finished_unmarked(spec: RunSpec, run_dir: Path, progress: dict[str, Any]) -> bool:
+    """Whether the last process finished the run's budget and saved its final model (its marker not yet written)."""
+    return bool(
+        progress.get("finished") and progress.get("timesteps", 0) >= spec.budget and _final_model(run_dir, spec)
+    )
+
+
+def _resume(
+    spec: RunSpec, run_dir: Path, segments: list[dict[str, Any]], progress: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The checkpoint the next segment resumes from (None: it starts over), the timeline cut back to it; the cut
+    last segment's line gets ``lost_work``, what it did after that checkpoint."""
+    timeline = read_jsonl(run_dir / "timeline.jsonl")  # before _resume_point cuts it back
+    point = _resume_point(run_dir, spec.budget)
+    if segments:  # the last segment was cut (killed, failed or interrupted): what it did after `point` is lost
+        last = segments[-1]["segment"]
+        _update_segment(run_dir, last, {"lost_work": _lost_work(last, progress, timeline, point)})
+    return point
+
+
+def _segment_argv(
+    spec: RunSpec, config: SweepConfig, run_dir: Path, segment: int, point: dict[str, Any] | None
+) -> list[str]:
+    """The command line of the segment's process: ``zoo_train`` with the offsets of ``point`` (the checkpoint it
+    resumes from, None: from the start), then the Zoo's ``train`` arguments for the rest of the budget."""
+    offset_steps = point["timesteps"] if point else 0
+    offset_seconds = point["wall_seconds"] if point else 0.0
+    offset_cpu = point.get("cpu_seconds", 0.0) if point else 0.0
+    zoo_args = [
+        "train",
+        "--algo", spec.algo,
+        "--env", spec.env,
+        "--seed", str(spec.seed),
+        "-f", str(run_dir / "zoo"),
+        "--eval-freq", str(config.eval_freq),
+        "--eval-episodes", str(config.eval_episodes),
+        "--save-freq", str(config.save_freq),
+        "--num-threads", "1",
+        "--device", "cpu",
+        "-n", str(spec.budget - offset_steps),
+    ]  # fmt: skip
+    if point:
+        zoo_args += ["--trained-agent", str(run_dir / point["path"])]
+    return [
+        sys.executable, "-m", "sb3_trpo_ext.benchmark.zoo_train",
+        "--bench-dir", str(run_dir),
+        "--offset-steps", str(offset_steps),
+        "--offset-seconds", str(offset_seconds),
+        "--offset-cpu-seconds", str(offset_cpu),
+        "--final-eval-episodes", str(config.final_eval_episodes),
+        "--segment", str(segment),
+        "--", *zoo_args,
+    ]  # fmt: skip
+
+
+def _start_segment_record(
+    spec: RunSpec, config: SweepConfig, run_dir: Path, segment: int, point: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Append the segment's line to ``segments.jsonl`` (command line, resume point, budget, hyperparameter
+    digest; ``code`` filled in later), remove the previous process's ``progress.json``, and return the line."""
+    offset_steps = point["timesteps"] if point else 0
+    record = {
+        "segment": segment,
+        "argv": _segment_argv(spec, config, run_dir, segment, point),
+        "trained_agent": point["path"] if point else None,
+        "offset_steps": offset_steps,
+        "n_timesteps": spec.budget - offset_steps,
+        "started": time.time(),
+        "hyperparameters_sha256": block_digest(resolved_block(spec.algo, spec.env)),
+        # what the process imports, which may not be what this one did: filled in from its progress.json
+        "code": None,
+    }
+    with open(run_dir / "segments.jsonl", "a") as file:
+        file.write(json.dumps(record) + "\n")
+    (run_dir / "progress.json").unlink(missing_ok=True)
+    return record
+
+
+def _poll(
+    process: subprocess.Popen[bytes],
+    spec: RunSpec,
+    run_dir: Path,
+    offset_steps: int,
+    samples: list[int],
+    on_progress: ProgressCallback | None,
+    poll_seconds: float,
+    stop: threading.Event | None,
+) -> int | None:
+    """Wait for the process, every ``poll_seconds`` appending to ``samples`` how many runs are running and
+    passing its ``progress.json`` to ``on_progress``; its exit status, or None when ``stop`` was set (the process
+    is then terminated)."""
+    if on_progress is not None:
+        on_progress(spec.run_id, {"timesteps": offset_steps, "total": spec.budget, "state": "running"})
+    stop = stop if stop is not None else threading.Event()  # never set: the wait is the poll interval
+    while process.poll() is None:
+        samples.append(_CONCURRENCY.running)
+        if stop.wait(poll_seconds):
+            process.terminate()
+            process.wait()
+            return None
+        current = _read_json(run_dir / "progress.json")
+        if on_progress is not None and current:
+            on_progress(spec.run_id, {**current, "state": "running"})
+    return process.returncode
+
+
+def _record_sharing(run_dir: Path, segment: int, samples: list[int], started: float) -> None:
+    """Append the segment's line to ``concurrency.jsonl``: its seconds since ``started`` (``perf_counter``) and
+    the min, max and mean of the sampled number of runs at once (now's, counting itself, when none was sampled)."""
+    samples = samples or [_CONCURRENCY.running + 1]
+    sharing = {
+        "segment": segment,
+        "seconds": time.perf_counter() - started,
+        "min": min(samples),
+        "max": max(samples),
+        "mean": sum(samples) / len(samples),
+    }
+    with open(run_dir / "concurrency.jsonl", "a") as file:
+        file.write(json.dumps(sharing) + "\n")
+
+
+def _run_segment(
+    spec: RunSpec,
+    run_dir: Path,
+    record: dict[str, Any],
+    on_progress: ProgressCallback | None,
+    poll_seconds: float,
+    stop: threading.Event | None,
+) -> int | None:
+    """Run the segment's process (output to ``segment_<k>.out`` / ``.err``), counted among the runs running at
+    once; afterwards, even when interrupted or failing, record its sharing and its code. Its exit status, or None
+    when ``stop`` was set."""
+    segment = record["segment"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    with open(run_dir / f"segment_{segment}.out", "w") as out, open(run_dir / f"segment_{segment}.err", "w") as err:
+        process = subprocess.Popen(record["argv"], stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
+        _CONCURRENCY.change(+1)
+        samples: list[int] = []
+        started = time.perf_counter()
+        try:
+            return _poll(process, spec, run_dir, record["offset_steps"], samples, on_progress, poll_seconds, stop)
+        finally:
+            _CONCURRENCY.change(-1)
+            _record_sharing(run_dir, segment, samples, started)
+            _record_code(run_dir, read_jsonl(run_dir / "segments.jsonl"), _read_json(run_dir / "progress.json") or {})
+
+
+def _segment_outcome(spec: RunSpec, config: SweepConfig, run_dir: Path, segment: int, rc: int) -> dict[str, Any]:
+    """After the segment's process exited with ``rc``: the run's ``result.json`` when it finished its budget and
+    saved its final model, else ``error.json`` (exit status or where it stopped, stderr tail), written and returned."""
+    progress = _read_json(run_dir / "progress.json") or {}
+    if rc == 0 and progress.get("timesteps", 0) >= spec.budget and _final_model(run_dir, spec):
+        return _write_result(run_dir, spec, config, progress, segment + 1)
+    reason = f"exit status {rc}" if rc != 0 else f"stopped at {progress.get('timesteps')} of {spec.budget} timesteps"
+    error = {
+        "status": "failed",
+        **asdict(spec),
+        "returncode": rc,
+        "reason": reason,
+        "segment": segment,
+        "stderr_tail": _tail(run_dir / f"segment_{segment}.err"),
+    }
+    write_json_atomic(run_dir / "error.json", error)
+    return error
+
+
 def execute_run(
     spec: RunSpec,
     config: SweepConfig,
@@ -491,112 +668,16 @@ def execute_run(
     run_dir = Path(run_dir)
     if is_done(run_dir):
         return json.loads((run_dir / "result.json").read_text())
-    run_dir.mkdir(parents=True, exist_ok=True)
-    segments = read_jsonl(run_dir / "segments.jsonl")
-    progress = _read_json(run_dir / "progress.json") or {}
-    # the code record of a process whose sweep was killed before it could copy it
-    _record_code(run_dir, segments, progress)
-    if progress.get("finished") and progress.get("timesteps", 0) >= spec.budget and _final_model(run_dir, spec):
+    segments, progress = _previous_segments(run_dir)
+    if _finished_unmarked(spec, run_dir, progress):
         return _write_result(run_dir, spec, config, progress, len(segments))  # finished, marker not yet written
-
-    timeline = read_jsonl(run_dir / "timeline.jsonl")  # before _resume_point cuts it back
-    point = _resume_point(run_dir, spec.budget)
-    if segments:  # the last segment was cut (killed, failed or interrupted): what it did after `point` is lost
-        last = segments[-1]["segment"]
-        _update_segment(run_dir, last, {"lost_work": _lost_work(last, progress, timeline, point)})
+    point = _resume(spec, run_dir, segments, progress)
     segment = len(segments)
-    offset_steps = point["timesteps"] if point else 0
-    offset_seconds = point["wall_seconds"] if point else 0.0
-    offset_cpu = point.get("cpu_seconds", 0.0) if point else 0.0
-    zoo_args = [
-        "train",
-        "--algo", spec.algo,
-        "--env", spec.env,
-        "--seed", str(spec.seed),
-        "-f", str(run_dir / "zoo"),
-        "--eval-freq", str(config.eval_freq),
-        "--eval-episodes", str(config.eval_episodes),
-        "--save-freq", str(config.save_freq),
-        "--num-threads", "1",
-        "--device", "cpu",
-        "-n", str(spec.budget - offset_steps),
-    ]  # fmt: skip
-    if point:
-        zoo_args += ["--trained-agent", str(run_dir / point["path"])]
-    argv = [
-        sys.executable, "-m", "sb3_trpo_ext.benchmark.zoo_train",
-        "--bench-dir", str(run_dir),
-        "--offset-steps", str(offset_steps),
-        "--offset-seconds", str(offset_seconds),
-        "--offset-cpu-seconds", str(offset_cpu),
-        "--final-eval-episodes", str(config.final_eval_episodes),
-        "--segment", str(segment),
-        "--", *zoo_args,
-    ]  # fmt: skip
-    record = {
-        "segment": segment,
-        "argv": argv,
-        "trained_agent": point["path"] if point else None,
-        "offset_steps": offset_steps,
-        "n_timesteps": spec.budget - offset_steps,
-        "started": time.time(),
-        "hyperparameters_sha256": block_digest(resolved_block(spec.algo, spec.env)),
-        # what the process imports, which may not be what this one did: filled in from its progress.json
-        "code": None,
-    }
-    with open(run_dir / "segments.jsonl", "a") as file:
-        file.write(json.dumps(record) + "\n")
-    (run_dir / "progress.json").unlink(missing_ok=True)
-
-    err_path = run_dir / f"segment_{segment}.err"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    with open(run_dir / f"segment_{segment}.out", "w") as out, open(err_path, "w") as err:
-        process = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
-        _CONCURRENCY.change(+1)
-        samples: list[int] = []
-        started = time.perf_counter()
-        try:
-            if on_progress is not None:
-                on_progress(spec.run_id, {"timesteps": offset_steps, "total": spec.budget, "state": "running"})
-            stop = stop if stop is not None else threading.Event()  # never set: the wait is the poll interval
-            while process.poll() is None:
-                samples.append(_CONCURRENCY.running)
-                if stop.wait(poll_seconds):
-                    process.terminate()
-                    process.wait()
-                    return {"status": "interrupted", **asdict(spec), "segment": segment}
-                current = _read_json(run_dir / "progress.json")
-                if on_progress is not None and current:
-                    on_progress(spec.run_id, {**current, "state": "running"})
-            rc = process.returncode
-        finally:
-            _CONCURRENCY.change(-1)
-            samples = samples or [_CONCURRENCY.running + 1]
-            sharing = {
-                "segment": segment,
-                "seconds": time.perf_counter() - started,
-                "min": min(samples),
-                "max": max(samples),
-                "mean": sum(samples) / len(samples),
-            }
-            with open(run_dir / "concurrency.jsonl", "a") as file:
-                file.write(json.dumps(sharing) + "\n")
-            _record_code(run_dir, read_jsonl(run_dir / "segments.jsonl"), _read_json(run_dir / "progress.json") or {})
-
-    progress = _read_json(run_dir / "progress.json") or {}
-    if rc == 0 and progress.get("timesteps", 0) >= spec.budget and _final_model(run_dir, spec):
-        return _write_result(run_dir, spec, config, progress, segment + 1)
-    reason = f"exit status {rc}" if rc != 0 else f"stopped at {progress.get('timesteps')} of {spec.budget} timesteps"
-    error = {
-        "status": "failed",
-        **asdict(spec),
-        "returncode": rc,
-        "reason": reason,
-        "segment": segment,
-        "stderr_tail": _tail(err_path),
-    }
-    write_json_atomic(run_dir / "error.json", error)
-    return error
+    record = _start_segment_record(spec, config, run_dir, segment, point)
+    rc = _run_segment(spec, run_dir, record, on_progress, poll_seconds, stop)
+    if rc is None:
+        return {"status": "interrupted", **asdict(spec), "segment": segment}
+    return _segment_outcome(spec, config, run_dir, segment, rc)
 
 
 # -- engines --------------------------------------------------------------------------------------------------
