@@ -209,9 +209,9 @@ def fisher_product_ms(model: OnPolicyAlgorithm, calls: int = 20) -> dict[str, fl
 
 def tanh_microseconds(shape: tuple[int, int] = (128, 64), calls: int = 2000) -> dict[str, float]:
     """Median time [µs] of one tanh of a critic minibatch's hidden layer (``shape``, float32): torch's ``tanh``
-    against NumPy's in place (:func:`sb3_trpo_ext.common.mlp.tanh_`, what the critic's regression uses),
+    against NumPy's in place (:func:`sb3_trpo_ext.fast.mlp.tanh_`, what the critic's regression uses),
     called alternately."""
-    from sb3_trpo_ext.common.mlp import tanh_
+    from sb3_trpo_ext.fast.mlp import tanh_
 
     x = th.randn(*shape)
     scratch = x.clone()

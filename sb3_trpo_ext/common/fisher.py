@@ -10,7 +10,7 @@ the KL twice; :func:`autograd_fisher_product` is the reference: the Hessian of t
 The routes that run, by the algorithms' ``fisher`` argument (:data:`FISHER_PRODUCTS`, the one registry):
 
 * ``"analytic"``: first derivatives and the closed-form ``M`` only. A plain MLP actor (SB3's ``MlpPolicy`` on
-  flat observations) takes :func:`mlp_fisher_product` (``J v`` and ``J^T u`` written out); an LSTM actor
+  flat observations) takes :func:`sb3_trpo_ext.fast.fisher.mlp_fisher_product` (the speed layer: ``J v`` and ``J^T u`` written out); an LSTM actor
   (RecurrentTRPO) takes :func:`sb3_trpo_ext.recurrent.policies.linearized_fisher_product` (the recurrence
   linearized once per update); every other actor (CNNs, Dict observations, masked policies) takes
   :func:`analytic_fisher_product` (both products from autograd). All three compute the same product (tested).
@@ -43,9 +43,6 @@ from stable_baselines3.common.distributions import (
     MultiCategoricalDistribution,
     StateDependentNoiseDistribution,
 )
-from torch import nn
-
-from sb3_trpo_ext.common.mlp import TorchMlp
 
 DistParams = tuple[th.Tensor, ...]
 
@@ -288,69 +285,6 @@ def autograd_fisher_product(
     def product(vector: th.Tensor) -> th.Tensor:
         hv = _grad([grad_kl @ vector], params, [th.ones(())], retain_graph=True)
         return flatten(hv) + damping * vector
-
-    return product
-
-
-def mlp_fisher_product(
-    linears: Sequence[nn.Linear],
-    tanh: Sequence[bool],
-    log_std: th.Tensor | None,
-    obs: th.Tensor,
-    params: Sequence[th.Tensor],
-    family: ActionFamily,
-    damping: float = 0.0,
-) -> Callable[[th.Tensor], th.Tensor]:
-    """``v -> (mean_s J_s^T M_s J_s) v + damping * v`` for a plain MLP actor, with ``J v`` (tangents pushed
-    forward layer by layer) and ``J^T u`` (the chain rule backwards) written out: no autograd graph, about a
-    third of the operations of :func:`analytic_fisher_product`, the same product.
-
-    The head's raw outputs stand for the distribution's parameters: for categorical families ``M`` applied to
-    a tangent of the raw logits is the Fisher in the raw logits (the softmax's Jacobian is absorbed), for the
-    Gaussian the head is the mean and ``log_std`` a state-independent parameter.
-
-    :param linears: the actor's Linear layers, the action head last
-    :param tanh: for each activation between them, True for tanh, False for ReLU
-    :param log_std: the Gaussian's ``log_std`` parameter, else None
-    :param obs: the states, flat
-    :param params: the actor's parameters, in the order of the flat vectors: every Linear's ``weight`` and
-        ``bias`` and ``log_std``, each exactly once
-    :param family: the action distribution family
-    :param damping: Tikhonov damping added to the product
-    """
-    mlp = TorchMlp(linears, tanh)
-    inputs, head = mlp.forward(obs)  # each Linear's input at theta_old
-    with th.no_grad():
-        if isinstance(family, GaussianFamily):
-            assert log_std is not None
-            at: DistParams = (head, log_std.detach().expand_as(head))
-        else:
-            at = (th.log_softmax(head, dim=-1),) if isinstance(family, CategoricalFamily) else (head,)
-            if isinstance(family, MultiCategoricalFamily):
-                blocks = th.split(head, family.action_dims, dim=-1)
-                at = (th.cat([th.log_softmax(block, dim=-1) for block in blocks], dim=-1),)
-    n_states = obs.shape[0]
-    position = {id(p): i for i, p in enumerate(params)}
-    weights_at = [position[id(layer.weight)] for layer in linears]
-    biases_at = [position[id(layer.bias)] for layer in linears]
-    slopes = mlp.slopes(inputs)  # at theta_old, once for every product of the conjugate gradient
-
-    def product(vector: th.Tensor) -> th.Tensor:
-        with th.no_grad():
-            pieces = unflatten(vector, params)
-            tangent = mlp.jvp(inputs, slopes, [pieces[i] for i in weights_at], [pieces[i] for i in biases_at])
-            if isinstance(family, GaussianFamily):
-                jv: DistParams = (tangent, pieces[position[id(log_std)]].expand_as(tangent))
-            else:
-                jv = (tangent,)
-            weighted = [t / n_states for t in family.fisher_times(at, jv)]
-            result = [th.zeros_like(p) for p in params]
-            if isinstance(family, GaussianFamily):
-                result[position[id(log_std)]] = weighted[1].sum(dim=0)
-            d_weights, d_biases = mlp.vjp(inputs, weighted[0], slopes)
-            for index in range(len(linears)):
-                result[weights_at[index]], result[biases_at[index]] = d_weights[index], d_biases[index]
-            return flatten(result) + damping * vector
 
     return product
 

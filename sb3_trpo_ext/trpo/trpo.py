@@ -25,11 +25,8 @@ from stable_baselines3.common.vec_env import VecEnv
 from sb3_trpo_ext.common.fisher import (
     FISHER_PRODUCTS,
     ActionFamily,
-    GaussianFamily,
     action_family,
-    mlp_fisher_product,
 )
-from sb3_trpo_ext.common.mlp import MlpSpec, uses_sb3_methods
 from sb3_trpo_ext.common.natural_gradient import ActorFunctions, TrustRegion, natural_gradient_step
 from sb3_trpo_ext.common.observations import as_batch_of_one, index_obs, stack_obs
 from sb3_trpo_ext.common.reduce import LOCAL, Reducer
@@ -41,13 +38,14 @@ from sb3_trpo_ext.common.vine import (
     VineRolloutBuffer,
     VineSampler,
 )
+from sb3_trpo_ext.fast import Accelerations
+from sb3_trpo_ext.fast.numpy_actor import NumpyActor
 from sb3_trpo_ext.safe_load import explain_weights_only_refusal, load_data
 from sb3_trpo_ext.trpo.checkpoint import check_exists, check_trpo_data, critic_optimizer_state
 from sb3_trpo_ext.trpo.critic import fit_critic
 from sb3_trpo_ext.trpo.hyperparams import AUTOMATIC_BUFFERS, validate_hyperparameters, warn_about_minibatches
-from sb3_trpo_ext.trpo.numpy_actor import NumpyActor, SharedActorCache, collection_actor
 from sb3_trpo_ext.trpo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy, split_actor_critic
-from sb3_trpo_ext.trpo.rollout import compute_gae, describe_non_finite, fast_distributions, fill_buffer, torch_threads
+from sb3_trpo_ext.trpo.rollout import describe_non_finite, fast_distributions, torch_threads
 
 SelfTRPO = TypeVar("SelfTRPO", bound="TRPO")
 
@@ -69,7 +67,7 @@ class TRPO(OnPolicyAlgorithm):
     (:mod:`sb3_trpo_ext.sim_state`), which is checked at construction.
 
     The class reads as SB3's algorithms do: hyperparameters and setup (:mod:`~sb3_trpo_ext.trpo.hyperparams`),
-    collection (``collect_rollouts``; :mod:`~sb3_trpo_ext.trpo.rollout`, :mod:`~sb3_trpo_ext.trpo.numpy_actor`),
+    collection (``collect_rollouts``; :mod:`~sb3_trpo_ext.trpo.rollout`, :mod:`~sb3_trpo_ext.fast.numpy_actor`),
     ``train()`` (batch -> ``_natural_gradient_step`` -> ``_update_critic`` (:mod:`~sb3_trpo_ext.trpo.critic`) ->
     log), save/load compatibility (``load``, ``set_parameters``; :mod:`~sb3_trpo_ext.trpo.checkpoint`). Each SB3
     method it overrides says in its docstring why (sb3-contrib's TRPO overrides ``_setup_model``, ``train`` and
@@ -129,6 +127,11 @@ class TRPO(OnPolicyAlgorithm):
         Dict-of-``Box`` observations), else from the actor's head computed by the policy in torch; the same
         function gives the same draws whichever policy class computes it. ``False``: every step calls the
         policy in torch
+    :param accelerate: Use the speed layer (:mod:`sb3_trpo_ext.fast`) where it applies: collection's numpy actor
+        (with ``fast_collect``), the whole-rollout buffer fill and GAE, the Fisher product and critic gradients
+        written out for plain MLPs, ``predict``'s numpy actor. ``False``: the plain algorithm, SB3's collection
+        loop and autograd throughout (the same update to float precision, slower; actions drawn from torch's
+        generator)
     :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
         the reported success rate, mean episode length, and mean reward over
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
@@ -180,6 +183,7 @@ class TRPO(OnPolicyAlgorithm):
         vine_bootstrap: bool = True,
         num_threads: int | str | None = "auto",
         fast_collect: bool = True,
+        accelerate: bool = True,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -229,6 +233,7 @@ class TRPO(OnPolicyAlgorithm):
         self.vine_bootstrap = vine_bootstrap
         self.num_threads = num_threads
         self.fast_collect = fast_collect
+        self.accelerate = accelerate
         #: simulator steps of vine's branches so far (never counted in ``num_timesteps``)
         self.vine_branch_steps = 0
         self._vine: VineSampler | None = None
@@ -253,6 +258,7 @@ class TRPO(OnPolicyAlgorithm):
                 DictVineRolloutBuffer if isinstance(self.observation_space, spaces.Dict) else VineRolloutBuffer
             )
         super()._setup_model()
+        self._speed = Accelerations(bool(self.accelerate))
         self._setup_vine()
         self._actor_params, self._critic_params = split_actor_critic(self.policy)
         # The critic gets an optimizer of its own: the actor moves only through the trust-region step.
@@ -313,7 +319,7 @@ class TRPO(OnPolicyAlgorithm):
 
     def _excluded_save_params(self) -> list[str]:
         """SB3's list plus what is rebuilt, not saved: the parameter split, the vine sampler (it holds the
-        environments), the generators (reseeded from ``seed``) and ``predict``'s numpy actor."""
+        environments), the generators (reseeded from ``seed``), ``predict``'s numpy actor and the speed layer."""
         return [
             *super()._excluded_save_params(),
             "_actor_params",
@@ -322,6 +328,7 @@ class TRPO(OnPolicyAlgorithm):
             "_collect_rng",
             "_predict_rng",
             "_predictor",
+            "_speed",
         ]
 
     # ------------------------------------------------------------- collection
@@ -341,8 +348,8 @@ class TRPO(OnPolicyAlgorithm):
         are computed in one batch after the loop (callbacks then see ``new_obs``, ``actions``,
         ``clipped_actions``, ``rewards``, ``dones`` and ``infos`` as locals, but no per-step ``values``): with
         ``fast_collect``, the model's own generator draws them, from a numpy snapshot of an MLP actor
-        (:class:`~sb3_trpo_ext.trpo.numpy_actor.NumpyActor`) or from the head computed by the policy's modules
-        (:class:`~sb3_trpo_ext.trpo.numpy_actor.TorchHeadActor`: CNNs, Dict observations...), so that two SB3
+        (:class:`~sb3_trpo_ext.fast.numpy_actor.NumpyActor`) or from the head computed by the policy's modules
+        (:class:`~sb3_trpo_ext.fast.numpy_actor.TorchHeadActor`: CNNs, Dict observations...), so that two SB3
         policy classes computing the same function draw the same actions; gSDE and ``fast_collect=False`` sample
         through ``policy.get_distribution`` (the same random draws as SB3's loop).
         Any other policy is called per step through its ``forward``, exactly as SB3 does.
@@ -355,8 +362,8 @@ class TRPO(OnPolicyAlgorithm):
         if self.use_sde:
             self.policy.reset_noise(env.num_envs)
         callback.on_rollout_start()
-        numpy_actor = collection_actor(self.policy) if self.fast_collect else None
-        per_step_forward = numpy_actor is None and not uses_sb3_methods(self.policy)
+        numpy_actor = self._speed.collection_actor(self.policy, self.fast_collect)
+        per_step_forward = numpy_actor is None and not self._speed.evaluates_after_the_loop(self.policy)
         if self._vine is not None:
             self._vine.plan(n_rollout_steps)
 
@@ -430,7 +437,9 @@ class TRPO(OnPolicyAlgorithm):
             last_values = self.policy.predict_values(obs_as_tensor(new_obs, self.device))  # type: ignore[arg-type]
 
         buffer_actions = batch_actions.cpu().numpy().reshape(n_steps, env.num_envs, -1)
-        fill_buffer(rollout_buffer, observations, buffer_actions, step_rewards, episode_starts, values, log_probs)
+        self._speed.fill_buffer(
+            rollout_buffer, observations, buffer_actions, step_rewards, episode_starts, values, log_probs
+        )
         self._finish_rollout(rollout_buffer, last_values, dones)
 
         callback.update_locals(locals())
@@ -440,10 +449,7 @@ class TRPO(OnPolicyAlgorithm):
     def _finish_rollout(self, rollout_buffer: RolloutBuffer, last_values: th.Tensor, dones: np.ndarray) -> None:
         """What every collection loop ends with, once the buffer holds the trunk: returns and advantages (GAE),
         then with vine sampling the branches of the rollout set, and their logs."""
-        if type(rollout_buffer).compute_returns_and_advantage is RolloutBuffer.compute_returns_and_advantage:
-            compute_gae(rollout_buffer, last_values.cpu().numpy().flatten(), dones)
-        else:
-            rollout_buffer.compute_returns_and_advantage(last_values=last_values, dones=dones)
+        self._speed.compute_returns(rollout_buffer, last_values, dones)
         if self._vine is None:
             return
         assert isinstance(rollout_buffer, VineBufferMixin)
@@ -541,20 +547,13 @@ class TRPO(OnPolicyAlgorithm):
     def _fisher_product(
         self, obs: PyTorchObs, dist_params: tuple[th.Tensor, ...], family: ActionFamily
     ) -> Callable[[th.Tensor], th.Tensor]:
-        """The damped Fisher-vector product at ``obs``: ``fisher="analytic"`` writes ``J v`` and ``J^T u`` out by
-        hand for a plain MLP actor (:func:`mlp_fisher_product`) and takes them from autograd otherwise."""
-        spec = MlpSpec.actor(self.policy) if self.fisher == "analytic" else None
-        if spec is not None:
-            log_std = self.policy.log_std if isinstance(family, GaussianFamily) else None
-            return mlp_fisher_product(
-                spec.linears,
-                spec.tanh,
-                log_std,
-                obs,
-                self._actor_params,
-                family,
-                self.cg_damping,  # type: ignore[arg-type]
-            )
+        """The damped Fisher-vector product at ``obs``: ``fisher="analytic"`` takes the speed layer's product for a
+        plain MLP actor (``J v`` and ``J^T u`` written out) and autograd's first derivatives otherwise;
+        ``"autograd"`` the Hessian of the KL (:mod:`sb3_trpo_ext.common.fisher`)."""
+        if self.fisher == "analytic":
+            product = self._speed.fisher_product(self.policy, obs, self._actor_params, family, self.cg_damping)
+            if product is not None:
+                return product
         return FISHER_PRODUCTS[self.fisher](dist_params, self._actor_params, family, self.cg_damping)
 
     def _update_critic(self, batch: RolloutBufferSamples) -> float:
@@ -564,7 +563,13 @@ class TRPO(OnPolicyAlgorithm):
         :return: the mean minibatch loss
         """
         return fit_critic(
-            self.policy, self._critic_params, batch.observations, batch.returns, self.n_critic_updates, self.batch_size
+            self.policy,
+            self._critic_params,
+            batch.observations,
+            batch.returns,
+            self.n_critic_updates,
+            self.batch_size,
+            *self._speed.critic(self.policy),
         )
 
     # ------------------------------------------------------------ public API
@@ -627,11 +632,9 @@ class TRPO(OnPolicyAlgorithm):
         return (actions if vectorized else actions.squeeze(axis=0)), state
 
     def _numpy_predictor(self) -> NumpyActor | None:
-        """The numpy actor of :meth:`predict` (:class:`SharedActorCache`), rebuilt when the policy changes."""
-        cache = getattr(self, "_predictor", None)
-        if cache is None or not cache.valid_for(self.policy):
-            self._predictor = cache = SharedActorCache(self.policy)
-        return cache.actor
+        """The numpy actor of :meth:`predict` (the speed layer's, rebuilt when the policy changes), or None."""
+        self._predictor = self._speed.predictor(getattr(self, "_predictor", None), self.policy)
+        return None if self._predictor is None else self._predictor.actor
 
     @classmethod
     def load(  # type: ignore[override]

@@ -27,7 +27,7 @@ from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy
 
 from sb3_trpo_ext import sim_state
-from sb3_trpo_ext.common.mlp import _POLICY_METHODS
+from sb3_trpo_ext.fast.mlp import _POLICY_METHODS
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "sb3_trpo_ext"
@@ -320,7 +320,7 @@ def test_sb3_setup_builds_through_the_class_attributes_we_swap() -> None:
 
 
 def test_rollout_buffer_add_writes_only_what_fill_buffer_writes() -> None:
-    """``trpo/rollout.py::fill_buffer`` copies a whole rollout into SB3's ``RolloutBuffer`` and sets ``pos`` and
+    """``fast/rollout.py::fill_buffer`` copies a whole rollout into SB3's ``RolloutBuffer`` and sets ``pos`` and
     ``full`` itself instead of calling ``add``: ``add`` must write nothing more."""
     from stable_baselines3.common.buffers import RolloutBuffer
 

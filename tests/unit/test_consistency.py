@@ -19,7 +19,7 @@ from gymnasium.wrappers import FlattenObservation
 from stable_baselines3.common.torch_layers import FlattenExtractor
 
 from sb3_trpo_ext import TRPO
-from sb3_trpo_ext.trpo.numpy_actor import NumpyActor
+from sb3_trpo_ext.fast.numpy_actor import NumpyActor
 from sb3_trpo_ext.trpo.policies import MlpPolicy
 
 ACTION_SPACES = {

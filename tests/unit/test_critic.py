@@ -8,7 +8,8 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from sb3_trpo_ext import TRPO
-from sb3_trpo_ext.trpo.critic import PlainMlpCritic, optimizer_step
+from sb3_trpo_ext.fast.critic import PlainMlpCritic
+from sb3_trpo_ext.trpo.critic import optimizer_step
 from sb3_trpo_ext.trpo.policies import MlpPolicy
 
 CRITICS = [
@@ -74,7 +75,7 @@ def test_other_critics_keep_autograd(policy, policy_kwargs):
 
 @pytest.mark.parametrize("dtype", [th.float32, th.float64])
 def test_tanh_in_place_matches_torch(dtype):
-    from sb3_trpo_ext.common.mlp import tanh_
+    from sb3_trpo_ext.fast.mlp import tanh_
 
     x = th.linspace(-12, 12, 4001, dtype=dtype).reshape(1, -1) * th.ones(3, 1, dtype=dtype)
     expected = th.tanh(x)

@@ -15,8 +15,8 @@ from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from torch.nn.utils import parameters_to_vector
 
 from sb3_trpo_ext import TRPO
-from sb3_trpo_ext.common.mlp import uses_sb3_methods
-from sb3_trpo_ext.trpo.numpy_actor import NumpyActor
+from sb3_trpo_ext.fast.mlp import uses_sb3_methods
+from sb3_trpo_ext.fast.numpy_actor import NumpyActor
 from sb3_trpo_ext.trpo.policies import MlpPolicy
 
 SMALL_NET = dict(net_arch=[16])

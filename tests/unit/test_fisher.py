@@ -302,8 +302,8 @@ def _mlp_case(action_space, policy_kwargs):
     "policy_kwargs", [dict(net_arch=[16]), dict(net_arch=[7, 5], activation_fn=th.nn.ReLU), dict(net_arch=[])]
 )
 def test_mlp_fisher_product_equals_the_autograd_jacobian_product(action_space, policy_kwargs):
-    from sb3_trpo_ext.common.fisher import mlp_fisher_product
-    from sb3_trpo_ext.common.mlp import MlpSpec
+    from sb3_trpo_ext.fast.fisher import mlp_fisher_product
+    from sb3_trpo_ext.fast.mlp import MlpSpec
 
     model = _mlp_case(action_space, policy_kwargs)
     obs = th.randn(50, 5, generator=th.Generator().manual_seed(2))

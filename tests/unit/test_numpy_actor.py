@@ -12,7 +12,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from torch import nn
 
 from sb3_trpo_ext import TRPO
-from sb3_trpo_ext.trpo.numpy_actor import NumpyActor
+from sb3_trpo_ext.fast.numpy_actor import NumpyActor
 
 
 class RandomEnv(gym.Env):

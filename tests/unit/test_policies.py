@@ -9,9 +9,9 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
 
 from sb3_trpo_ext import TRPO
-from sb3_trpo_ext.common.mlp import MlpSpec
-from sb3_trpo_ext.trpo.critic import value_function
-from sb3_trpo_ext.trpo.numpy_actor import NumpyActor
+from sb3_trpo_ext.fast.critic import value_function
+from sb3_trpo_ext.fast.mlp import MlpSpec
+from sb3_trpo_ext.fast.numpy_actor import NumpyActor
 from sb3_trpo_ext.trpo.policies import split_actor_critic
 
 

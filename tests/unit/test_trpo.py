@@ -712,7 +712,7 @@ def test_torch_distribution_validation_setting_is_restored(validate):
 def test_gae_equals_sb3s_compute_returns_and_advantage():
     from stable_baselines3.common.buffers import RolloutBuffer
 
-    from sb3_trpo_ext.trpo.rollout import compute_gae
+    from sb3_trpo_ext.fast.rollout import compute_gae
 
     rng = np.random.default_rng(0)
     buffers = [

@@ -3,7 +3,7 @@
 Collection calls the actor once per environment step, where a small network's cost in torch is call overhead
 (tensor creation, module dispatch, SB3's distribution objects), not arithmetic. :class:`NumpyActor` is a
 snapshot of the actor's weights taken at the start of a rollout that evaluates the same layers in numpy and
-draws actions with a numpy generator: a few microseconds a step. It is picklable (plain arrays), so it can
+draws actions with a numpy generator. It is picklable (plain arrays), so it can
 travel to worker processes. Values and log-probabilities are still computed by the policy, in torch, in one
 batch after the rollout.
 
@@ -22,8 +22,8 @@ import torch as th
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.utils import obs_as_tensor
 
-from sb3_trpo_ext.common.mlp import PLAIN_DISTRIBUTIONS, MlpSpec, numpy_forward, numpy_input, to_numpy, uses_sb3_methods
 from sb3_trpo_ext.common.sampling import draw_actions
+from sb3_trpo_ext.fast.mlp import PLAIN_DISTRIBUTIONS, MlpSpec, numpy_forward, numpy_input, to_numpy, uses_sb3_methods
 
 
 @dataclass
@@ -51,7 +51,7 @@ class NumpyActor:
     @classmethod
     def from_policy(cls, policy: ActorCriticPolicy, share_memory: bool = False) -> NumpyActor | None:
         """A snapshot of ``policy``'s actor, or None where numpy would not compute exactly what the policy does
-        (see :meth:`sb3_trpo_ext.common.mlp.MlpSpec.read`; gSDE, squashed and other distributions).
+        (see :meth:`sb3_trpo_ext.fast.mlp.MlpSpec.read`; gSDE, squashed and other distributions).
 
         :param share_memory: views of the parameters instead of copies (CPU float32 parameters only, else None):
             in-place updates of the parameters (optimizer steps, ``load_state_dict``) show through, so the actor

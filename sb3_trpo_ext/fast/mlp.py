@@ -5,15 +5,15 @@ An SB3 ``ActorCriticPolicy`` that uses SB3's own methods computes its actor (and
 and an ``MlpExtractor`` of Linear/Tanh/ReLU layers, that is a chain ``Linear, activation, ..., Linear``. Here:
 
 * :class:`MlpSpec`: that chain, read from the policy (the one place that decides whether a fast path applies);
-* numpy forward (:func:`numpy_forward`): collection's and ``predict``'s actor, a few microseconds a step;
+* numpy forward (:func:`numpy_forward`): collection's and ``predict``'s actor;
 * torch (:class:`TorchMlp`): the forward pass keeping each layer's input, its Jacobian-vector product (``J v``,
   tangents pushed forward) and its vector-Jacobian product (``J^T u``, the chain rule backwards), shared by the
-  critic's regression (:mod:`sb3_trpo_ext.trpo.critic`) and the Fisher product
-  (:func:`sb3_trpo_ext.common.fisher.mlp_fisher_product`); and :meth:`MlpSpec.torch_function`, the same chain
+  critic's regression (:mod:`sb3_trpo_ext.fast.critic`) and the Fisher product
+  (:func:`sb3_trpo_ext.fast.fisher.mlp_fisher_product`); and :meth:`MlpSpec.torch_function`, the same chain
   as plain autograd-capable torch calls.
 
-Exactness against SB3's own modules is tested in ``tests/test_policies.py``, ``tests/test_numpy_actor.py``,
-``tests/test_critic.py`` and ``tests/test_fisher.py``.
+Exactness against SB3's own modules is tested in ``tests/unit/test_policies.py``, ``tests/unit/test_numpy_actor.py``,
+``tests/unit/test_critic.py`` and ``tests/unit/test_fisher.py``.
 """
 
 from __future__ import annotations
@@ -222,11 +222,10 @@ def numpy_forward(
 def tanh_(x: th.Tensor) -> th.Tensor:
     """``tanh(x)``, written over ``x`` where autograd does not need it: ``x`` must be a fresh intermediate.
 
-    On CPU, NumPy's vectorised tanh is several times faster than torch's (measured here with torch 2.13 on one
-    thread, 128 x 64 float32 values: 5.5 us against 22 us idle, 3.4-7.5 us against 20-44 us on a busy machine;
-    ``benchmarks/speed.py`` prints it), and tanh was the largest single cost of the critic's minibatch step. A CPU
-    tensor outside autograd is therefore overwritten through its NumPy view; anything else (another device, a
-    tensor in an autograd graph) takes ``torch.tanh``.
+    On CPU, NumPy's vectorised tanh is several times faster than torch's on a minibatch-sized tensor (measured in
+    docs/benchmark.md, "Speed layer measurements"; ``benchmarks/speed.py`` prints it), and tanh was the largest
+    single cost of the critic's minibatch step. A CPU tensor outside autograd is therefore overwritten through its
+    NumPy view; anything else (another device, a tensor in an autograd graph) takes ``torch.tanh``.
     """
     if x.device.type == "cpu" and not x.requires_grad and x.dtype in (th.float32, th.float64) and x.is_contiguous():
         array = x.numpy()
