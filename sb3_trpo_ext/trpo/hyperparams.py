@@ -84,6 +84,7 @@ def validate_hyperparameters(model: Any) -> None:
         "'auto', None or an integer >= 1",
     )
     check("fast_collect", isinstance(model.fast_collect, (bool, np.bool_)), "True or False")
+    check("accelerate", isinstance(model.accelerate, (bool, np.bool_)), "True or False")
     if model.sampling == "vine" and model.rollout_buffer_class not in AUTOMATIC_BUFFERS:
         check(
             "rollout_buffer_class",
