@@ -65,11 +65,16 @@ class ActionFamily:
         raise NotImplementedError
 
 
+def _torch_distribution(distribution: Distribution) -> Any:
+    """The torch distribution inside an SB3 one (SB3 types it as the union over its subclasses' kinds)."""
+    return distribution.distribution
+
+
 class GaussianFamily(ActionFamily):
     name = "gaussian"
 
     def params(self, distribution: Distribution) -> DistParams:
-        normal = distribution.distribution
+        normal = _torch_distribution(distribution)
         return normal.loc, normal.scale.log()
 
     def kl(self, old: DistParams, new: DistParams) -> th.Tensor:
@@ -92,7 +97,7 @@ class CategoricalFamily(ActionFamily):
     name = "categorical"
 
     def params(self, distribution: Distribution) -> DistParams:
-        return (distribution.distribution.logits,)  # torch normalises them: log-probabilities
+        return (_torch_distribution(distribution).logits,)  # torch normalises them: log-probabilities
 
     def kl(self, old: DistParams, new: DistParams) -> th.Tensor:
         return (old[0].exp() * (old[0] - new[0])).sum(dim=-1)
@@ -108,7 +113,7 @@ class MultiCategoricalFamily(ActionFamily):
         self.action_dims = [int(n) for n in action_dims]
 
     def params(self, distribution: Distribution) -> DistParams:
-        return (th.cat([categorical.logits for categorical in distribution.distribution], dim=-1),)
+        return (th.cat([categorical.logits for categorical in _torch_distribution(distribution)], dim=-1),)
 
     def kl(self, old: DistParams, new: DistParams) -> th.Tensor:
         # Each block is normalised on its own, so the summed KL is one sum over all logits.
@@ -123,7 +128,7 @@ class BernoulliFamily(ActionFamily):
     name = "bernoulli"
 
     def params(self, distribution: Distribution) -> DistParams:
-        return (distribution.distribution.logits,)
+        return (_torch_distribution(distribution).logits,)
 
     def kl(self, old: DistParams, new: DistParams) -> th.Tensor:
         (logits_old,), (logits_new,) = old, new

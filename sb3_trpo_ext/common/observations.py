@@ -10,7 +10,7 @@ import torch as th
 __all__ = ["as_batch_of_one", "index_obs", "stack_obs"]
 
 
-def index_obs(obs: Any, index: th.Tensor | slice) -> Any:
+def index_obs(obs: Any, index: th.Tensor | slice | int) -> Any:
     """The rows ``index`` of a batch of observations (a tensor or a dict of tensors)."""
     if isinstance(obs, dict):
         return {key: value[index] for key, value in obs.items()}

@@ -71,7 +71,7 @@ def noise_width(action_space: spaces.Space) -> int:
         return int(action_space.n)
     if isinstance(action_space, spaces.MultiDiscrete):
         return int(np.sum(action_space.nvec))
-    return int(np.prod(action_space.shape))  # type: ignore[arg-type]
+    return int(np.prod(action_space.shape))  # type: ignore[arg-type]  # gymnasium types shape as Optional
 
 
 def gumbel_argmax(logits: th.Tensor, uniforms: th.Tensor) -> th.Tensor:

@@ -87,7 +87,7 @@ class RolloutSet:
     q_values: th.Tensor
     enumerated: bool
 
-    def surrogate(self, normalize_advantage: bool, reducer: Reducer = LOCAL) -> tuple[PyTorchObs, Surrogate, int]:
+    def surrogate(self, normalize_advantage: bool, reducer: Reducer = LOCAL) -> tuple[Any, Surrogate, int]:
         """The vine surrogate on the rollout-set states (:func:`~sb3_trpo_ext.common.surrogate.vine_surrogate`,
         paper Sec. 5.2), the states, and their count."""
         surrogate = vine_surrogate(
@@ -102,7 +102,7 @@ class VineBufferMixin:
     rollout_set: RolloutSet | None = None
 
     def reset(self) -> None:
-        super().reset()  # type: ignore[misc]
+        super().reset()  # type: ignore[misc]  # a mixin: the buffer class it is mixed into defines reset
         self.rollout_set = None
 
 
@@ -391,7 +391,7 @@ class VineSampler:
         keys = {}
         for env_index in chosen:
             keys[env_index] = len(self._states)
-            self._states.append((env_index, as_batch_of_one(index_obs(last_obs, env_index))))
+            self._states.append((env_index, as_batch_of_one(index_obs(last_obs, int(env_index)))))
         self.workers.call("snapshot", keys)
 
     # --------------------------------------------------------------- branches
@@ -445,8 +445,9 @@ class VineSampler:
         returns = np.zeros(n_branches)
         discount = np.ones(n_branches)
         live = self._tried(actions)  # all branches, except invalid enumerated actions (masked subclass)
-        bootstrap_obs: dict[int, Any] = {}
-        last_raw: dict[int, Any] = {}  # each branch's latest raw observation
+        # keyed by branch index (numpy integers from np.flatnonzero hash and compare as the ints they are)
+        bootstrap_obs: dict[Any, Any] = {}
+        last_raw: dict[Any, Any] = {}  # each branch's latest raw observation
         branch_steps = 0
         # a copy: the rollout set keeps the first actions while the branches overwrite theirs step by step
         step_actions = actions.reshape(n_branches, *actions.shape[2:]).cpu().numpy().copy()
@@ -469,11 +470,11 @@ class VineSampler:
                     per_env.setdefault(int(env_of[b]), []).append((int(b), int(b) // n_actions, action))
                 results = self.workers.call("step", per_env)
                 rewards = np.zeros(len(branches), dtype=np.float32)
-                outcome = {
+                outcome: dict[Any, Any] = {
                     b: result
                     for env_index, steps in per_env.items()
                     for (b, _, _), result in zip(steps, results[env_index])
-                }
+                }  # keyed by int branch indices, looked up with the numpy integers of `branches`
                 for j, b in enumerate(branches):
                     raw_obs, rewards[j], terminated, truncated = outcome[b]
                     last_raw[b] = raw_obs
@@ -511,7 +512,7 @@ class VineSampler:
         """The ``K`` actions tried from each rollout-set state, ``(N, K, *action_shape)``: every action of a small
         discrete space (uniform ``q``), else independent draws from the current policy."""
         if self.enumerate_actions:
-            return th.arange(int(self.action_space.n), device=device).repeat(n_states, 1)  # type: ignore[attr-defined]
+            return th.arange(int(self.action_space.n), device=device).repeat(n_states, 1)  # type: ignore[attr-defined]  # enumerated only for a Discrete space
         width = noise_width(self.action_space)
         draws = [self._sample(distribution, self._uniforms(n_states, width, device)) for _ in range(self.n_actions)]
         return th.stack(draws, dim=1)

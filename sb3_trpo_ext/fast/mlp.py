@@ -138,7 +138,7 @@ class MlpSpec:
             return None
         if len(activations) != len(linears) - 1 or not all(type(a) in (nn.Tanh, nn.ReLU) for a in activations):
             return None
-        return cls(linears, [type(a) is nn.Tanh for a in activations], keys)  # type: ignore[arg-type]
+        return cls(linears, [type(a) is nn.Tanh for a in activations], keys)
 
     @classmethod
     def actor(cls, policy: ActorCriticPolicy, dict_observations: bool = False) -> MlpSpec | None:

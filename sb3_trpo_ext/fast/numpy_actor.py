@@ -93,6 +93,7 @@ class NumpyActor:
             return (params > 0).astype(np.float32)
         if self.family == "categorical":
             return params.argmax(axis=1)
+        assert self.action_dims is not None  # multicategorical
         blocks = np.split(params, np.cumsum(self.action_dims)[:-1], axis=1)
         return np.stack([block.argmax(axis=1) for block in blocks], axis=1)
 
@@ -127,7 +128,7 @@ class TorchHeadActor:
         """The head's output, as SB3's ``get_distribution`` computes it before building the distribution."""
         policy = self.policy
         with th.no_grad():
-            tensor = obs_as_tensor(obs, policy.device)  # type: ignore[arg-type]
+            tensor = obs_as_tensor(obs, policy.device)
             features = BasePolicy.extract_features(policy, tensor, policy.pi_features_extractor)
             head = policy.action_net(policy.mlp_extractor.forward_actor(features))
         return head.cpu().numpy()
@@ -167,5 +168,5 @@ class SharedActorCache:
 
 def _draw_params(policy: ActorCriticPolicy, family: str) -> tuple[np.ndarray | None, list[int] | None]:
     std = to_numpy(policy.log_std.exp()) if family == "gaussian" else None
-    action_dims = list(policy.action_dist.action_dims) if family == "multicategorical" else None  # type: ignore[attr-defined]
+    action_dims = list(policy.action_dist.action_dims) if family == "multicategorical" else None  # type: ignore[attr-defined]  # on MultiCategoricalDistribution only
     return std, action_dims

@@ -48,7 +48,7 @@ class MaskedMultiCategoricalFamily(MultiCategoricalFamily):
     name = "masked_multicategorical"
 
     def params(self, distribution: Distribution) -> DistParams:
-        return (th.cat([categorical.logits for categorical in distribution.distributions], dim=-1),)  # type: ignore[attr-defined]
+        return (th.cat([categorical.logits for categorical in distribution.distributions], dim=-1),)  # type: ignore[attr-defined]  # declared on the multi-categorical subclass only
 
 
 def masked_action_family(distribution: Distribution) -> ActionFamily:

@@ -92,8 +92,8 @@ class MaskableTRPO(TRPO):
         "CnnPolicy": MaskableCnnPolicy,
         "MultiInputPolicy": MaskableMultiInputPolicy,
     }
-    policy: MaskableActorCriticPolicy  # type: ignore[assignment]
-    _vine: MaskableVineSampler | None  # type: ignore[assignment]
+    policy: MaskableActorCriticPolicy  # type: ignore[assignment]  # sb3-contrib's maskable policy narrows TRPO's
+    _vine: MaskableVineSampler | None
 
     def __init__(
         self,
@@ -108,7 +108,7 @@ class MaskableTRPO(TRPO):
         #: whether collection applies the environment's masks (``learn(use_masking=...)``)
         self._use_masking = True
         super().__init__(
-            policy,  # type: ignore[arg-type]
+            policy,  # type: ignore[arg-type]  # a maskable policy class, which TRPO's signature does not name
             env,
             rollout_buffer_class=rollout_buffer_class,
             _init_setup_model=False,
@@ -145,7 +145,7 @@ class MaskableTRPO(TRPO):
         def build_policy(*args: Any, use_sde: bool = False, **kwargs: Any) -> BasePolicy:
             return policy_class(*args, **kwargs)
 
-        self.policy_class = build_policy  # type: ignore[assignment]
+        self.policy_class = build_policy  # type: ignore[assignment]  # a builder stands for the class (docs/private_api.md)
         try:
             super()._setup_model()
         finally:
@@ -202,14 +202,14 @@ class MaskableTRPO(TRPO):
         n_steps = 0
         action_masks = None
         dones = np.zeros(env.num_envs, dtype=bool)
-        new_obs = self._last_obs
+        new_obs: Any = self._last_obs  # then what env.step returns
         while n_steps < n_rollout_steps:
             if use_masking:
                 action_masks = get_action_masks(env)
             if self._vine is not None:
                 self._vine.on_trunk_step(n_steps, self._last_obs, action_masks)
             with th.no_grad(), fast_distributions():
-                obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
+                obs_tensor = obs_as_tensor(self._last_obs, self.device)
                 actions_tensor, values, log_probs = self.policy(obs_tensor, action_masks=action_masks)
             actions = actions_tensor.cpu().numpy()
 
@@ -232,19 +232,19 @@ class MaskableTRPO(TRPO):
                     rewards[env_idx] += self.gamma * terminal_value.item()
 
             rollout_buffer.add(
-                self._last_obs,  # type: ignore[arg-type]
+                self._last_obs,
                 actions,
                 rewards,
-                self._last_episode_starts,  # type: ignore[arg-type]
+                self._last_episode_starts,
                 values,
                 log_probs,
                 action_masks=action_masks,
             )
-            self._last_obs = new_obs  # type: ignore[assignment]
+            self._last_obs = new_obs
             self._last_episode_starts = dones
 
         with th.no_grad():
-            last_values = self.policy.predict_values(obs_as_tensor(new_obs, self.device))  # type: ignore[arg-type]
+            last_values = self.policy.predict_values(obs_as_tensor(new_obs, self.device))
         self._finish_rollout(rollout_buffer, last_values, dones)
 
         callback.update_locals(locals())
@@ -252,15 +252,15 @@ class MaskableTRPO(TRPO):
         return True
 
     # ----------------------------------------------------------------- update
-    def _single_path_surrogate(self, batch: RolloutBufferSamples) -> tuple[PyTorchObs, Surrogate, int]:
+    def _single_path_surrogate(self, batch: RolloutBufferSamples) -> tuple[Any, Surrogate, int]:
         """TRPO's single-path surrogate on the batch's masked distributions: the states carry their masks."""
         observations, surrogate, n_states = super()._single_path_surrogate(batch)
-        return MaskedObs(observations, batch.action_masks), surrogate, n_states  # type: ignore[attr-defined]
+        return MaskedObs(observations, batch.action_masks), surrogate, n_states  # type: ignore[attr-defined]  # the maskable buffer's samples carry action_masks
 
     def _policy_distribution(self, obs: PyTorchObs) -> Distribution:
         """The masked distribution at the states (with their masks, :class:`MaskedObs`) of the update."""
         if isinstance(obs, MaskedObs):
-            return self.policy.get_distribution(obs.observations, action_masks=obs.action_masks)  # type: ignore[arg-type]
+            return self.policy.get_distribution(obs.observations, action_masks=obs.action_masks)
         return self.policy.get_distribution(obs)
 
     def _action_family(self, distribution: Distribution) -> ActionFamily:
@@ -274,7 +274,7 @@ class MaskableTRPO(TRPO):
         return FISHER_PRODUCTS[self.fisher](dist_params, self._actor_params, family, self.cg_damping)
 
     # ------------------------------------------------------------ public API
-    def learn(  # type: ignore[override]
+    def learn(  # type: ignore[override]  # use_masking, as MaskablePPO.learn takes it
         self: SelfMaskableTRPO,
         total_timesteps: int,
         callback: MaybeCallback = None,
@@ -304,7 +304,7 @@ class MaskableTRPO(TRPO):
             progress_bar=progress_bar,
         )
 
-    def predict(  # type: ignore[override]
+    def predict(
         self,
         observation: np.ndarray | dict[str, np.ndarray],
         state: tuple[np.ndarray, ...] | None = None,

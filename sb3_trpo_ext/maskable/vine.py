@@ -50,7 +50,7 @@ class MaskedRolloutSet(RolloutSet):
     action_masks: th.Tensor | None = None
     tried: th.Tensor | None = None
 
-    def surrogate(self, normalize_advantage: bool, reducer: Reducer = LOCAL) -> tuple[PyTorchObs, Surrogate, int]:
+    def surrogate(self, normalize_advantage: bool, reducer: Reducer = LOCAL) -> tuple[Any, Surrogate, int]:
         """The vine surrogate on the valid actions (:func:`~sb3_trpo_ext.common.surrogate.vine_surrogate` with
         ``tried``: an action that was not tried has advantage 0 and no importance weight). The states returned carry
         their masks (:class:`~sb3_trpo_ext.maskable.distributions.MaskedObs`)."""
@@ -82,7 +82,7 @@ class MaskableVineSampler(VineSampler):
         super().plan(n_steps)
         self._set_masks = []
 
-    def on_trunk_step(self, step: int, last_obs: Any, action_masks: np.ndarray | None = None) -> None:  # type: ignore[override]
+    def on_trunk_step(self, step: int, last_obs: Any, action_masks: np.ndarray | None = None) -> None:
         """Called before the trunk acts at ``step``, with the masks of that step (``(n_envs, mask_dims)``)."""
         chosen = self._plan.get(step)
         if chosen and self.use_masking:
@@ -102,7 +102,7 @@ class MaskableVineSampler(VineSampler):
             return policy.get_distribution(obs)
         if branches is None:  # the rollout-set states
             n_states = len(self._states)
-            n_actions = int(self.action_space.n) if self.enumerate_actions else self.n_actions  # type: ignore[attr-defined]
+            n_actions = int(self.action_space.n) if self.enumerate_actions else self.n_actions  # type: ignore[attr-defined]  # enumerated only for a Discrete space
             self._env_of_branch = np.repeat([env_index for env_index, _ in self._states], n_actions)
             self.last_branch_masks = []
             masks = self._set_mask_tensor(policy.device)
@@ -115,9 +115,9 @@ class MaskableVineSampler(VineSampler):
         by_branch = {
             b: mask for env_index, (_, listed) in per_env.items() for b, mask in zip(listed, results[env_index])
         }
-        masks = as_mask_array([np.asarray(by_branch[int(b)]).reshape(-1) for b in branches], self.mask_dims)
-        self.last_branch_masks.extend(zip((int(b) for b in branches), masks))
-        return policy.get_distribution(obs, action_masks=th.as_tensor(masks, device=policy.device))
+        branch_masks = as_mask_array([np.asarray(by_branch[int(b)]).reshape(-1) for b in branches], self.mask_dims)
+        self.last_branch_masks.extend(zip((int(b) for b in branches), branch_masks))
+        return policy.get_distribution(obs, action_masks=th.as_tensor(branch_masks, device=policy.device))
 
     def _sample(self, distribution: Distribution, noise: th.Tensor) -> th.Tensor:
         return masked_sample_with_noise(distribution, noise)
@@ -128,7 +128,7 @@ class MaskableVineSampler(VineSampler):
         masks = np.stack(self._set_masks)  # (N, n): every action of the space, in order
         return masks.reshape(-1).copy()
 
-    def run_branches(self, policy: Any, to_env_action: Any) -> tuple[MaskedRolloutSet, int]:  # type: ignore[override]
+    def run_branches(self, policy: Any, to_env_action: Any) -> tuple[MaskedRolloutSet, int]:
         """See :meth:`VineSampler.run_branches`; the rollout set also holds the states' masks and which actions
         were tried."""
         rollout_set, branch_steps = super().run_branches(policy, to_env_action)

@@ -16,7 +16,7 @@ def taxi_action_mask(env: gym.Env) -> np.ndarray:
     :param env: a Taxi environment, wrappers allowed
     """
     base = env.unwrapped
-    return np.asarray(base.action_mask(base.s), dtype=bool)  # type: ignore[attr-defined]
+    return np.asarray(base.action_mask(base.s), dtype=bool)  # type: ignore[attr-defined]  # Taxi's own attributes, not gymnasium.Env's
 
 
 class TaxiActionMasker(ActionMasker):

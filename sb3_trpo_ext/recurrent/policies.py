@@ -110,7 +110,7 @@ def sequence_values(
     :param episode_starts: ``(n_seq * max_length,)``, 1.0 where an episode starts
     :return: ``(n_seq * max_length, 1)``
     """
-    features = BaseModel.extract_features(policy, observations, policy.vf_features_extractor)  # type: ignore[arg-type]
+    features = BaseModel.extract_features(policy, observations, policy.vf_features_extractor)
     if policy.lstm_critic is not None:
         latent = process_sequence(policy, features, lstm_states, episode_starts, policy.lstm_critic)
     elif policy.shared_lstm:
@@ -131,7 +131,7 @@ def actor_distribution(
     :param batch: the sequences
     :param functional: run the LSTM as :func:`lstm_sequence` (forward-mode AD capable) instead of its fused kernel
     """
-    features = BaseModel.extract_features(policy, batch.observations, policy.pi_features_extractor)  # type: ignore[arg-type]
+    features = BaseModel.extract_features(policy, batch.observations, policy.pi_features_extractor)
     if functional:
         latent = lstm_sequence(policy.lstm_actor, features, batch.lstm_states, batch.episode_starts)
     else:
@@ -203,7 +203,7 @@ class _Features(nn.Module):
         self.policy = policy
 
     def forward(self, observations: PyTorchObs) -> th.Tensor:
-        return BaseModel.extract_features(self.policy, observations, self.policy.pi_features_extractor)  # type: ignore[arg-type]
+        return BaseModel.extract_features(self.policy, observations, self.policy.pi_features_extractor)
 
 
 class _Head(nn.Module):

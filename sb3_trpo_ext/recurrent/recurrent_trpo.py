@@ -108,7 +108,7 @@ class RecurrentTRPO(TRPO):
         "CnnLstmPolicy": CnnLstmPolicy,
         "MultiInputLstmPolicy": MultiInputLstmPolicy,
     }
-    policy: RecurrentActorCriticPolicy  # type: ignore[assignment]
+    policy: RecurrentActorCriticPolicy
 
     def __init__(
         self,
@@ -242,7 +242,7 @@ class RecurrentTRPO(TRPO):
                 f"Invalid rollout_buffer_class={buffer_class!r}: must be None or a subclass of sb3-contrib's "
                 "RecurrentRolloutBuffer or RecurrentDictRolloutBuffer"
             )
-        self.rollout_buffer_class = _BufferAfterPolicy  # type: ignore[assignment]
+        self.rollout_buffer_class = _BufferAfterPolicy  # type: ignore[assignment]  # swapped around super()._setup_model (docs/private_api.md)
         try:
             super()._setup_model()
         finally:
@@ -252,7 +252,7 @@ class RecurrentTRPO(TRPO):
         state_shape = (lstm.num_layers, self.n_envs, lstm.hidden_size)
         self.rollout_buffer = buffer_class(
             self.n_steps,
-            self.observation_space,  # type: ignore[arg-type]
+            self.observation_space,
             self.action_space,
             (self.n_steps, *state_shape),
             device=self.device,
@@ -284,16 +284,17 @@ class RecurrentTRPO(TRPO):
         :return: True if ``n_rollout_steps`` were collected, False if a callback stopped the rollout.
         """
         with fast_distributions():
-            return RecurrentPPO.collect_rollouts(self, env, callback, rollout_buffer, n_rollout_steps)  # type: ignore[arg-type]
+            return RecurrentPPO.collect_rollouts(self, env, callback, rollout_buffer, n_rollout_steps)  # type: ignore[arg-type]  # RecurrentPPO's loop on a TRPO (docs/private_api.md)
 
     # ----------------------------------------------------------------- update
-    def _single_path_surrogate(  # type: ignore[override]
+    def _single_path_surrogate(  # type: ignore[override]  # sequences: recurrent samples in, SequenceBatch out
         self, batch: RecurrentRolloutBufferSamples
     ) -> tuple[SequenceBatch, Surrogate, int]:
         """TRPO's single-path surrogate over the rollout's steps (the padding of the sequences left out), and the
         sequences the policy's distribution is recomputed on."""
         states = th.nonzero(batch.mask > 0.5).flatten()
-        sequences = SequenceBatch(batch.observations, batch.lstm_states.pi, batch.episode_starts, states)
+        hidden, cell = batch.lstm_states.pi  # the actor's (h, c) at each sequence start
+        sequences = SequenceBatch(batch.observations, (hidden, cell), batch.episode_starts, states)
         actions = batch.actions[states]
         if isinstance(self.action_space, spaces.Discrete):
             actions = actions.long().flatten()
@@ -304,13 +305,13 @@ class RecurrentTRPO(TRPO):
         )
         return sequences, surrogate, len(states)
 
-    def _policy_distribution(self, obs: SequenceBatch) -> Distribution:  # type: ignore[override]
+    def _policy_distribution(self, obs: SequenceBatch) -> Distribution:  # type: ignore[override]  # the states are sequences (SequenceBatch)
         return actor_distribution(self.policy, obs)
 
-    def _every_kth_state(self, obs: SequenceBatch, k: int) -> SequenceBatch:  # type: ignore[override]
+    def _every_kth_state(self, obs: SequenceBatch, k: int) -> SequenceBatch:  # type: ignore[override]  # the states are sequences (SequenceBatch)
         return obs.every_kth_state(k)
 
-    def _fisher_product(  # type: ignore[override]
+    def _fisher_product(  # type: ignore[override]  # the states are sequences (SequenceBatch)
         self, obs: SequenceBatch, dist_params: tuple[th.Tensor, ...], family: ActionFamily
     ) -> Callable[[th.Tensor], th.Tensor]:
         """The damped Fisher-vector product on the sequences: ``"analytic"`` with first derivatives only, the
@@ -322,7 +323,7 @@ class RecurrentTRPO(TRPO):
             return autograd_fisher_product(forward(self._actor_params), self._actor_params, family, self.cg_damping)
         return linearized_fisher_product(self.policy, self._actor_params, family, obs, dist_params, self.cg_damping)
 
-    def _update_critic(self, batch: RecurrentRolloutBufferSamples) -> float:  # type: ignore[override]
+    def _update_critic(self, batch: RecurrentRolloutBufferSamples) -> float:  # type: ignore[override]  # sb3-contrib's recurrent samples
         """``n_critic_updates`` epochs of regression of the values on the returns, over sequence minibatches of
         ``batch_size`` steps from the recurrent buffer (the critic's LSTM runs from the stored states at each
         sequence start; padding is left out of the loss). A non-finite loss or weight puts the critic back as it
@@ -333,6 +334,7 @@ class RecurrentTRPO(TRPO):
 
         def gradient_steps() -> Iterator[th.Tensor]:
             for _ in range(self.n_critic_updates):
+                minibatch: Any  # sb3-contrib's RecurrentRolloutBufferSamples (the buffer is typed as SB3's)
                 for minibatch in self.rollout_buffer.get(self.batch_size):
                     real = minibatch.mask > 0.5
                     values = sequence_values(

@@ -46,9 +46,9 @@ def fit_critic(
             for start in range(0, n_samples, batch_size):
                 minibatch = slice(start, start + batch_size)
                 if hand_derived is not None:
-                    yield hand_derived.set_gradients(epoch_obs[minibatch], epoch_returns[minibatch])  # type: ignore[index]
+                    yield hand_derived.set_gradients(epoch_obs[minibatch], epoch_returns[minibatch])
                 else:
-                    loss = F.mse_loss(value_of(index_obs(epoch_obs, minibatch)), epoch_returns[minibatch])  # type: ignore[arg-type]
+                    loss = F.mse_loss(value_of(index_obs(epoch_obs, minibatch)), epoch_returns[minibatch])
                     yield set_gradients(loss, critic_params)
 
     return guarded_regression(policy.optimizer, critic_params, gradient_steps(), "TRPO")

@@ -41,7 +41,7 @@ class SafeLoadMixin:
     """
 
     @classmethod
-    def load(  # type: ignore[override]
+    def load(
         cls,
         path: str,
         device: th.device | str = "auto",
@@ -59,12 +59,12 @@ class SafeLoadMixin:
         :raises UnsafeCheckpointError: naming the file and the global refused
         """
         if trusted:
-            return super().load(path, device)  # type: ignore[misc]
+            return super().load(path, device)  # type: ignore[misc]  # a mixin: super() is SB3's BasePolicy
         device = get_device(device)
         saved = load_policy_file(path, device, safe_globals=safe_globals)
         policy = cls(**saved["data"])
-        policy.load_state_dict(saved["state_dict"])  # type: ignore[attr-defined]
-        return policy.to(device)  # type: ignore[attr-defined]
+        policy.load_state_dict(saved["state_dict"])  # type: ignore[attr-defined]  # a mixin: instances are nn.Modules
+        return policy.to(device)  # type: ignore[attr-defined]  # a mixin: instances are nn.Modules
 
 
 class SeparateExtractorsByDefault:
@@ -75,7 +75,7 @@ class SeparateExtractorsByDefault:
     def __init__(self, *args: Any, share_features_extractor: bool | None = None, **kwargs: Any):
         if share_features_extractor is None:
             share_features_extractor = default_share_features_extractor(type(self), kwargs)
-        super().__init__(*args, share_features_extractor=share_features_extractor, **kwargs)  # type: ignore[call-arg]
+        super().__init__(*args, share_features_extractor=share_features_extractor, **kwargs)  # type: ignore[call-arg]  # a mixin: super() is the policy class, which takes it
 
 
 def default_share_features_extractor(policy_class: type, policy_kwargs: dict[str, Any]) -> bool:
@@ -120,7 +120,7 @@ def split_actor_critic(policy: ActorCriticPolicy) -> tuple[list[nn.Parameter], l
     :return: the actor's parameters and the critic's parameters
     :raises ValueError: if the policy does not have that structure, or has parameters in neither or both parts
     """
-    mlp_extractor = getattr(policy, "mlp_extractor", None)
+    mlp_extractor: Any = getattr(policy, "mlp_extractor", None)  # checked just below
     if not all(hasattr(mlp_extractor, name) for name in ("policy_net", "value_net")):
         raise ValueError(
             f"TRPO needs a policy whose mlp_extractor has `policy_net` and `value_net` (like SB3's MlpExtractor), "

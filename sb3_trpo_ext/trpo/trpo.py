@@ -266,7 +266,7 @@ class TRPO(OnPolicyAlgorithm):
         if self.policy.optimizer_class is th.optim.Adam and not {"fused", "foreach"} & optimizer_kwargs.keys():
             # On CPU, Adam defaults to its per-tensor loop; the fused kernel halves the step's cost.
             optimizer_kwargs["fused"] = True
-        self.policy.optimizer = self.policy.optimizer_class(
+        self.policy.optimizer = self.policy.optimizer_class(  # type: ignore[call-arg]  # SB3 types the class as the base Optimizer, whose __init__ takes no lr
             self._critic_params, lr=self.lr_schedule(1), **optimizer_kwargs
         )
 
@@ -302,6 +302,7 @@ class TRPO(OnPolicyAlgorithm):
             raise ValueError(
                 f"sampling='vine' does not support the action distribution {type(self.policy.action_dist).__name__}"
             )
+        assert self.env is not None  # _setup_vine builds no sampler without an environment
         return VineSampler(self.env, **settings)
 
     def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
@@ -381,10 +382,10 @@ class TRPO(OnPolicyAlgorithm):
             if self._vine is not None:
                 self._vine.on_trunk_step(n_steps, self._last_obs)
             if numpy_actor is not None:
-                sampled = numpy_actor.sample(self._last_obs, self._collect_rng)  # type: ignore[arg-type]
+                sampled = numpy_actor.sample(self._last_obs, self._collect_rng)  # type: ignore[arg-type]  # SB3 types _last_obs as VecEnvObs (tuples too); never a tuple here
             else:
                 with th.no_grad(), fast_distributions():
-                    obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
+                    obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]  # SB3 types _last_obs as VecEnvObs (tuples too); never a tuple here
                     if per_step_forward:
                         action_tensor, values, log_probs = self.policy(obs_tensor)
                         step_values.append(values.flatten())
@@ -392,7 +393,7 @@ class TRPO(OnPolicyAlgorithm):
                     else:
                         action_tensor = self.policy.get_distribution(obs_tensor).get_actions()
                 sampled = action_tensor.cpu().numpy()
-            actions = sampled.reshape((-1, *self.action_space.shape))
+            actions = sampled.reshape((-1, *self.action_space.shape))  # type: ignore[misc]  # gymnasium types shape as Optional
             clipped_actions = self._to_env_actions(actions)
 
             new_obs, rewards, dones, infos = env.step(clipped_actions)
@@ -409,7 +410,7 @@ class TRPO(OnPolicyAlgorithm):
                     if terminal_obs is not None:
                         truncated.append((n_steps, env_idx, terminal_obs))
             observations.append(
-                {k: np.array(v) for k, v in self._last_obs.items()}  # type: ignore[union-attr]
+                {k: np.array(v) for k, v in self._last_obs.items()}
                 if isinstance(self._last_obs, dict)
                 else np.array(self._last_obs)
             )
@@ -417,7 +418,7 @@ class TRPO(OnPolicyAlgorithm):
             step_rewards.append(np.array(rewards, dtype=np.float32))
             episode_starts.append(np.array(self._last_episode_starts))
             n_steps += 1
-            self._last_obs = new_obs  # type: ignore[assignment]
+            self._last_obs = new_obs  # type: ignore[assignment]  # SB3 types _last_obs as VecEnvObs (tuples too); never a tuple here
             self._last_episode_starts = dones
 
         with th.no_grad(), fast_distributions():
@@ -434,7 +435,7 @@ class TRPO(OnPolicyAlgorithm):
                 terminal_values = self.policy.predict_values(terminal_obs).flatten().cpu().numpy()
                 for (step, env_idx, _), value in zip(truncated, terminal_values, strict=True):
                     step_rewards[step][env_idx] += self.gamma * value
-            last_values = self.policy.predict_values(obs_as_tensor(new_obs, self.device))  # type: ignore[arg-type]
+            last_values = self.policy.predict_values(obs_as_tensor(new_obs, self.device))  # type: ignore[arg-type]  # VecEnvObs (tuples too); never a tuple here
 
         buffer_actions = batch_actions.cpu().numpy().reshape(n_steps, env.num_envs, -1)
         self._speed.fill_buffer(
@@ -504,7 +505,7 @@ class TRPO(OnPolicyAlgorithm):
         self.logger.record("train/explained_variance", explained_var)
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
 
-    def _single_path_surrogate(self, batch: RolloutBufferSamples) -> tuple[PyTorchObs, Surrogate, int]:
+    def _single_path_surrogate(self, batch: RolloutBufferSamples) -> tuple[Any, Surrogate, int]:
         """The single-path surrogate (:func:`single_path_surrogate`, paper Eq. 14) on the trunk's states, and their
         count."""
         actions = batch.actions.long().flatten() if isinstance(self.action_space, spaces.Discrete) else batch.actions
@@ -598,7 +599,7 @@ class TRPO(OnPolicyAlgorithm):
     def _learn_threads(self) -> int | None:
         """The torch threads ``learn()`` runs with (None: torch's setting as it is)."""
         if self.num_threads != "auto":
-            return self.num_threads  # type: ignore[return-value]
+            return self.num_threads  # type: ignore[return-value]  # validated: an int >= 1 or None once 'auto' is handled
         spaces_in = (
             self.observation_space.spaces.values()
             if isinstance(self.observation_space, spaces.Dict)
@@ -622,13 +623,13 @@ class TRPO(OnPolicyAlgorithm):
         changes training. Any other policy, observation or device takes SB3's torch path."""
         fast = state is None and isinstance(observation, np.ndarray) and isinstance(self.policy, ActorCriticPolicy)
         actor = self._numpy_predictor() if fast else None
-        if actor is None or actor.keys is not None:
+        if actor is None or actor.keys is not None or not isinstance(observation, np.ndarray):
             return super().predict(observation, state, episode_start, deterministic)
         # SB3's own check: a single observation, or a batch of them (raises on any other shape)
         vectorized = is_vectorized_observation(observation, self.observation_space)
-        obs = observation.reshape((-1, *self.observation_space.shape))
+        obs = observation.reshape((-1, *self.observation_space.shape))  # type: ignore[misc]  # shape: Optional in gymnasium
         actions = actor.mode(obs) if deterministic else actor.sample(obs, self._predict_rng)
-        actions = self._to_env_actions(actions.reshape((-1, *self.action_space.shape)))  # clipped, as SB3's
+        actions = self._to_env_actions(actions.reshape((-1, *self.action_space.shape)))  # type: ignore[misc]  # clipped, as SB3's
         return (actions if vectorized else actions.squeeze(axis=0)), state
 
     def _numpy_predictor(self) -> NumpyActor | None:
@@ -637,7 +638,7 @@ class TRPO(OnPolicyAlgorithm):
         return None if self._predictor is None else self._predictor.actor
 
     @classmethod
-    def load(  # type: ignore[override]
+    def load(
         cls: type[SelfTRPO],
         path: str | pathlib.Path | io.BufferedIOBase,
         env: GymEnv | None = None,
