@@ -1,7 +1,7 @@
 """Drawing actions: the one home of the samplers of collection, ``predict`` and vine's branches.
 
 Two draws, on purpose, because they serve different contracts and each one's random numbers are what
-training depends on (``tests/test_bit_identical.py`` pins them):
+training depends on (``tests/integration/test_bit_identical.py`` pins them):
 
 * :func:`draw_actions` (numpy, from a generator): collection and ``predict`` draw one action per state from
   the head's output, consuming the model's own generator as they go (Gaussian: ``standard_normal``;

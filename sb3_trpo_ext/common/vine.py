@@ -281,7 +281,7 @@ def _subprocess_worker_env() -> gym.Env:
     SB3's worker (``stable_baselines3.common.vec_env.subproc_vec_env._worker``) calls the method in its own
     frame, where its environment is the local ``env``; ``env_method`` offers no other way to reach it. This reads
     a private frame, so it is checked once when the model is built (the ``check`` command), and
-    tests/test_vine.py pins SB3's worker loop.
+    tests/unit/test_vine.py pins SB3's worker loop.
     """
     frame = sys._getframe(2)  # _worker -> BranchRunner.__call__ -> here
     if frame.f_code is not subproc_vec_env._worker.__code__ or "env" not in frame.f_locals:

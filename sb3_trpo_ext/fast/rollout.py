@@ -16,8 +16,8 @@ def compute_gae(buffer: RolloutBuffer, last_values: np.ndarray, dones: np.ndarra
     """SB3's ``compute_returns_and_advantage`` (GAE, Schulman et al. 2016), the same recursion over plain floats:
     SB3 runs it as numpy operations on ``n_envs``-sized arrays, whose per-call overhead is most of its cost.
 
-    Not SB3's call itself: SB3 computes in float32, this in float64 (equal to rounding, tests/test_trpo.py), and
-    replacing it would change every run's advantages in the last bits (``tests/test_bit_identical.py``)."""
+    Not SB3's call itself: SB3 computes in float32, this in float64 (equal to rounding, tests/unit/test_trpo.py), and
+    replacing it would change every run's advantages in the last bits (``tests/integration/test_bit_identical.py``)."""
     gamma, gae_lambda = buffer.gamma, buffer.gae_lambda
     n_steps, n_envs = buffer.rewards.shape
     rewards, values = buffer.rewards.T.tolist(), buffer.values.T.tolist()
