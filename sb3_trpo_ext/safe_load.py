@@ -25,13 +25,17 @@ import contextlib
 import io
 import json
 import os
+import pathlib
 import pickle
 import re
 import zipfile
 from collections.abc import Iterable, Iterator
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from stable_baselines3.common.base_class import BaseAlgorithm
 
 __all__ = [
     "REBUILT_KEYS",
@@ -322,11 +326,19 @@ def _restricted_loads(payload: bytes, key: str, safe_globals: Iterable[Any]) -> 
 
 
 # ------------------------------------------------------------------------------------------- zip files
+def _for_open_path(path: str | os.PathLike[str] | io.BufferedIOBase) -> str | pathlib.Path | io.BufferedIOBase:
+    """``path`` as SB3's ``open_path`` takes it: it dispatches on ``str``, ``pathlib.Path`` and open files (passed
+    unchanged); any other ``os.PathLike`` as its ``str``."""
+    if isinstance(path, (str, pathlib.Path, io.BufferedIOBase)):
+        return path
+    return os.fspath(path)
+
+
 def _open(path: str | os.PathLike[str] | io.BufferedIOBase) -> io.BufferedIOBase:
     """SB3's own path resolution (``.zip`` appended when missing), so our reader finds what SB3 would."""
     from stable_baselines3.common.save_util import open_path
 
-    return open_path(path, "r", suffix="zip")  # type: ignore[arg-type]
+    return open_path(_for_open_path(path), "r", suffix="zip")
 
 
 def _rewind(path: Any) -> None:
@@ -448,7 +460,7 @@ def _refused_member(path: str | os.PathLike[str]) -> str | None:
     return None
 
 
-def _loads_safely_itself(algo_class: type) -> bool:
+def _loads_safely_itself(algo_class: type[BaseAlgorithm]) -> bool:
     """Our algorithms' ``load`` reads safely by itself and takes ``trusted`` / ``safe_globals``."""
     import inspect
 
@@ -456,8 +468,8 @@ def _loads_safely_itself(algo_class: type) -> bool:
 
 
 def load_model(
-    algo_class: type,
-    path: str | os.PathLike[str] | io.BufferedIOBase,
+    algo_class: type[BaseAlgorithm],
+    path: str | pathlib.Path | io.BufferedIOBase,
     env: Any = None,
     device: Any = "auto",
     custom_objects: dict[str, Any] | None = None,
@@ -483,7 +495,7 @@ def load_model(
     :return: the model
     """
     if _loads_safely_itself(algo_class):
-        return algo_class.load(  # type: ignore[attr-defined]
+        return algo_class.load(
             path,
             env=env,
             device=device,
@@ -494,11 +506,11 @@ def load_model(
         )
     if trusted:
         with explain_weights_only_refusal(path):
-            return algo_class.load(path, env=env, device=device, custom_objects=custom_objects, **kwargs)  # type: ignore[attr-defined]
+            return algo_class.load(path, env=env, device=device, custom_objects=custom_objects, **kwargs)
     data, pickled = load_data(path, custom_objects, safe_globals=safe_globals)
     objects = {**{key: data[key] for key in pickled}, **(custom_objects or {})}
     with explain_weights_only_refusal(path):
-        return algo_class.load(path, env=env, device=device, custom_objects=objects, **kwargs)  # type: ignore[attr-defined]
+        return algo_class.load(path, env=env, device=device, custom_objects=objects, **kwargs)
 
 
 # ---------------------------------------------------------------------------- policy files, VecNormalize
@@ -537,7 +549,7 @@ def load_policy_file(
 
     key = os.fspath(path) if isinstance(path, (str, os.PathLike)) else "policy file"
     module = _PickleModule(key, safe_globals)
-    return th.load(path, map_location=device, weights_only=False, pickle_module=module)  # type: ignore[arg-type]
+    return th.load(path, map_location=device, weights_only=False, pickle_module=module)
 
 
 def load_vec_normalize(
@@ -580,5 +592,5 @@ def load_pickle_file(
     from stable_baselines3.common.save_util import open_path
 
     key = os.path.basename(os.fspath(path)) if isinstance(path, (str, os.PathLike)) else "pickle file"
-    with open_path(path, "r", verbose=verbose, suffix="pkl") as file:
+    with open_path(_for_open_path(path), "r", verbose=verbose, suffix="pkl") as file:
         return RestrictedUnpickler(file, key=key, safe_globals=safe_globals).load()

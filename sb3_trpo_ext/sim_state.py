@@ -46,7 +46,7 @@ import functools
 import time
 import weakref
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -517,7 +517,7 @@ _ATARI = _AtariAdapter()
 @dataclass(frozen=True)
 class _RngState:
     bit_generator: type
-    state: dict[str, Any]
+    state: Mapping[str, Any]
     seed: Any
 
 
@@ -602,7 +602,8 @@ def _wrapper_entry(cls: type) -> tuple[_AttrAdapter | None, frozenset[str]]:
 
 
 def _wrapper_adapter(layer: gym.Wrapper, env: gym.Env) -> _Adapter | None:
-    entry, allowed = _wrapper_entry(type(layer))
+    cls: type = type(layer)  # as `type`: mypy does not see a class object as Hashable (functools.cache's key)
+    entry, allowed = _wrapper_entry(cls)
     unknown = sorted(vars(layer).keys() - allowed)
     if unknown:
         kind = "wrapper" if entry is None else "known wrapper"
@@ -619,7 +620,7 @@ def _wrapper_adapter(layer: gym.Wrapper, env: gym.Env) -> _Adapter | None:
 
 
 def _base_adapter(layer: gym.Env, env: gym.Env) -> _Adapter:
-    cls = type(layer)
+    cls: type = type(layer)  # as `type`: mypy does not see a class object as Hashable (functools.cache's key)
     key = _class_key(cls)
     entry = _CLASSIC_CONTROL.get(key)
     if entry is not None:

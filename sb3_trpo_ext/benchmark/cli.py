@@ -153,7 +153,17 @@ def _prepare(args: argparse.Namespace) -> list[tuple[Path, SweepConfig]]:
         settings = {
             key: value if (value := getattr(args, key)) is not None else default for key, default in _DEFAULTS.items()
         }
-        config = prepare_sweep(args.folder, args.algos, args.envs, args.seeds, _budget(args.n_timesteps), **settings)
+        config = prepare_sweep(
+            args.folder,
+            args.algos,
+            args.envs,
+            args.seeds,
+            _budget(args.n_timesteps),
+            eval_freq=settings["eval_freq"],
+            eval_episodes=settings["eval_episodes"],
+            save_freq=settings["save_freq"],
+            final_eval_episodes=settings["final_eval_episodes"],
+        )
         return [(args.folder, config)]
     given = [f"--{name.replace('_', '-')}" for name in _SWEEP_OPTIONS if getattr(args, name) is not None]
     if given:
@@ -218,21 +228,31 @@ def _run(args: argparse.Namespace) -> int:
         f"{PROG}: {len(finished) + len(jobs)} runs in {folders}: {len(finished)} finished before, {len(jobs)} to run "
         f"({'Dask at ' + args.dask if args.dask else f'{args.workers} local worker(s)'})"
     )
+
+    def on_done(spec: RunSpec, result: dict[str, Any]) -> None:
+        progress.finish(spec.run_id, result)
+
     with progress:
-        hooks = {
-            "on_progress": progress.update,
-            "on_done": lambda spec, result: progress.finish(spec.run_id, result),
-            "tick": progress.refresh,
-        }
         if args.dask is not None:
             results = []
             for folder, config in sweeps:
                 todo = [spec for out, _, spec in jobs if out == folder]
-                results += run_dask(folder, config, todo, args.dask, args.dask_cpu_resource, **hooks)
+                results += run_dask(
+                    folder,
+                    config,
+                    todo,
+                    args.dask,
+                    args.dask_cpu_resource,
+                    on_progress=progress.update,
+                    on_done=on_done,
+                    tick=progress.refresh,
+                )
         else:
             try:
                 with _sigterm_as_interrupt():
-                    results = run_local_jobs(jobs, args.workers, **hooks)
+                    results = run_local_jobs(
+                        jobs, args.workers, on_progress=progress.update, on_done=on_done, tick=progress.refresh
+                    )
             except KeyboardInterrupt:
                 progress.console.print(
                     f"{PROG}: interrupted; finished runs are kept, the cut ones resume from their last checkpoint "

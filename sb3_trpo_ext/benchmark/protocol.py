@@ -242,7 +242,7 @@ def load_protocol(path: Path | str) -> Protocol:
         _require(isinstance(value, int) and value > 0, path, f"evaluation.{key} must be a positive integer")
     _require(evaluation.get("deterministic") is True, path, "evaluation.deterministic must be true (the Zoo's)")
     groups = data["groups"]
-    _require(isinstance(groups, dict) and groups, path, "groups must be a non-empty mapping")
+    _require(isinstance(groups, dict) and bool(groups), path, "groups must be a non-empty mapping")
     for name, group in groups.items():
         for key in ("folder", "algos", "envs", "seeds", "n_timesteps"):
             _require(key in group, path, f"groups.{name}.{key} is missing")

@@ -98,6 +98,14 @@ def normalize(env: str, score: np.ndarray | float) -> np.ndarray | float | None:
     return (np.asarray(score, dtype=float) - low) / (high - low)
 
 
+def _normalized(env: str, scores: np.ndarray) -> np.ndarray:
+    """:func:`normalize` of the scores of an environment that has a reference score (as every caller's has)."""
+    normalized = normalize(env, scores)
+    if normalized is None:
+        raise ValueError(f"{env} has no reference score in REFERENCE_SCORES to normalise by")
+    return np.asarray(normalized)
+
+
 # -- statistics -----------------------------------------------------------------------------------------------
 #: The aggregates of the tables, in rliable's definitions: name -> function of a (runs x tasks) matrix.
 AGGREGATES = ("IQM", "mean", "median")
@@ -366,10 +374,10 @@ def run_table(table: Any, infos: list[dict[str, Any]], protocols: Sequence[Any] 
     and, given ``protocols``, whether it is one of their runs."""
     import pandas as pd
 
-    sweeps = {}
-    for info in infos:
-        for key in info["states"]:
-            sweeps[key] = info
+    sweeps: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for sweep in infos:
+        for key in sweep["states"]:
+            sweeps[key] = sweep
     rows = []
     for (algo, env, seed), run in table.groupby(["algo", "env", "seed"]):
         run = run.sort_values("timesteps")
@@ -422,7 +430,7 @@ def _number(value: float) -> str:
 def _machine_lines(infos: list[dict[str, Any]]) -> list[str]:
     from sb3_trpo_ext.benchmark.zoo_train import machine_info
 
-    seen = {}
+    seen: dict[tuple[Any, Any, Any], int] = {}
     for info in infos:
         for machine in info["machines"]:
             key = (machine.get("cpu"), machine.get("cores"), machine.get("torch"))
@@ -570,7 +578,7 @@ def _normalised_matrix(runs: Any, algo: str, run_set: str, envs: list[str]) -> n
     """(seeds run on every env) x envs matrix of normalised scores."""
     group = runs[(runs["algo"] == algo) & (runs["set"] == run_set)]
     pivot = group.pivot_table(index="seed", columns="env", values="score")[envs].dropna()
-    return np.column_stack([normalize(env, pivot[env].to_numpy()) for env in envs])
+    return np.column_stack([_normalized(env, pivot[env].to_numpy()) for env in envs])
 
 
 def _plot_aggregate(
@@ -595,7 +603,7 @@ def _plot_aggregate(
                 run = run.sort_values("timesteps")
                 # the fraction of the run's budget, never more than all of it
                 fraction = np.minimum(run["timesteps"].to_numpy() / budgets[(algo, env, seed)], 1.0)
-                runs_points.append((fraction, normalize(env, run["eval_mean"].to_numpy())))
+                runs_points.append((fraction, _normalized(env, run["eval_mean"].to_numpy())))
             if not runs_points:
                 continue
             n_points = min(len(f) for f, _ in runs_points)
@@ -683,8 +691,8 @@ def claim_sentences(runs: Any, protocol: Any, reps: int, seed: int) -> list[str]
             x, y = matrices[claim.better][:, 0], matrices[claim.than][:, 0]
             kind = "IQM"
         else:
-            x = np.column_stack([normalize(e, matrices[claim.better][:, i]) for i, e in enumerate(claim.envs)])
-            y = np.column_stack([normalize(e, matrices[claim.than][:, i]) for i, e in enumerate(claim.envs)])
+            x = np.column_stack([_normalized(e, matrices[claim.better][:, i]) for i, e in enumerate(claim.envs)])
+            y = np.column_stack([_normalized(e, matrices[claim.than][:, i]) for i, e in enumerate(claim.envs)])
             kind = "normalised IQM"
         stat_x = aggregate_intervals(x, reps=reps, seed=seed, size=size)["IQM"]
         stat_y = aggregate_intervals(y, reps=reps, seed=seed, size=size)["IQM"]

@@ -235,7 +235,8 @@ def is_done(run_dir: Path) -> bool:
 
 def plan_runs(out: Path, config: SweepConfig) -> tuple[list[RunSpec], list[RunSpec]]:
     """Split the sweep's runs into (finished, to run)."""
-    finished, todo = [], []
+    finished: list[RunSpec] = []
+    todo: list[RunSpec] = []
     for spec in config.runs():
         (finished if is_done(run_dir_of(out, spec)) else todo).append(spec)
     return finished, todo

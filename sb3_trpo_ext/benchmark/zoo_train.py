@@ -65,6 +65,7 @@ from pathlib import Path
 from typing import Any
 
 from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback, EvalCallback
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
 __all__ = ["PROGRESS_PERIOD", "BenchRecorder", "code_record", "git_output", "machine_info", "main", "write_json_atomic"]
 
@@ -347,7 +348,7 @@ class BenchRecorder(BaseCallback):
         if vec_normalize is not None:
             (bundle / self.env_name).mkdir()
             vec_normalize.save(str(bundle / self.env_name / "vecnormalize.pkl"))
-        if getattr(self.model, "replay_buffer", None) is not None:
+        if isinstance(self.model, OffPolicyAlgorithm) and self.model.replay_buffer is not None:
             # Off-policy runs: the Zoo's checkpoints hold no replay buffer, but its --trained-agent loads a
             # replay_buffer.pkl found next to the model, so a cut run continues with the transitions it had.
             self.model.save_replay_buffer(bundle / "replay_buffer.pkl")
@@ -370,16 +371,16 @@ class BenchRecorder(BaseCallback):
 
 def _evaluate_policy_for(eval_callback: EvalCallback) -> Any:
     """SB3's ``evaluate_policy``, or sb3-contrib's maskable one when the Zoo evaluates with masks."""
+    from stable_baselines3.common.evaluation import evaluate_policy
+
     try:
         from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback
     except ImportError:  # sb3-contrib is optional for the benchmark of SB3's algorithms
-        MaskableEvalCallback = ()  # type: ignore[assignment,misc]  # noqa: N806
+        return evaluate_policy
     if isinstance(eval_callback, MaskableEvalCallback):
         from sb3_contrib.common.maskable.evaluation import evaluate_policy as maskable_evaluate_policy
 
         return maskable_evaluate_policy
-    from stable_baselines3.common.evaluation import evaluate_policy
-
     return evaluate_policy
 
 
@@ -419,7 +420,7 @@ def _install_recorder(
         )
         callbacks.append(recorder)
 
-    ExperimentManager.create_callbacks = create_callbacks
+    ExperimentManager.create_callbacks = create_callbacks  # type: ignore[method-assign]  # patch (private_api.md)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

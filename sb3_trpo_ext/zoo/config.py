@@ -144,9 +144,10 @@ def _check_block(algo: str, block: dict[str, Any], source: str) -> None:
     algo_class = ZOO_ALGORITHMS[algo].algo_class
     accepted: set[str] = set()
     for cls in algo_class.__mro__:  # a subclass may name only its own arguments and pass **kwargs on
-        if "__init__" not in vars(cls):
+        init = vars(cls).get("__init__")
+        if init is None:
             continue
-        parameters = inspect.signature(cls.__init__).parameters.values()
+        parameters = inspect.signature(init).parameters.values()
         accepted |= {p.name for p in parameters if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
         if not any(p.kind is p.VAR_KEYWORD for p in parameters):
             break

@@ -138,9 +138,9 @@ def safe_create_test_env(
         vec_env_kwargs=vec_env_kwargs,
     )
     if trusted:
-        return create_test_env(env_id, stats_path=stats_path, **arguments)  # type: ignore[arg-type]
+        return create_test_env(env_id, stats_path=stats_path, **arguments)
     check_wrapper_names(hyperparams)
-    env = create_test_env(env_id, stats_path=None, **arguments)  # type: ignore[arg-type]
+    env = create_test_env(env_id, stats_path=None, **arguments)
     if stats_path is None:
         return env
     if hyperparams.get("normalize"):

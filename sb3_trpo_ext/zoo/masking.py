@@ -11,7 +11,7 @@ that finds the Zoo's ``EvalCallback`` in its callback list (the benchmark's reco
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback
@@ -85,11 +85,13 @@ def masked_evaluation(algo: str) -> Iterator[None]:
     from rl_zoo3 import exp_manager
 
     saved = exp_manager.EvalCallback, exp_manager.TrialEvalCallback
-    exp_manager.EvalCallback, exp_manager.TrialEvalCallback = MaskableEvalCallback, MaskableTrialEvalCallback
+    # MaskableTrialEvalCallback stands in for TrialEvalCallback (same interface) without subclassing it
+    masked = MaskableEvalCallback, MaskableTrialEvalCallback
+    exp_manager.EvalCallback, exp_manager.TrialEvalCallback = masked  # type: ignore[misc,assignment]  # the patch
     try:
         yield
     finally:
-        exp_manager.EvalCallback, exp_manager.TrialEvalCallback = saved
+        exp_manager.EvalCallback, exp_manager.TrialEvalCallback = saved  # type: ignore[misc]  # the patch undone
 
 
 #: Zoo commands that step an environment with ``model.predict(obs, ...)`` and no masks.
@@ -115,7 +117,9 @@ def masked_play(algo: str, command: str) -> Iterator[None]:
     from sb3_contrib.common.maskable.utils import get_action_masks
 
     played: dict[str, Any] = {}
-    create_test_env, predict = rl_zoo3.utils.create_test_env, entry.algo_class.predict
+    create_test_env = rl_zoo3.utils.create_test_env
+    # a masked key's class (MaskableTRPO, MaskablePPO): its predict takes action_masks, which BaseAlgorithm's lacks
+    predict: Callable[..., Any] = entry.algo_class.predict
 
     def create_and_note(*args: Any, **kwargs: Any) -> Any:
         played["env"] = create_test_env(*args, **kwargs)
@@ -136,10 +140,10 @@ def masked_play(algo: str, command: str) -> Iterator[None]:
     saved = [(owner, "create_test_env", owner.create_test_env) for owner in (rl_zoo3, rl_zoo3.utils)]
     for owner, name, _ in saved:
         setattr(owner, name, create_and_note)
-    entry.algo_class.predict = predict_with_masks  # type: ignore[method-assign]
+    entry.algo_class.predict = predict_with_masks  # type: ignore[method-assign]  # class-wide patch (private_api.md)
     try:
         yield
     finally:
-        entry.algo_class.predict = predict  # type: ignore[method-assign]
+        entry.algo_class.predict = predict  # type: ignore[method-assign]  # the patch undone
         for owner, name, value in saved:
             setattr(owner, name, value)

@@ -19,7 +19,10 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rl_zoo3.exp_manager import ExperimentManager
 
 __all__ = ["DEFAULT_TRIAL_SEEDS", "seeded_experiment_manager", "seeded_trials", "trial_seeds_flag"]
 
@@ -57,7 +60,7 @@ def _merged_policy_kwargs_expression(block: Any, sampled: dict[str, Any]) -> str
     return f"dict({block or 'dict()'}, **{sampled!r})"
 
 
-def seeded_experiment_manager(trial_seeds: tuple[int, ...] | None) -> type:
+def seeded_experiment_manager(trial_seeds: tuple[int, ...] | None) -> type[ExperimentManager]:
     """A subclass of the installed Zoo's ``ExperimentManager`` whose Optuna objective trains each trial once per
     seed of ``trial_seeds`` (the model and its environments seeded, as ``train --seed`` seeds them) and returns
     the mean of the seeds' last evaluations; the seeds and per-seed scores are stored as the trial's user
@@ -69,7 +72,7 @@ def seeded_experiment_manager(trial_seeds: tuple[int, ...] | None) -> type:
     from rl_zoo3.hyperparams_opt import HYPERPARAMS_SAMPLER
     from rl_zoo3.utils import ALGOS, get_callback_list
 
-    class SeededManager(ExperimentManager):  # type: ignore[misc]  # rl_zoo3 ships no type information
+    class SeededManager(ExperimentManager):
         seeds = trial_seeds
 
         def load_trial(
@@ -163,8 +166,9 @@ def seeded_trials(algo: str, seeds: Sequence[int] | None) -> Iterator[None]:
     from rl_zoo3 import exp_manager
 
     original = exp_manager.ExperimentManager
-    exp_manager.ExperimentManager = seeded_experiment_manager(None if seeds is None else tuple(seeds))
+    seeded = seeded_experiment_manager(None if seeds is None else tuple(seeds))
+    exp_manager.ExperimentManager = seeded  # type: ignore[misc]  # patch of the Zoo's class name (private_api.md)
     try:
         yield
     finally:
-        exp_manager.ExperimentManager = original
+        exp_manager.ExperimentManager = original  # type: ignore[misc]  # the patch undone

@@ -76,4 +76,5 @@ def register() -> None:
     for key, entry in ZOO_ALGORITHMS.items():
         ALGOS[key] = entry.algo_class
         HYPERPARAMS_SAMPLER[key] = entry.sampler
-        HYPERPARAMS_CONVERTER[key] = entry.converter
+        # rl_zoo3's table is unannotated: mypy infers its values as requiring the parameter name `sampled_params`
+        HYPERPARAMS_CONVERTER[key] = entry.converter  # type: ignore[assignment]  # rl_zoo3's inferred table type

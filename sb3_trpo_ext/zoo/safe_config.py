@@ -54,11 +54,11 @@ class ZooYamlLoader(yaml.SafeLoader):
 
 
 def _construct_ordered_dict(loader: yaml.SafeLoader, node: yaml.Node) -> dict[Any, Any]:
-    return dict(loader.construct_sequence(node, deep=True)[0])  # type: ignore[arg-type]
+    return dict(loader.construct_sequence(node, deep=True)[0])
 
 
 def _construct_tuple(loader: yaml.SafeLoader, node: yaml.Node) -> tuple[Any, ...]:
-    return tuple(loader.construct_sequence(node, deep=True))  # type: ignore[arg-type]
+    return tuple(loader.construct_sequence(node, deep=True))
 
 
 def _construct_name(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
