@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -184,7 +185,8 @@ def safe_zoo_scripts(trusted: bool = False) -> Iterator[None]:
     _zoo_originals["create_test_env"] = rl_zoo3.utils.create_test_env
 
     def patch(owner: Any, name: str, value: Any) -> None:
-        saved.append((owner, name, getattr(owner, name)))
+        # the attribute as stored (getattr would unwrap a staticmethod, which then comes back as a plain function)
+        saved.append((owner, name, inspect.getattr_static(owner, name)))
         setattr(owner, name, value)
 
     for owner in (rl_zoo3, rl_zoo3.utils):

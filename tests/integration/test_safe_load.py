@@ -776,3 +776,24 @@ def test_load_policy_file_keeps_tensors_and_constructor_arguments(tmp_path: Path
     assert saved["data"]["observation_space"] == model.observation_space
     for key, value in model.policy.state_dict().items():
         assert th.equal(saved["state_dict"][key], value)
+
+
+def test_zoo_scripts_put_every_patched_attribute_back_as_it_was() -> None:
+    """safe_zoo_scripts restores what it replaced as stored: VecNormalize.load stays a staticmethod (it came back
+    as a plain function, which broke VecNormalize.load after any in-process Zoo command)."""
+    import inspect
+
+    import rl_zoo3.utils
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from sb3_trpo_ext.zoo.loading import safe_zoo_scripts
+
+    before = {
+        (VecNormalize, "load"): inspect.getattr_static(VecNormalize, "load"),
+        (rl_zoo3.utils, "create_test_env"): rl_zoo3.utils.create_test_env,
+    }
+    with safe_zoo_scripts():
+        assert inspect.getattr_static(VecNormalize, "load") is not before[(VecNormalize, "load")]
+    for (owner, name), value in before.items():
+        assert inspect.getattr_static(owner, name) is value, name
+    assert isinstance(inspect.getattr_static(VecNormalize, "load"), staticmethod)
