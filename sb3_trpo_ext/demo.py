@@ -12,7 +12,9 @@ The model is trained with ``TRPO("MlpPolicy", env_id)``, evaluated deterministic
 from __future__ import annotations
 
 import argparse
+import difflib
 import re
+import sys
 from pathlib import Path
 
 import gymnasium as gym
@@ -25,6 +27,7 @@ from sb3_trpo_ext import TRPO
 DEFAULT_ENV = "CartPole-v1"
 DEFAULT_TIMESTEPS = 100_000
 DEFAULT_EVAL_EPISODES = 20
+PROG = "python -m sb3_trpo_ext.demo"
 
 
 def default_output_path(env_id: str) -> Path:
@@ -35,7 +38,7 @@ def default_output_path(env_id: str) -> Path:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m sb3_trpo_ext.demo",
+        prog=PROG,
         description="Train TRPO on a Gymnasium environment, evaluate it and save the model.",
     )
     parser.add_argument("--env", default=DEFAULT_ENV, help=f"Gymnasium environment id (default: {DEFAULT_ENV})")
@@ -69,10 +72,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def check_env_id(env_id: str) -> None:
+    """Exit with status 2 and one line naming ``env_id`` and the closest registered ids if gymnasium does not
+    know it (checked before anything is built, instead of gymnasium's traceback from inside ``TRPO``)."""
+    try:
+        gym.spec(env_id)
+    except gym.error.Error:  # NameNotFound, VersionNotFound, NamespaceNotFound, DeprecatedEnv, ...
+        close = difflib.get_close_matches(env_id, list(gym.registry), n=3)
+        hint = f"close matches: {', '.join(close)}" if close else "see gymnasium.pprint_registry() for the ids"
+        print(f"{PROG}: error: unknown environment id {env_id!r} ({hint})", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     env_id: str = args.env
     out: Path = args.out
+    check_env_id(env_id)
 
     # A small MLP gains nothing from intra-op threads; on a busy machine they slow it several times.
     th.set_num_threads(1)

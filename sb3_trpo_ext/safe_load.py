@@ -29,6 +29,7 @@ import pathlib
 import pickle
 import re
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator
 from typing import IO, TYPE_CHECKING, Any
 
@@ -364,7 +365,8 @@ def load_data(
     :return: the data and the keys that were pickled in the file (to hand to SB3's ``load`` as
         ``custom_objects``, so that SB3 never unpickles them itself)
     :raises UnsafeCheckpointError: naming the entry and the refused global
-    :raises ValueError: if the file is not a zip archive, or an entry cannot be rebuilt
+    :raises ValueError: if the file is not a readable zip archive (truncated or corrupted), or an entry cannot be
+        rebuilt
     """
     if custom_objects is not None and not isinstance(custom_objects, dict):
         raise ValueError("custom_objects argument must be a dict or None")
@@ -374,8 +376,12 @@ def load_data(
     try:
         with zipfile.ZipFile(file) as archive:
             raw = json.loads(archive.read("data").decode()) if "data" in archive.namelist() else {}
-    except zipfile.BadZipFile as error:
-        raise ValueError(f"Error: the file {path} wasn't a zip-file") from error
+    except (zipfile.BadZipFile, zlib.error, EOFError) as error:
+        # A cut copy or download loses the zip's central directory (at its end): zipfile only says "not a zip file"
+        name = getattr(file, "name", path)  # the file actually opened (".zip" appended by SB3's resolution)
+        raise ValueError(
+            f"{name} is not a readable model file (truncated or corrupted zip: {error}); nothing was loaded"
+        ) from error
     finally:
         if isinstance(path, (str, os.PathLike)):
             file.close()

@@ -23,6 +23,7 @@ from sb3_trpo_ext.benchmark.sweep import (
     run_dask,
     run_local_jobs,
 )
+from sb3_trpo_ext.zoo.registry import ZOO_ALGORITHMS
 
 __all__ = ["PROG", "main"]
 
@@ -60,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
         "no other option that chooses runs, budgets or evaluation is accepted with it",
     )
     run.add_argument("--groups", nargs="+", default=None, help="with --protocol: only these groups (default: all)")
-    run.add_argument("--algos", nargs="+", help="Zoo keys (ours: trpo_ext, trpo_vine)")
+    run.add_argument("--algos", nargs="+", help=f"Zoo keys (ours: {', '.join(ZOO_ALGORITHMS)})")
     run.add_argument("--envs", nargs="+", help="gymnasium environment ids")
     run.add_argument("--seeds", nargs="+", type=int)
     run.add_argument("-f", "--folder", type=Path, help="output folder of the sweep")
@@ -224,9 +225,12 @@ def _run(args: argparse.Namespace) -> int:
     enabled = not args.no_progress and sys.stderr.isatty()
     progress = SweepProgress([spec.run_id for _, _, spec in jobs], skipped=len(finished), enabled=enabled)
     folders = ", ".join(str(folder) for folder, _ in sweeps)
+    # soft_wrap: rich would break the status lines at 80 columns when stderr is a file (logs of batch jobs) or at
+    # the terminal's width mid-phrase; the terminal wraps an unbroken line itself, and copying it keeps it whole
     progress.console.print(
         f"{PROG}: {len(finished) + len(jobs)} runs in {folders}: {len(finished)} finished before, {len(jobs)} to run "
-        f"({'Dask at ' + args.dask if args.dask else f'{args.workers} local worker(s)'})"
+        f"({'Dask at ' + args.dask if args.dask else f'{args.workers} local worker(s)'})",
+        soft_wrap=True,
     )
 
     def on_done(spec: RunSpec, result: dict[str, Any]) -> None:
@@ -256,13 +260,15 @@ def _run(args: argparse.Namespace) -> int:
             except KeyboardInterrupt:
                 progress.console.print(
                     f"{PROG}: interrupted; finished runs are kept, the cut ones resume from their last checkpoint "
-                    "when the same command is run again"
+                    "when the same command is run again",
+                    soft_wrap=True,
                 )
                 return 130
     failed = [r for r in results if r.get("status") != "done"]
     progress.console.print(
         f"{PROG}: {len(results) - len(failed)} run(s) finished now, {len(failed)} failed, {len(finished)} before; "
-        f"report: {PROG} report {' '.join(str(folder) for folder, _ in sweeps)} -o REPORT_FOLDER"
+        f"report: {PROG} report {' '.join(str(folder) for folder, _ in sweeps)} -o REPORT_FOLDER",
+        soft_wrap=True,
     )
     return 1 if failed else 0
 
@@ -298,6 +304,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         else:
             from sb3_trpo_ext.benchmark.report import write_report
 
+            missing = [str(folder) for folder in args.folders if not folder.exists()]
+            if missing:  # else "no evaluations found", as for a folder that holds no runs
+                raise SweepError(
+                    f"the folder {missing[0]!r} does not exist"
+                    if len(missing) == 1
+                    else f"the folders {', '.join(map(repr, missing))} do not exist"
+                )
             written = write_report(
                 args.folders, args.output, reps=args.reps, seed=args.seed, protocol=args.protocol, readme=args.readme
             )

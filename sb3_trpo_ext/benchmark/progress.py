@@ -86,9 +86,9 @@ class SweepProgress:
             reason = result.get("reason", "")
             tail = (result.get("stderr_tail") or "").strip().splitlines()
             last = tail[-1] if tail else ""
-            self.console.print(f"[red]failed[/red] {run_id}: {reason} {last}")
+            self.console.print(f"[red]failed[/red] {run_id}: {reason} {last}", soft_wrap=True)  # a path stays whole
         elif not self.enabled:
-            self.console.print(f"done {run_id}")
+            self.console.print(f"done {run_id}", soft_wrap=True)
 
     def refresh(self) -> None:
         """Redraw the live display."""

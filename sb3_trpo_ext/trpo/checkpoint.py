@@ -24,13 +24,14 @@ TRPO_SAVED_KEYS = ("target_kl", "cg_max_steps", "cg_damping", "line_search_max_i
 
 def check_trpo_data(path: Any, data: dict[str, Any] | None) -> None:
     """Raise ``ValueError`` if ``data`` (a checkpoint's) was not saved by a TRPO; warn with the converted
-    ``target_kl`` and ``cg_damping`` if it was saved by sb3-contrib's (no ``fisher`` entry)."""
+    ``target_kl`` and ``cg_damping`` if it was saved by sb3-contrib's (no ``fisher`` entry) with more than one
+    action dimension (with one, the per-dimension mean KL is the true KL: the values carry over unchanged)."""
     missing = [key for key in TRPO_SAVED_KEYS if key not in (data or {})]
     if missing:
         raise ValueError(f"{path!r} was not saved by a TRPO model: it lacks the hyperparameters {missing}")
     assert data is not None
-    if "fisher" not in data:  # saved by sb3-contrib
-        action_dim = kl_dimensions(data.get("action_space"))
+    action_dim = kl_dimensions(data.get("action_space"))
+    if "fisher" not in data and action_dim != 1:  # saved by sb3-contrib, and the conversion changes the values
         warnings.warn(
             f"{path!r} was saved by sb3-contrib's TRPO, whose target_kl={data['target_kl']} bounds the KL "
             f"averaged over {action_dim} action dimension(s). This TRPO bounds the true (summed) KL, so the "

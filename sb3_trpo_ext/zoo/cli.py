@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import io
+import os
 import runpy
 import sys
 import tempfile
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 from sb3_trpo_ext.zoo.config import ZooConfigError, _algo_env_flags, _prepare_train
 from sb3_trpo_ext.zoo.hub_compat import _hub_compat
@@ -105,6 +109,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             except (ZooConfigError, ValueError) as error:
                 print(f"{PROG} train: error: {error}", file=sys.stderr)
                 raise SystemExit(2) from None
+        if command in ("enjoy", "record_video", "push_to_hub"):
+            problem = _run_folder_problem(command, rest)
+            if problem is not None:
+                print(f"{PROG} {command}: error: {problem}", file=sys.stderr)
+                raise SystemExit(2)
+        if command == "enjoy":
+            rest = _headless_enjoy(rest)
         algo, env_id = _algo_env_flags(rest)
         train_only = command == "train"
         vine_envs = vine_branch_wrapper(algo) if train_only else contextlib.nullcontext()
@@ -127,3 +138,79 @@ def _trial_seeds(argv: list[str]) -> tuple[list[str], tuple[int, ...] | None]:
     if optimizing and seeds is None and algo in ZOO_ALGORITHMS:
         seeds = DEFAULT_TRIAL_SEEDS
     return argv, seeds
+
+
+def _has_display() -> bool:
+    """Whether a window can be opened: always on macOS and Windows; on Linux and the BSDs only with an X11 or
+    Wayland display (without one, MuJoCo's GLFW viewer aborts the process: ``glfwGetVideoMode`` assertion)."""
+    if sys.platform == "darwin" or sys.platform.startswith(("win", "cygwin")):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def _headless_enjoy(argv: list[str]) -> list[str]:
+    """``enjoy``'s command line with the Zoo's ``--no-render`` added where no display can show the episodes
+    (one line on stderr says so). ``MUJOCO_GL=egl`` does not help here: ``enjoy`` renders to a window."""
+    if "--no-render" in argv or {"-h", "--help"} & set(argv) or _has_display():
+        return argv
+    print(
+        f"{PROG} enjoy: no display (DISPLAY and WAYLAND_DISPLAY unset): running with --no-render; "
+        "watch on a machine with a display, or record offscreen with MUJOCO_GL=egl ... record_video",
+        file=sys.stderr,
+    )
+    return [*argv, "--no-render"]
+
+
+def _run_folder_problem(command: str, argv: list[str]) -> str | None:
+    """Why ``enjoy``/``record_video``/``push_to_hub`` would not find the run folder or model of ``argv``, in one
+    line naming what is missing and what is there; None if the Zoo finds it (or decides itself: ``-h``, malformed
+    flags, and ``enjoy``'s default ``rl-trained-agents`` folder, which it downloads from the hub)."""
+    from rl_zoo3.utils import ALGOS, get_model_path
+
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("-f", "--folder", default="rl-trained-agents")
+    parser.add_argument("--algo", default="ppo")
+    parser.add_argument("--env", default="CartPole-v1")
+    parser.add_argument("--exp-id", default="0")
+    parser.add_argument("--load-best", action="store_true")
+    parser.add_argument("--load-checkpoint", default=None)
+    parser.add_argument("--load-last-checkpoint", action="store_true")
+    try:
+        known, _ = parser.parse_known_args(argv)
+        exp_id = int(known.exp_id)
+    except (SystemExit, ValueError):  # a flag without its value, a non-integer id: the Zoo's parser says so
+        return None
+    if {"-h", "--help"} & set(argv) or known.algo not in ALGOS:  # the Zoo's parser lists the keys
+        return None
+    if command == "enjoy" and "rl-trained-agents" in known.folder:
+        return None
+    from huggingface_sb3 import EnvironmentName
+
+    env_name = EnvironmentName(known.env)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints the run id it picks
+            get_model_path(
+                exp_id, known.folder, known.algo, env_name, known.load_best, known.load_checkpoint,
+                known.load_last_checkpoint,
+            )  # fmt: skip
+    except ValueError as error:  # "No model found for ..." / "No checkpoint found for ...": the folder exists
+        reason: str | None = str(error)
+    except AssertionError:  # "The {log_path} folder was not found"
+        reason = None
+    else:
+        return None
+    folder = Path(known.folder)
+    if not folder.is_dir():
+        return f"the log folder {str(folder)!r} (-f) does not exist"
+    algo_folder = folder / known.algo
+    if not algo_folder.is_dir():
+        algos = sorted(path.name for path in folder.iterdir() if path.is_dir())
+        return f"no {known.algo} runs in {str(folder)!r} (-f): it has {', '.join(algos) or 'no run folders'}"
+    runs = sorted(path.name for path in algo_folder.iterdir() if path.is_dir())
+    ours = [name for name in runs if name.rpartition("_")[0] == env_name and name.rpartition("_")[2].isdigit()]
+    if not ours and exp_id >= 0:
+        return f"no run of {known.algo} on {env_name} in {str(algo_folder)!r}; it has {', '.join(runs) or 'none'}"
+    listing = f"the runs of {known.algo} on {env_name} there: {', '.join(ours) or 'none'}"
+    if reason is None:  # --exp-id names a run folder that is not there
+        reason = f"no run folder {str(algo_folder / f'{env_name}_{exp_id}')!r}"
+    return f"{reason}; {listing} (--exp-id N picks one)"

@@ -542,6 +542,42 @@ def test_errors_before_running(
     assert not (tmp_path / "out" / "runs").exists()
 
 
+def test_report_names_a_missing_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    missing = tmp_path / "missing_dir"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["report", str(missing), "-o", str(tmp_path / "report")])
+    assert exit_info.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert str(missing) in line and "does not exist" in line
+    assert not (tmp_path / "report").exists()
+
+
+def test_run_help_lists_every_key_of_ours(capsys: pytest.CaptureFixture) -> None:
+    from sb3_trpo_ext.zoo.registry import ZOO_ALGORITHMS
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--help"])
+    assert exit_info.value.code == 0
+    help_text = " ".join(capsys.readouterr().out.split())  # argparse wraps the help at the terminal width
+    assert f"(ours: {', '.join(ZOO_ALGORITHMS)})" in help_text
+    assert {"trpo_lstm", "trpo_mask"} <= set(ZOO_ALGORITHMS)
+
+
+def test_start_line_is_not_wrapped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """The status lines go to logs and terminals alike: rich wrapped them at 80 columns (the width it assumes
+    for a file), breaking "(2 local worker(s))" and the report command in the middle."""
+    from sb3_trpo_ext.benchmark import cli
+
+    monkeypatch.setenv("COLUMNS", "60")
+    monkeypatch.setattr(cli, "run_local_jobs", lambda jobs, workers, **kwargs: [])
+    folder = tmp_path / "a_sweep_folder_with_a_rather_long_name"
+    main(["run", *SWEEP, *SMALL, "-f", str(folder), "--workers", "2"])
+    lines = capsys.readouterr().err.splitlines()
+    start = [line for line in lines if "runs in" in line]
+    assert len(start) == 1 and start[0].endswith("(2 local worker(s))"), lines
+    assert any(line.endswith(f"report: sb3-trpo-bench report {folder} -o REPORT_FOLDER") for line in lines), lines
+
+
 def test_other_configuration_in_folder(local_sweep: Path, capsys: pytest.CaptureFixture) -> None:
     before = (local_sweep / "sweep.json").read_text()
     with pytest.raises(SystemExit) as exit_info:

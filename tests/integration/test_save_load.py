@@ -8,6 +8,7 @@ import pathlib
 import re
 import subprocess
 import sys
+import warnings
 
 import gymnasium as gym
 import numpy as np
@@ -147,12 +148,16 @@ def test_load_sb3_contrib_checkpoint(tmp_path, make_env, equivalent):
     path = tmp_path / "contrib.zip"
     contrib.save(path)
 
-    with pytest.warns(UserWarning, match="sb3-contrib") as record:
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
         loaded = TRPO.load(path)
     messages = [str(w.message) for w in record if "sb3-contrib" in str(w.message)]
-    values = {float(v) for m in messages for v in re.findall(r"target_kl=([0-9.eE+-]+\d)", m)}
-    assert equivalent in values, messages
-    assert values <= {0.01, equivalent}, messages
+    if equivalent == 0.01:  # one action dimension: nothing to convert, nothing to warn about
+        assert not messages, messages
+    else:
+        values = {float(v) for m in messages for v in re.findall(r"target_kl=([0-9.eE+-]+\d)", m)}
+        assert equivalent in values, messages
+        assert values <= {0.01, equivalent}, messages
     assert loaded.target_kl == 0.01  # not rescaled silently
 
     obs = observations(contrib.observation_space)
@@ -199,6 +204,24 @@ def _actor_step(model, rollout_buffer) -> th.Tensor:
     return parameters_to_vector(actor).detach() - before
 
 
+@pytest.mark.parametrize(
+    ("make_env", "warns"), [(lambda: gym.make("Pendulum-v1"), False), (Box3Env, True)], ids=["pendulum", "box3"]
+)
+def test_sb3_contrib_conversion_warns_only_when_it_changes_the_values(tmp_path, make_env, warns):
+    """With one action dimension the true KL is the per-dimension mean: the warning used to tell users to set
+    target_kl and cg_damping to the values they already had."""
+    from sb3_contrib import TRPO as ContribTRPO
+
+    ContribTRPO("MlpPolicy", make_env(), n_steps=64, batch_size=64, policy_kwargs=SMALL_NET).save(tmp_path / "c.zip")
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        TRPO.load(tmp_path / "c.zip")
+    messages = [str(w.message) for w in record if "sb3-contrib" in str(w.message)]
+    assert len(messages) == int(warns), messages
+    if warns:
+        assert "target_kl=0.03" in messages[0] and "cg_damping=0.3" in messages[0]  # 3 dimensions
+
+
 def test_converted_sb3_contrib_settings_take_sb3_contribs_step():
     """With d action dimensions, target_kl and cg_damping times d (README, hyperparams/trpo_ext.yml) give
     sb3-contrib's step on the same batch from the same weights: its Fisher is that of the per-dimension mean KL,
@@ -231,6 +254,18 @@ def test_corrupt_file_raises_value_error(tmp_path):
     path.write_bytes(np.random.default_rng(0).bytes(2048))
     with pytest.raises(ValueError):
         TRPO.load(path)
+
+
+def test_truncated_file_says_so_and_names_the_path(tmp_path):
+    path = tmp_path / "trpo.zip"
+    TRPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=64, policy_kwargs=SMALL_NET).save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # an interrupted copy or download
+    with pytest.raises(ValueError, match="truncated or corrupted") as error:
+        TRPO.load(path)
+    assert str(path) in str(error.value) and "nothing was loaded" in str(error.value)
+    with open(path, "rb") as stream, pytest.raises(ValueError, match="truncated or corrupted"):
+        TRPO.load(stream)
 
 
 def test_ppo_checkpoint_is_rejected(tmp_path):

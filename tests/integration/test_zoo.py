@@ -225,6 +225,53 @@ def test_train_enjoy_and_load_helper(trained: Path) -> None:
         env.close()
 
 
+def _without_display() -> dict[str, str]:
+    """The environment of a machine with no display: no DISPLAY, WAYLAND_DISPLAY or MUJOCO_GL."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "MUJOCO_GL")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    return env
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="an unset DISPLAY means no display only on Linux")
+def test_enjoy_without_a_display_runs_without_rendering(tmp_path: Path) -> None:
+    """MuJoCo's viewer aborted the process (glfwGetVideoMode assertion, status 134) with no display: enjoy now
+    adds the Zoo's --no-render and says so in one line."""
+    pytest.importorskip("mujoco")
+    check(
+        run_zoo("train", "--algo", "trpo_ext", "--env", "Hopper-v5", "-n", "256", "-f", str(tmp_path), *FAST,
+                "-params", "n_steps:128", "batch_size:128", cwd=tmp_path)
+    )  # fmt: skip
+    result = run_zoo(
+        "enjoy", "--algo", "trpo_ext", "--env", "Hopper-v5", "-f", str(tmp_path), "-n", "20", "--num-threads", "1",
+        cwd=tmp_path, env=_without_display(),
+    )  # fmt: skip
+    check(result)
+    notes = [line for line in result.stderr.splitlines() if "--no-render" in line]
+    assert len(notes) == 1 and "no display" in notes[0], result.stderr
+    assert "GLFWError" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_enjoy_names_the_missing_folder_or_the_runs_there(trained: Path, tmp_path: Path, capsys) -> None:
+    """The Zoo's AssertionError traceback ("The ... folder was not found") becomes one line, status 2."""
+    base = ["enjoy", "--algo", "trpo_ext", "--env", "CartPole-v1", "--no-render"]
+    cases = [
+        (["-f", str(tmp_path / "nope")], [str(tmp_path / "nope"), "does not exist"]),
+        (["-f", str(trained), "--exp-id", "7"], ["CartPole-v1_7", "CartPole-v1_1"]),
+        (["-f", str(tmp_path)], [str(tmp_path), "no trpo_ext runs"]),
+    ]
+    for extra, expected in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            main([*base, *extra])
+        assert exit_info.value.code == 2, extra
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and all(text in lines[0] for text in expected), (extra, lines)
+    with pytest.raises(SystemExit) as exit_info:  # runs of that algo, but none on this env: name those there
+        main(["enjoy", "--algo", "trpo_ext", "--env", "Pendulum-v1", "-f", str(trained), "--no-render"])
+    assert exit_info.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "Pendulum-v1" in line and "CartPole-v1_1" in line
+
+
 def test_record_video_and_plot_train(trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     headless = {**os.environ, "SDL_VIDEODRIVER": "dummy", "MPLBACKEND": "Agg"}
     headless["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])

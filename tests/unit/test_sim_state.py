@@ -571,6 +571,41 @@ def test_round_trip_passes_and_leaves_the_environment_as_it_was(env_id: str) -> 
     assert checked.get_episode_rewards() == twin.get_episode_rewards()
 
 
+class LateStateEnv(ProtocolEnv):
+    """The protocol on an environment whose state exists only after the first ``reset`` (set there, as in many
+    user environments): ``get_state`` raises AttributeError before it."""
+
+    def __init__(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("order_enforcing", [False, True], ids=["bare", "gym.make-like"])
+def test_round_trip_on_a_never_reset_environment_without_state(order_enforcing: bool) -> None:
+    """With no state to put back, the check leaves the environment freshly reset (SB3 resets it before the first
+    rollout anyway); it used to fail on the snapshot it took before resetting."""
+    from sb3_trpo_ext.sim_state import check_round_trip
+
+    env: gym.Env = LateStateEnv()
+    if order_enforcing:
+        env = gym.wrappers.OrderEnforcing(env)
+    with pytest.raises(AttributeError):
+        get_state(env)
+    assert check_round_trip(env) > 0
+    assert env.unwrapped.t == 0  # freshly reset, not where the replayed steps left it
+    assert not order_enforcing or env._has_reset
+    get_state(env)
+    env.step(env.action_space.sample())
+
+    class BrokenGetState(ProtocolEnv):  # a reset environment whose get_state fails: that error is not hidden
+        def get_state(self) -> object:
+            raise AttributeError("no attribute 'velocity'")
+
+    broken = gym.wrappers.OrderEnforcing(BrokenGetState())
+    broken.reset(seed=0)
+    with pytest.raises(AttributeError, match="velocity"):
+        check_round_trip(broken)
+
+
 def test_round_trip_catches_state_the_attribute_list_misses(monkeypatch: pytest.MonkeyPatch) -> None:
     """A mutable attribute that a later gymnasium might add to CartPole (here: a gust counter in the reward) is not
     in the fixed list: the dispatch accepts the environment, the round trip refuses it, naming it."""

@@ -217,6 +217,22 @@ def test_continuous_vine_gradient_matches_finite_differences():
 
 
 # --------------------------------------------------------------------------------- environment checks
+class LateStateEnv(NoisyEnv):
+    """The protocol, but no state before the first ``reset`` (``t`` and ``signal`` are set there)."""
+
+    def __init__(self):
+        self.action_space = spaces.Box(-1, 1, (2,), np.float32)
+        self.observation_space = spaces.Box(-5, 5, (3,), np.float32)
+        self.horizon = 12
+
+
+def test_vine_on_a_protocol_env_with_no_state_before_reset():
+    """The build-time round trip snapshotted the never-reset environment and its get_state raised AttributeError."""
+    model = TRPO("MlpPolicy", LateStateEnv(), seed=0, **SMALL, **VINE)
+    model.learn(64)
+    assert model.num_timesteps == 64
+
+
 def test_unrestorable_env_fails_at_construction():
     env = make_vec_env(lambda: NoProtocolEnv(), n_envs=1)
     with pytest.raises(UnrestorableEnvError, match=r"NoProtocolEnv.*get_state") as info:
