@@ -68,9 +68,13 @@ class Accelerations:
         episode_starts: list[np.ndarray],
         values: th.Tensor,
         log_probs: th.Tensor,
+        action_masks: list[np.ndarray] | None = None,
     ) -> None:
-        """Add a whole rollout to ``buffer``: whole-array copies where they equal SB3's ``add``, else step by step."""
-        fill_buffer(buffer, observations, actions, rewards, episode_starts, values, log_probs, whole=self.enabled)
+        """Add a whole rollout to ``buffer``: whole-array copies where they equal SB3's ``add``, else step by step
+        (with each step's ``action_masks`` for a masked buffer)."""
+        fill_buffer(
+            buffer, observations, actions, rewards, episode_starts, values, log_probs, action_masks, whole=self.enabled
+        )
 
     def compute_returns(self, buffer: RolloutBuffer, last_values: th.Tensor, dones: np.ndarray) -> None:
         """Returns and advantages (GAE) of the filled buffer: over plain floats where the buffer uses SB3's own
@@ -88,13 +92,17 @@ class Accelerations:
         actor_params: Sequence[th.Tensor],
         family: ActionFamily,
         damping: float,
+        action_masks: th.Tensor | None = None,
     ) -> Callable[[th.Tensor], th.Tensor] | None:
-        """The MLP actor's Fisher-vector product written out, or None (autograd's analytic product applies)."""
+        """The MLP actor's Fisher-vector product written out (at the masked distributions, with ``action_masks``),
+        or None (autograd's analytic product applies)."""
         spec = MlpSpec.actor(policy) if self.enabled else None
         if spec is None:
             return None
         log_std = policy.log_std if isinstance(family, GaussianFamily) else None
-        return mlp_fisher_product(spec.linears, spec.tanh, log_std, obs, actor_params, family, damping)
+        return mlp_fisher_product(
+            spec.linears, spec.tanh, log_std, spec.torch_input(obs), actor_params, family, damping, action_masks
+        )
 
     def critic(self, policy: ActorCriticPolicy) -> tuple[PlainMlpCritic | None, Callable[[th.Tensor], th.Tensor]]:
         """The critic's hand-derived regression gradients (None: autograd's) and its value function."""

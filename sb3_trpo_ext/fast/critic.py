@@ -33,8 +33,9 @@ class PlainMlpCritic:
     :param tanh: for each activation between them, True for tanh, False for ReLU
     """
 
-    def __init__(self, linears: list[nn.Linear], tanh: list[bool]):
+    def __init__(self, linears: list[nn.Linear], tanh: list[bool], spec: MlpSpec | None = None):
         self.mlp = TorchMlp(linears, tanh)
+        self.spec = spec  # its torch_input preprocesses the observations (one-hot encodings), where given
         self.weight_grads = [_grad_buffer(layer.weight) for layer in linears]
         self.bias_grads = [_grad_buffer(layer.bias) for layer in linears]
 
@@ -44,7 +45,7 @@ class PlainMlpCritic:
         :meth:`sb3_trpo_ext.fast.mlp.MlpSpec.read`: SB3's own methods, flat ``Box`` observations, Linear/Tanh/ReLU
         layers)."""
         spec = MlpSpec.critic(policy)
-        return None if spec is None else cls(spec.linears, spec.tanh)
+        return None if spec is None else cls(spec.linears, spec.tanh, spec)
 
     def set_gradients(self, obs: th.Tensor, returns: th.Tensor) -> th.Tensor:
         """Write ``d loss / d theta`` into every layer's ``.grad`` for ``loss = mean((V(obs) - returns)^2)``.
@@ -52,7 +53,7 @@ class PlainMlpCritic:
         :return: the loss (detached)
         """
         mlp = self.mlp
-        inputs, values = mlp.forward(obs)
+        inputs, values = mlp.forward(obs if self.spec is None else self.spec.torch_input(obs))
         error = values.view(-1).sub_(returns)  # the head's output is a fresh tensor: reuse it
         loss = error.square().mean()
         # backward: d loss / d V = 2 (V - R) / B, then the chain rule layer by layer (into the .grad buffers)

@@ -18,7 +18,7 @@ from sb3_trpo_ext.common.fisher import (
     flatten,
     unflatten,
 )
-from sb3_trpo_ext.fast.mlp import TorchMlp
+from sb3_trpo_ext.fast.mlp import MASKED_LOGIT, TorchMlp
 
 __all__ = ["mlp_fisher_product"]
 
@@ -31,6 +31,7 @@ def mlp_fisher_product(
     params: Sequence[th.Tensor],
     family: ActionFamily,
     damping: float = 0.0,
+    action_masks: th.Tensor | None = None,
 ) -> Callable[[th.Tensor], th.Tensor]:
     """``v -> (mean_s J_s^T M_s J_s) v + damping * v`` for a plain MLP actor, with ``J v`` (tangents pushed
     forward layer by layer) and ``J^T u`` (the chain rule backwards) written out: no autograd graph, about a
@@ -48,10 +49,15 @@ def mlp_fisher_product(
         ``bias`` and ``log_std``, each exactly once
     :param family: the action distribution family
     :param damping: Tikhonov damping added to the product
+    :param action_masks: for sb3-contrib's masked distributions, True where an action is valid (one row per state):
+        the Fisher is taken at the masked probabilities (an invalid action has probability 0, so its logit's row
+        and column of ``M`` vanish: the raw head's Jacobian serves as it is), else None
     """
     mlp = TorchMlp(linears, tanh)
     inputs, head = mlp.forward(obs)  # each Linear's input at theta_old
     with th.no_grad():
+        if action_masks is not None:
+            head = th.where(action_masks.reshape(head.shape).bool(), head, th.tensor(MASKED_LOGIT, dtype=head.dtype))
         if isinstance(family, GaussianFamily):
             assert log_std is not None
             at: DistParams = (head, log_std.detach().expand_as(head))

@@ -25,6 +25,12 @@ import numpy as np
 import torch as th
 import torch.nn.functional as F
 from gymnasium import spaces
+from sb3_contrib.common.maskable.distributions import (
+    MaskableBernoulliDistribution,
+    MaskableCategoricalDistribution,
+    MaskableMultiCategoricalDistribution,
+)
+from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from stable_baselines3.common.distributions import (
     BernoulliDistribution,
     CategoricalDistribution,
@@ -38,12 +44,20 @@ from torch import nn
 
 #: SB3 distribution class -> family, for the actor's fast paths (numpy collection, Fisher products written out):
 #: the exact classes, whose parameters are the head's raw outputs (and ``log_std``); gSDE takes the torch paths.
-PLAIN_DISTRIBUTIONS = {
+#: sb3-contrib's masked distributions are categorical over the head's logits (a masked Bernoulli is a
+#: multi-categorical of two choices per dimension): the fast paths apply the masks (:func:`masked_logits`).
+PLAIN_DISTRIBUTIONS: dict[type, str] = {
     DiagGaussianDistribution: "gaussian",
     CategoricalDistribution: "categorical",
     MultiCategoricalDistribution: "multicategorical",
     BernoulliDistribution: "bernoulli",
+    MaskableCategoricalDistribution: "categorical",
+    MaskableMultiCategoricalDistribution: "multicategorical",
+    MaskableBernoulliDistribution: "multicategorical",
 }
+
+#: The logit sb3-contrib's masked distributions give an invalid action (``MaskableCategorical.apply_masking``).
+MASKED_LOGIT = -1e8
 
 #: The ActorCriticPolicy methods that decide actions, values and log-probabilities. A subclass that overrides
 #: any of them computes something else, which only its own methods reproduce.
@@ -62,13 +76,25 @@ _tanh_backward = th.ops.aten.tanh_backward
 _relu_backward = th.ops.aten.threshold_backward
 
 
-def uses_sb3_methods(policy: ActorCriticPolicy) -> bool:
+def uses_sb3_methods(policy: ActorCriticPolicy | MaskableActorCriticPolicy) -> bool:
     """Whether ``policy`` computes actions, values and log-probabilities with SB3's own ``ActorCriticPolicy``
-    methods and ``MlpExtractor`` (only then may a hand-derived chain stand in for them)."""
+    methods (sb3-contrib's ``MaskableActorCriticPolicy``'s for a masked policy) and ``MlpExtractor``: only then may a
+    hand-derived chain stand in for them."""
+    base = MaskableActorCriticPolicy if isinstance(policy, MaskableActorCriticPolicy) else ActorCriticPolicy
+    if not isinstance(policy, base):
+        return False
     policy_class = type(policy)
     return type(policy.mlp_extractor) is MlpExtractor and all(
-        getattr(policy_class, name) is getattr(ActorCriticPolicy, name) for name in _POLICY_METHODS
+        getattr(policy_class, name) is getattr(base, name) for name in _POLICY_METHODS
     )
+
+
+def masked_logits(logits: np.ndarray, action_masks: np.ndarray | None) -> np.ndarray:
+    """``logits`` with every invalid action's logit replaced by :data:`MASKED_LOGIT`, as sb3-contrib's masked
+    distributions do (``action_masks``: True where valid, one row per state, or None: no masking)."""
+    if action_masks is None:
+        return logits
+    return np.where(np.asarray(action_masks, dtype=bool).reshape(logits.shape), logits, np.float32(MASKED_LOGIT))
 
 
 def flat_dict_keys(policy: ActorCriticPolicy, features_extractor: nn.Module) -> list[str] | None:
@@ -103,6 +129,9 @@ class MlpSpec:
     tanh: list[bool]
     keys: list[str] | None = None
     family: str | None = None
+    #: for a ``Discrete`` or ``MultiDiscrete`` observation, the number of categories of each entry (SB3 one-hot
+    #: encodes them), else None
+    one_hot: tuple[int, ...] | None = None
 
     @classmethod
     def read(
@@ -116,8 +145,9 @@ class MlpSpec:
         """The chain computing ``obs -> head(net(features_extractor(preprocess(obs))))``, or None where it would
         not compute exactly what the policy does.
 
-        Supported: a policy that uses SB3's own methods (:func:`uses_sb3_methods`), a flat ``Box`` observation
-        (preprocessing is a float cast), SB3's ``FlattenExtractor``, and ``net`` an ``nn.Sequential`` of
+        Supported: a policy that uses SB3's own methods (:func:`uses_sb3_methods`), a flat ``Box`` or ``MultiBinary``
+        observation (preprocessing is a float cast) or a ``Discrete`` / ``MultiDiscrete`` one (one-hot encoded), SB3's
+        ``FlattenExtractor``, and ``net`` an ``nn.Sequential`` of
         alternating Linear and Tanh/ReLU layers followed by a Linear ``head``. With ``dict_observations``, also a
         ``Dict`` of flat ``Box`` entries concatenated by SB3's ``CombinedExtractor`` (:func:`flat_dict_keys`): the
         numpy forward concatenates them itself (the torch passes take flat tensors only).
@@ -126,9 +156,11 @@ class MlpSpec:
             return None
         keys = None
         space = policy.observation_space
-        if not (
-            isinstance(space, spaces.Box) and not is_image_space(space) and type(features_extractor) is FlattenExtractor
-        ):
+        one_hot = _one_hot_sizes(space)
+        # SB3 preprocesses a non-image Box and a MultiBinary by a float cast, Discrete entries by one-hot encoding
+        flat = isinstance(space, spaces.MultiBinary) or (isinstance(space, spaces.Box) and not is_image_space(space))
+        flat = flat or one_hot is not None
+        if not (flat and type(features_extractor) is FlattenExtractor):
             keys = flat_dict_keys(policy, features_extractor) if dict_observations else None
             if keys is None:
                 return None
@@ -138,7 +170,7 @@ class MlpSpec:
             return None
         if len(activations) != len(linears) - 1 or not all(type(a) in (nn.Tanh, nn.ReLU) for a in activations):
             return None
-        return cls(linears, [type(a) is nn.Tanh for a in activations], keys)
+        return cls(linears, [type(a) is nn.Tanh for a in activations], keys, one_hot=one_hot)
 
     @classmethod
     def actor(cls, policy: ActorCriticPolicy, dict_observations: bool = False) -> MlpSpec | None:
@@ -152,7 +184,7 @@ class MlpSpec:
             policy.action_net,
             dict_observations=dict_observations,
         )
-        return None if family is None or spec is None else cls(spec.linears, spec.tanh, spec.keys, family)
+        return None if family is None or spec is None else cls(spec.linears, spec.tanh, spec.keys, family, spec.one_hot)
 
     @classmethod
     def critic(cls, policy: ActorCriticPolicy) -> MlpSpec | None:
@@ -168,7 +200,7 @@ class MlpSpec:
         ]
 
         def forward(obs: th.Tensor) -> th.Tensor:
-            x = obs.float().flatten(1)
+            x = self.torch_input(obs)
             for linear, is_tanh in steps:
                 x = F.linear(x, linear.weight, linear.bias)
                 if is_tanh is not None:
@@ -176,6 +208,20 @@ class MlpSpec:
             return x
 
         return forward
+
+    def torch_input(self, obs: th.Tensor) -> th.Tensor:
+        """The chain's input for a batch of (flat) observations as SB3 preprocesses them: a float cast, or the
+        one-hot encoding of ``Discrete`` / ``MultiDiscrete`` entries; one row per sample."""
+        if self.one_hot is None:
+            return obs.float().flatten(1)
+        if len(self.one_hot) == 1:
+            return F.one_hot(obs.long().reshape(-1), self.one_hot[0]).float()
+        columns = obs.long().reshape(len(obs), len(self.one_hot)).unbind(dim=1)
+        return th.cat([F.one_hot(column, n).float() for column, n in zip(columns, self.one_hot)], dim=1)
+
+    def numpy_input(self, obs: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
+        """The chain's input in numpy (:func:`numpy_input`)."""
+        return numpy_input(obs, self.keys, self.one_hot)
 
     def numpy_weights(self, share_memory: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
         """``(W^T, b)`` of every Linear as float32 arrays (``x @ W^T + b``): copies, or with ``share_memory``
@@ -191,9 +237,25 @@ def to_numpy(tensor: th.Tensor) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------ numpy
-def numpy_input(obs: np.ndarray | dict[str, np.ndarray], keys: list[str] | None) -> np.ndarray:
+def _one_hot_sizes(space: spaces.Space) -> tuple[int, ...] | None:
+    """The categories of each entry of a ``Discrete`` / one-dimensional ``MultiDiscrete`` space (SB3 one-hot encodes
+    them before its ``FlattenExtractor``), else None."""
+    if isinstance(space, spaces.Discrete) and int(space.start) == 0:
+        return (int(space.n),)
+    if isinstance(space, spaces.MultiDiscrete) and space.nvec.ndim == 1:
+        return tuple(int(n) for n in space.nvec)
+    return None
+
+
+def numpy_input(
+    obs: np.ndarray | dict[str, np.ndarray], keys: list[str] | None, one_hot: tuple[int, ...] | None = None
+) -> np.ndarray:
     """The chain's input for a batch of observations: flattened float32 rows; a ``Dict``'s entries (``keys``)
-    flattened and concatenated in the order SB3's ``CombinedExtractor`` does."""
+    flattened and concatenated in the order SB3's ``CombinedExtractor`` does; ``Discrete`` / ``MultiDiscrete``
+    entries (``one_hot``: their categories) one-hot encoded, as SB3's ``preprocess_obs`` does."""
+    if one_hot is not None:
+        indices = np.asarray(obs, dtype=np.int64).reshape(-1, len(one_hot))
+        return np.concatenate([np.eye(n, dtype=np.float32)[indices[:, i]] for i, n in enumerate(one_hot)], axis=1)
     if keys is not None:
         assert isinstance(obs, dict)
         n = len(obs[keys[0]])

@@ -23,7 +23,15 @@ from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.utils import obs_as_tensor
 
 from sb3_trpo_ext.common.sampling import draw_actions
-from sb3_trpo_ext.fast.mlp import PLAIN_DISTRIBUTIONS, MlpSpec, numpy_forward, numpy_input, to_numpy, uses_sb3_methods
+from sb3_trpo_ext.fast.mlp import (
+    PLAIN_DISTRIBUTIONS,
+    MlpSpec,
+    masked_logits,
+    numpy_forward,
+    numpy_input,
+    to_numpy,
+    uses_sb3_methods,
+)
 
 
 @dataclass
@@ -37,6 +45,7 @@ class NumpyActor:
     :param action_dims: the sizes of a multi-categorical's blocks, else None
     :param keys: for a ``Dict`` observation, its entries in the order SB3's ``CombinedExtractor`` concatenates
         them (flattened), else None
+    :param one_hot: for a ``Discrete`` / ``MultiDiscrete`` observation, its categories (one-hot encoded), else None
     """
 
     weights: list[tuple[np.ndarray, np.ndarray]]
@@ -47,6 +56,7 @@ class NumpyActor:
     keys: list[str] | None = None
     #: with ``std`` None: a view of the Gaussian's ``log_std`` (see :meth:`from_policy`'s ``share_memory``)
     log_std: np.ndarray | None = None
+    one_hot: tuple[int, ...] | None = None
 
     @classmethod
     def from_policy(cls, policy: ActorCriticPolicy, share_memory: bool = False) -> NumpyActor | None:
@@ -64,7 +74,9 @@ class NumpyActor:
         assert family is not None
         activations = ["tanh" if is_tanh else "relu" for is_tanh in spec.tanh]
         if not share_memory:
-            return cls(spec.numpy_weights(), activations, family, *_draw_params(policy, family), spec.keys)
+            return cls(
+                spec.numpy_weights(), activations, family, *_draw_params(policy, family), spec.keys, None, spec.one_hot
+            )
         parameters = [t for layer in spec.linears for t in (layer.weight, layer.bias)]
         if family == "gaussian":
             parameters.append(policy.log_std)
@@ -72,21 +84,34 @@ class NumpyActor:
             return None
         log_std = policy.log_std.detach().numpy() if family == "gaussian" else None
         action_dims = _draw_params(policy, family)[1]
-        return cls(spec.numpy_weights(share_memory=True), activations, family, None, action_dims, spec.keys, log_std)
+        return cls(
+            spec.numpy_weights(share_memory=True),
+            activations,
+            family,
+            None,
+            action_dims,
+            spec.keys,
+            log_std,
+            spec.one_hot,
+        )
 
     def distribution_params(self, obs: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
         """The head's output for a batch of observations: the Gaussian's mean, or the logits."""
-        return numpy_forward(self.weights, self.activations, numpy_input(obs, self.keys))
+        return numpy_forward(self.weights, self.activations, numpy_input(obs, self.keys, self.one_hot))
 
-    def sample(self, obs: np.ndarray | dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
-        """Actions for a batch of observations, drawn with ``rng`` (int64 for discrete families, else float32)."""
+    def sample(
+        self, obs: np.ndarray | dict[str, np.ndarray], rng: np.random.Generator, action_masks: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Actions for a batch of observations, drawn with ``rng`` (int64 for discrete families, else float32);
+        with ``action_masks`` (True where valid; categorical families), invalid actions are never drawn."""
         std = self.std if self.std is not None or self.log_std is None else np.exp(self.log_std)
-        return draw_actions(self.family, self.distribution_params(obs), std, self.action_dims, rng)
+        params = masked_logits(self.distribution_params(obs), action_masks)
+        return draw_actions(self.family, params, std, self.action_dims, rng)
 
-    def mode(self, obs: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
+    def mode(self, obs: np.ndarray | dict[str, np.ndarray], action_masks: np.ndarray | None = None) -> np.ndarray:
         """The deterministic actions SB3's distributions give (``mode()``): the Gaussian's mean, the most likely
-        category (of each block), a Bernoulli's 1 where its probability is above 1/2."""
-        params = self.distribution_params(obs)
+        (valid) category of each block, a Bernoulli's 1 where its probability is above 1/2."""
+        params = masked_logits(self.distribution_params(obs), action_masks)
         if self.family == "gaussian":
             return params
         if self.family == "bernoulli":  # torch.round(p) rounds 1/2 to 0: 1 exactly where the logit is > 0
@@ -133,9 +158,12 @@ class TorchHeadActor:
             head = policy.action_net(policy.mlp_extractor.forward_actor(features))
         return head.cpu().numpy()
 
-    def sample(self, obs: np.ndarray | dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    def sample(
+        self, obs: np.ndarray | dict[str, np.ndarray], rng: np.random.Generator, action_masks: np.ndarray | None = None
+    ) -> np.ndarray:
         """Actions for a batch of observations, drawn with ``rng`` as :meth:`NumpyActor.sample` draws them."""
-        return draw_actions(self.family, self.distribution_params(obs), self.std, self.action_dims, rng)
+        params = masked_logits(self.distribution_params(obs), action_masks)
+        return draw_actions(self.family, params, self.std, self.action_dims, rng)
 
 
 def collection_actor(policy: ActorCriticPolicy) -> NumpyActor | TorchHeadActor | None:

@@ -43,12 +43,21 @@ def fill_buffer(
     episode_starts: list[np.ndarray],
     values: th.Tensor,
     log_probs: th.Tensor,
+    action_masks: list[np.ndarray] | None = None,
     whole: bool = True,
 ) -> None:
     """Add a whole rollout (``n_steps`` lists, ``(n_steps, n_envs, ...)`` arrays) to ``buffer``: SB3's own
     ``RolloutBuffer.add`` as whole-array copies when it fills the buffer exactly; a custom buffer's ``add`` (or a
-    partial rollout, or ``whole=False``) is called step by step."""
+    partial rollout, or ``whole=False``) is called step by step, with each step's ``action_masks`` (a masked
+    buffer, e.g. sb3-contrib's ``MaskableRolloutBuffer``) where given."""
     n_steps = len(observations)
+    if action_masks:
+        for step in range(n_steps):
+            buffer.add(  # type: ignore[call-arg]  # a masked buffer's add takes the masks
+                observations[step], actions[step], rewards[step], episode_starts[step], values[step],
+                log_probs[step], action_masks=action_masks[step],
+            )  # fmt: skip
+        return
     if whole and type(buffer).add is RolloutBuffer.add and n_steps == buffer.buffer_size:
         buffer.observations[:] = np.stack(observations).reshape(buffer.observations.shape)
         buffer.actions[:] = actions

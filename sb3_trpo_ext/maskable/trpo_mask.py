@@ -16,7 +16,6 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, RolloutBufferSamples
-from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_trpo_ext.common.fisher import FISHER_PRODUCTS, ActionFamily
@@ -25,7 +24,6 @@ from sb3_trpo_ext.maskable.distributions import MaskedObs, masked_action_family
 from sb3_trpo_ext.maskable.policies import MaskableCnnPolicy, MaskableMlpPolicy, MaskableMultiInputPolicy
 from sb3_trpo_ext.maskable.vine import MaskableDictVineRolloutBuffer, MaskableVineRolloutBuffer, MaskableVineSampler
 from sb3_trpo_ext.trpo.hyperparams import AUTOMATIC_BUFFERS
-from sb3_trpo_ext.trpo.rollout import fast_distributions
 from sb3_trpo_ext.trpo.trpo import TRPO
 
 __all__ = ["MaskableTRPO"]
@@ -175,8 +173,9 @@ class MaskableTRPO(TRPO):
         rollout_buffer: RolloutBuffer,
         n_rollout_steps: int,
     ) -> bool:
-        """Collect ``n_rollout_steps`` per environment with the current masked policy (MaskablePPO's loop: the
-        environment's masks read before every step, passed to the policy and stored in the buffer); with vine
+        """Collect ``n_rollout_steps`` per environment with TRPO's collection loop and the current masked policy: the
+        environments' masks are read before every step (:meth:`_action_masks`), applied to the actions drawn (the
+        numpy actor's masked logits, or the policy's masked distribution) and stored in the buffer; with vine
         sampling, then run the branches of the rollout set.
 
         :return: True if ``n_rollout_steps`` were collected, False if a callback stopped the rollout.
@@ -185,71 +184,18 @@ class MaskableTRPO(TRPO):
         assert isinstance(rollout_buffer, (MaskableRolloutBuffer, MaskableDictRolloutBuffer)), (
             "MaskableTRPO's rollout buffer must store the action masks"
         )
-        assert self._last_obs is not None, "No previous observation was provided"
-        use_masking = self._use_masking
-        if use_masking and not is_masking_supported(env):
+        if self._use_masking and not is_masking_supported(env):
             raise ValueError(
                 "The environment does not support action masking (no action_masks() method): wrap it in "
                 "sb3-contrib's ActionMasker, or call learn(..., use_masking=False)"
             )
-        self.policy.set_training_mode(False)
-        rollout_buffer.reset()
-        callback.on_rollout_start()
         if self._vine is not None:
-            self._vine.use_masking = use_masking
-            self._vine.plan(n_rollout_steps)
+            self._vine.use_masking = self._use_masking
+        return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
 
-        n_steps = 0
-        action_masks = None
-        dones = np.zeros(env.num_envs, dtype=bool)
-        new_obs: Any = self._last_obs  # then what env.step returns
-        while n_steps < n_rollout_steps:
-            if use_masking:
-                action_masks = get_action_masks(env)
-            if self._vine is not None:
-                self._vine.on_trunk_step(n_steps, self._last_obs, action_masks)
-            with th.no_grad(), fast_distributions():
-                obs_tensor = obs_as_tensor(self._last_obs, self.device)
-                actions_tensor, values, log_probs = self.policy(obs_tensor, action_masks=action_masks)
-            actions = actions_tensor.cpu().numpy()
-
-            new_obs, rewards, dones, infos = env.step(actions)
-            self.num_timesteps += env.num_envs
-
-            callback.update_locals(locals())
-            if not callback.on_step():
-                return False
-            self._update_info_buffer(infos, dones)
-            n_steps += 1
-
-            if isinstance(self.action_space, spaces.Discrete):
-                actions = actions.reshape(-1, 1)
-            for env_idx, done in enumerate(dones):  # time-limit truncation: bootstrap with the terminal value
-                terminal_obs = infos[env_idx].get("terminal_observation")
-                if done and terminal_obs is not None and infos[env_idx].get("TimeLimit.truncated", False):
-                    with th.no_grad():
-                        terminal_value = self.policy.predict_values(self.policy.obs_to_tensor(terminal_obs)[0])
-                    rewards[env_idx] += self.gamma * terminal_value.item()
-
-            rollout_buffer.add(
-                self._last_obs,
-                actions,
-                rewards,
-                self._last_episode_starts,
-                values,
-                log_probs,
-                action_masks=action_masks,
-            )
-            self._last_obs = new_obs
-            self._last_episode_starts = dones
-
-        with th.no_grad():
-            last_values = self.policy.predict_values(obs_as_tensor(new_obs, self.device))
-        self._finish_rollout(rollout_buffer, last_values, dones)
-
-        callback.update_locals(locals())
-        callback.on_rollout_end()
-        return True
+    def _action_masks(self, env: VecEnv) -> np.ndarray | None:
+        """The environments' masks before a step, as MaskablePPO reads them (None with ``use_masking=False``)."""
+        return get_action_masks(env) if self._use_masking else None
 
     # ----------------------------------------------------------------- update
     def _single_path_surrogate(self, batch: RolloutBufferSamples) -> tuple[Any, Surrogate, int]:
@@ -269,8 +215,15 @@ class MaskableTRPO(TRPO):
     def _fisher_product(
         self, obs: PyTorchObs, dist_params: tuple[th.Tensor, ...], family: ActionFamily
     ) -> Callable[[th.Tensor], th.Tensor]:
-        """``J^T M J v`` (``fisher="analytic"``) or the Hessian of the KL (``"autograd"``) on the masked
-        distribution's normalised logits, ``J`` from autograd (a masked logit is a constant: its ``J`` row is 0)."""
+        """``J^T M J v`` at the masked distributions (``fisher="analytic"``: the speed layer's MLP product where it
+        applies, else ``J`` from autograd; a masked logit is a constant, its ``J`` row is 0) or the Hessian of the
+        KL (``"autograd"``)."""
+        if self.fisher == "analytic" and isinstance(obs, MaskedObs):
+            product = self._speed.fisher_product(
+                self.policy, obs.observations, self._actor_params, family, self.cg_damping, obs.action_masks
+            )
+            if product is not None:
+                return product
         return FISHER_PRODUCTS[self.fisher](dist_params, self._actor_params, family, self.cg_damping)
 
     # ------------------------------------------------------------ public API
@@ -321,4 +274,7 @@ class MaskableTRPO(TRPO):
         :param action_masks: the masks of the observation(s), True (or 1) where an action is valid; None: no masking
         :return: the action(s) and ``state``
         """
+        actions = self._numpy_predict(observation, state, deterministic, action_masks) if state is None else None
+        if actions is not None:  # the speed layer's numpy actor, masked
+            return actions, state
         return self.policy.predict(observation, state, episode_start, deterministic, action_masks=action_masks)

@@ -374,25 +374,30 @@ class TRPO(OnPolicyAlgorithm):
         step_log_probs: list[th.Tensor] = []
         step_rewards: list[np.ndarray] = []
         episode_starts: list[np.ndarray] = []
+        step_masks: list[np.ndarray] = []  # masked policies only
         truncated: list[tuple[int, int, Any]] = []  # (step, env, terminal observation)
         n_steps = 0
         while n_steps < n_rollout_steps:
             if self.use_sde and self.sde_sample_freq > 0 and n_steps % self.sde_sample_freq == 0:
                 self.policy.reset_noise(env.num_envs)
+            action_masks = self._action_masks(env)  # read before the step, as MaskablePPO does
+            masked = {} if action_masks is None else {"action_masks": action_masks}
             if self._vine is not None:
-                self._vine.on_trunk_step(n_steps, self._last_obs)
+                self._vine.on_trunk_step(n_steps, self._last_obs, **masked)
             if numpy_actor is not None:
-                sampled = numpy_actor.sample(self._last_obs, self._collect_rng)  # type: ignore[arg-type]  # SB3 types _last_obs as VecEnvObs (tuples too); never a tuple here
+                sampled = numpy_actor.sample(self._last_obs, self._collect_rng, action_masks)  # type: ignore[arg-type]  # SB3 types _last_obs as VecEnvObs (tuples too); never a tuple here
             else:
                 with th.no_grad(), fast_distributions():
                     obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]  # SB3 types _last_obs as VecEnvObs (tuples too); never a tuple here
                     if per_step_forward:
-                        action_tensor, values, log_probs = self.policy(obs_tensor)
+                        action_tensor, values, log_probs = self.policy(obs_tensor, **masked)
                         step_values.append(values.flatten())
                         step_log_probs.append(log_probs)
                     else:
-                        action_tensor = self.policy.get_distribution(obs_tensor).get_actions()
+                        action_tensor = self.policy.get_distribution(obs_tensor, **masked).get_actions()
                 sampled = action_tensor.cpu().numpy()
+            if action_masks is not None:
+                step_masks.append(action_masks)
             actions = sampled.reshape((-1, *self.action_space.shape))  # type: ignore[misc]  # gymnasium types shape as Optional
             clipped_actions = self._to_env_actions(actions)
 
@@ -427,7 +432,8 @@ class TRPO(OnPolicyAlgorithm):
                 values, log_probs = th.cat(step_values), th.cat(step_log_probs)
             else:
                 batch_obs = obs_as_tensor(stack_obs(observations), self.device)
-                values, log_probs, _ = self.policy.evaluate_actions(batch_obs, batch_actions)
+                masked = {"action_masks": np.concatenate(step_masks)} if step_masks else {}
+                values, log_probs, _ = self.policy.evaluate_actions(batch_obs, batch_actions, **masked)
             values = values.view(n_steps, env.num_envs)
             log_probs = log_probs.view(n_steps, env.num_envs)
             if truncated:  # time-limit truncation: bootstrap with the value of the terminal state
@@ -439,13 +445,18 @@ class TRPO(OnPolicyAlgorithm):
 
         buffer_actions = batch_actions.cpu().numpy().reshape(n_steps, env.num_envs, -1)
         self._speed.fill_buffer(
-            rollout_buffer, observations, buffer_actions, step_rewards, episode_starts, values, log_probs
+            rollout_buffer, observations, buffer_actions, step_rewards, episode_starts, values, log_probs, step_masks
         )
         self._finish_rollout(rollout_buffer, last_values, dones)
 
         callback.update_locals(locals())
         callback.on_rollout_end()
         return True
+
+    def _action_masks(self, env: VecEnv) -> np.ndarray | None:
+        """The environments' action masks before a step (True where an action is valid), for the policy and the
+        buffer; None: no masking (MaskableTRPO overrides it)."""
+        return None
 
     def _finish_rollout(self, rollout_buffer: RolloutBuffer, last_values: th.Tensor, dones: np.ndarray) -> None:
         """What every collection loop ends with, once the buffer holds the trunk: returns and advantages (GAE),
@@ -621,16 +632,27 @@ class TRPO(OnPolicyAlgorithm):
         fraction of the cost per call, which is most of an evaluation's time. Stochastic actions are drawn from a
         generator of their own (seeded from ``seed``), never the one collection draws from, so evaluating never
         changes training. Any other policy, observation or device takes SB3's torch path."""
-        fast = state is None and isinstance(observation, np.ndarray) and isinstance(self.policy, ActorCriticPolicy)
-        actor = self._numpy_predictor() if fast else None
-        if actor is None or actor.keys is not None or not isinstance(observation, np.ndarray):
+        actions = self._numpy_predict(observation, state, deterministic) if state is None else None
+        if actions is None:
             return super().predict(observation, state, episode_start, deterministic)
+        return actions, state
+
+    def _numpy_predict(
+        self, observation: Any, state: Any, deterministic: bool, action_masks: np.ndarray | None = None
+    ) -> np.ndarray | None:
+        """``predict``'s actions from the speed layer's numpy actor (masked with ``action_masks``), or None where it
+        does not apply (then the policy predicts in torch)."""
+        actor = self._numpy_predictor() if isinstance(observation, np.ndarray) else None
+        if actor is None or actor.keys is not None:
+            return None
         # SB3's own check: a single observation, or a batch of them (raises on any other shape)
         vectorized = is_vectorized_observation(observation, self.observation_space)
         obs = observation.reshape((-1, *self.observation_space.shape))  # type: ignore[misc]  # shape: Optional in gymnasium
-        actions = actor.mode(obs) if deterministic else actor.sample(obs, self._predict_rng)
+        if action_masks is not None:
+            action_masks = np.asarray(action_masks, dtype=bool).reshape(len(obs), -1)
+        actions = actor.mode(obs, action_masks) if deterministic else actor.sample(obs, self._predict_rng, action_masks)
         actions = self._to_env_actions(actions.reshape((-1, *self.action_space.shape)))  # type: ignore[misc]  # clipped, as SB3's
-        return (actions if vectorized else actions.squeeze(axis=0)), state
+        return actions if vectorized else actions.squeeze(axis=0)
 
     def _numpy_predictor(self) -> NumpyActor | None:
         """The numpy actor of :meth:`predict` (the speed layer's, rebuilt when the policy changes), or None."""
