@@ -21,6 +21,10 @@ REFERENCE = "9b2679b"
 #: route's (tests/integration/test_bit_identical.py). Update it only for a change meant to alter training, and say so in the
 #: commit.
 FAMILY_REFERENCE = "fc0b3e8"
+#: MaskableTRPO's reference since it collects in TRPO's loop with the speed layer's masked numpy actor (issue 26):
+#: its actions are drawn from the model's generator, as TRPO's are, not from torch's (a change of every masked run's
+#: draws, by design). Update it only for a change meant to alter training, and say so in the commit.
+MASKABLE_REFERENCE = "111586c"
 
 
 def reference_source(folder: Path, commit: str = REFERENCE) -> Path:
