@@ -347,6 +347,32 @@ def _rewind(path: Any) -> None:
         path.seek(0)
 
 
+def _unreadable(file: Any, path: Any, error: Exception) -> ValueError:
+    """The error for a model file that is not a readable zip archive. A cut copy or download loses the zip's central
+    directory (at its end), where zipfile only says "not a zip file"."""
+    name = getattr(file, "name", path)  # the file actually opened (".zip" appended by SB3's resolution)
+    return ValueError(f"{name} is not a readable model file (truncated or corrupted zip: {error}); nothing was loaded")
+
+
+def check_readable_zip(path: str | pathlib.Path | io.BufferedIOBase) -> None:
+    """Raise the same ``ValueError`` as :func:`load_data` if ``path`` is not a readable zip archive, before a loader
+    that would report it less plainly (SB3's, for ``trusted=True``) reads it.
+
+    :raises ValueError: naming the file, if it is truncated or corrupted
+    """
+    file = _open(path)
+    try:
+        with zipfile.ZipFile(file) as archive:
+            archive.namelist()
+    except (zipfile.BadZipFile, zlib.error, EOFError) as error:
+        raise _unreadable(file, path, error) from error
+    finally:
+        if isinstance(path, (str, os.PathLike)):
+            file.close()
+        else:
+            _rewind(path)
+
+
 def load_data(
     path: str | os.PathLike[str] | io.BufferedIOBase,
     custom_objects: dict[str, Any] | None = None,
@@ -377,11 +403,7 @@ def load_data(
         with zipfile.ZipFile(file) as archive:
             raw = json.loads(archive.read("data").decode()) if "data" in archive.namelist() else {}
     except (zipfile.BadZipFile, zlib.error, EOFError) as error:
-        # A cut copy or download loses the zip's central directory (at its end): zipfile only says "not a zip file"
-        name = getattr(file, "name", path)  # the file actually opened (".zip" appended by SB3's resolution)
-        raise ValueError(
-            f"{name} is not a readable model file (truncated or corrupted zip: {error}); nothing was loaded"
-        ) from error
+        raise _unreadable(file, path, error) from error
     finally:
         if isinstance(path, (str, os.PathLike)):
             file.close()

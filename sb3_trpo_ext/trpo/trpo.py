@@ -11,6 +11,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 import torch as th
 from gymnasium import spaces
+from sb3_contrib.common.maskable.utils import is_masking_supported
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.distributions import Distribution
@@ -40,14 +41,27 @@ from sb3_trpo_ext.common.vine import (
 )
 from sb3_trpo_ext.fast import Accelerations
 from sb3_trpo_ext.fast.numpy_actor import NumpyActor
-from sb3_trpo_ext.safe_load import explain_weights_only_refusal, load_data
+from sb3_trpo_ext.safe_load import check_readable_zip, explain_weights_only_refusal, load_data
 from sb3_trpo_ext.trpo.checkpoint import check_exists, check_trpo_data, critic_optimizer_state
 from sb3_trpo_ext.trpo.critic import fit_critic
-from sb3_trpo_ext.trpo.hyperparams import AUTOMATIC_BUFFERS, validate_hyperparameters, warn_about_minibatches
+from sb3_trpo_ext.trpo.hyperparams import (
+    AUTOMATIC_BUFFERS,
+    is_int,
+    require,
+    validate_hyperparameters,
+    warn_about_minibatches,
+)
 from sb3_trpo_ext.trpo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy, split_actor_critic
 from sb3_trpo_ext.trpo.rollout import describe_non_finite, fast_distributions, torch_threads
 
 SelfTRPO = TypeVar("SelfTRPO", bound="TRPO")
+
+#: The policy aliases of the family's other classes (named, not imported: they import this module), for the error
+#: of an alias the class does not take.
+_FAMILY_POLICIES = {
+    "TRPO": ("MlpPolicy", "CnnPolicy", "MultiInputPolicy"),
+    "RecurrentTRPO": ("MlpLstmPolicy", "CnnLstmPolicy", "MultiInputLstmPolicy"),
+}
 
 
 class TRPO(OnPolicyAlgorithm):
@@ -241,6 +255,23 @@ class TRPO(OnPolicyAlgorithm):
             self._setup_model()
 
     # ------------------------------------------------------------------ setup
+    def _get_policy_from_name(self, policy_name: str) -> type[BasePolicy]:
+        """SB3's lookup of a policy alias, with an error that lists this class's aliases and names the class of the
+        family that takes a policy of another kind (SB3 says only "Policy ... unknown").
+
+        :raises ValueError: for a name that is not one of :attr:`policy_aliases`
+        """
+        if policy_name in self.policy_aliases:
+            return self.policy_aliases[policy_name]
+        owner = next((cls for cls, names in _FAMILY_POLICIES.items() if policy_name in names), None)
+        hint = (
+            f"; {policy_name!r} is a policy of sb3_trpo_ext.{owner}" if owner and owner != type(self).__name__ else ""
+        )
+        raise ValueError(
+            f"Unknown policy {policy_name!r} for {type(self).__name__}: choose one of {sorted(self.policy_aliases)}, "
+            f"or pass a policy class{hint}"
+        )
+
     def _validate_hyperparameters(self) -> None:
         """Raise ``ValueError`` naming the first bad hyperparameter (:func:`validate_hyperparameters`). Runs in
         ``_setup_model``, so values restored or overridden by ``TRPO.load(..., **kwargs)`` are checked too."""
@@ -258,6 +289,12 @@ class TRPO(OnPolicyAlgorithm):
                 DictVineRolloutBuffer if isinstance(self.observation_space, spaces.Dict) else VineRolloutBuffer
             )
         super()._setup_model()
+        if self.env is not None and type(self)._action_masks is TRPO._action_masks and is_masking_supported(self.env):
+            warnings.warn(
+                f"The environment provides action_masks(), which {type(self).__name__} ignores (it may draw invalid "
+                "actions): use sb3_trpo_ext.MaskableTRPO to apply the masks",
+                stacklevel=3,
+            )
         self._speed = Accelerations(bool(self.accelerate))
         self._setup_vine()
         self._actor_params, self._critic_params = split_actor_critic(self.policy)
@@ -596,7 +633,11 @@ class TRPO(OnPolicyAlgorithm):
     ) -> SelfTRPO:
         """Train for ``total_timesteps`` environment steps (see SB3's ``learn``), with ``num_threads`` torch
         threads. The default TensorBoard run name ``TRPO_ext`` keeps our runs apart from sb3-contrib's ``TRPO``
-        runs in a shared folder."""
+        runs in a shared folder.
+
+        :raises ValueError: if ``total_timesteps`` is not an integer >= 0
+        """
+        require(is_int(total_timesteps) and total_timesteps >= 0, "total_timesteps", total_timesteps, "an integer >= 0")
         with torch_threads(self._learn_threads()):
             return super().learn(
                 total_timesteps=total_timesteps,
@@ -696,6 +737,7 @@ class TRPO(OnPolicyAlgorithm):
         if isinstance(path, (str, pathlib.Path)):
             check_exists(pathlib.Path(path))
         if trusted:
+            check_readable_zip(path)  # a truncated file: our message, not zipfile's "not a zip file"
             with explain_weights_only_refusal(path):  # .pth members: weights_only whatever the flag
                 data, _, _ = load_from_zip_file(path, device=device, custom_objects=custom_objects)
         else:

@@ -21,6 +21,7 @@ import gymnasium as gym
 import pytest
 import torch as th
 from stable_baselines3 import PPO
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
@@ -351,6 +352,9 @@ def test_sb3_extension_points_exist() -> None:
     for name in ("_setup_model", "_excluded_save_params", "_update_info_buffer", "_update_learning_rate"):
         assert callable(getattr(OnPolicyAlgorithm, name)), name
     assert callable(OnPolicyAlgorithm._get_torch_save_params)
+    # TRPO._get_policy_from_name overrides SB3's alias lookup, which __init__ calls with the alias
+    assert list(inspect.signature(OnPolicyAlgorithm._get_policy_from_name).parameters) == ["self", "policy_name"]
+    assert "self._get_policy_from_name(policy)" in inspect.getsource(BaseAlgorithm.__init__)
     assert callable(EvalCallback._on_step)
     model = PPO("MlpPolicy", "CartPole-v1", n_steps=8, batch_size=8)
     model._setup_learn(8, None)

@@ -266,6 +266,8 @@ def test_truncated_file_says_so_and_names_the_path(tmp_path):
     assert str(path) in str(error.value) and "nothing was loaded" in str(error.value)
     with open(path, "rb") as stream, pytest.raises(ValueError, match="truncated or corrupted"):
         TRPO.load(stream)
+    with pytest.raises(ValueError, match="truncated or corrupted"):  # SB3's reader too (trusted=True)
+        TRPO.load(path, trusted=True)
 
 
 def test_ppo_checkpoint_is_rejected(tmp_path):

@@ -7,6 +7,7 @@ Everything is deliberately tiny (a few hundred steps, 16-unit networks) so the f
 
 import math
 import re
+import warnings
 from unittest import mock
 
 import gymnasium as gym
@@ -729,3 +730,35 @@ def test_gae_equals_sb3s_compute_returns_and_advantage():
     np.testing.assert_allclose(buffers[1].advantages, buffers[0].advantages, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(buffers[1].returns, buffers[0].returns, rtol=1e-5, atol=1e-5)
     assert np.abs(buffers[0].advantages).max() > 1  # not trivially zero
+
+
+# ------------------------------------------------------------------------------ errors that say what to do
+def test_an_unknown_policy_name_lists_the_aliases_and_names_the_class_that_takes_it():
+    with pytest.raises(ValueError, match=r"'MlpPolicyy' for TRPO: choose one of \['CnnPolicy', 'MlpPolicy', 'Multi"):
+        TRPO("MlpPolicyy", "CartPole-v1")
+    with pytest.raises(ValueError, match=r"'MlpLstmPolicy' is a policy of sb3_trpo_ext.RecurrentTRPO"):
+        TRPO("MlpLstmPolicy", "CartPole-v1")
+    from sb3_trpo_ext import RecurrentTRPO
+
+    with pytest.raises(ValueError, match=r"'MlpPolicy' is a policy of sb3_trpo_ext.TRPO"):
+        RecurrentTRPO("MlpPolicy", "CartPole-v1")
+
+
+@pytest.mark.parametrize("total_timesteps", [-5, 2.5, "100", True])
+def test_learn_refuses_a_bad_number_of_timesteps(total_timesteps):
+    model = TRPO("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=32)
+    with pytest.raises(ValueError, match=re.escape(f"Invalid total_timesteps={total_timesteps!r}: must be an integer")):
+        model.learn(total_timesteps)
+    assert model.num_timesteps == 0
+
+
+def test_an_environment_with_action_masks_points_to_maskable_trpo():
+    from sb3_contrib.common.envs import InvalidActionEnvDiscrete
+
+    with pytest.warns(UserWarning, match="action_masks\\(\\), which TRPO ignores .* use sb3_trpo_ext.MaskableTRPO"):
+        TRPO("MlpPolicy", InvalidActionEnvDiscrete(dim=4, n_invalid_actions=1))
+    from sb3_trpo_ext import MaskableTRPO
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # MaskableTRPO applies them: no warning
+        MaskableTRPO("MlpPolicy", InvalidActionEnvDiscrete(dim=4, n_invalid_actions=1), n_steps=32, batch_size=32)
