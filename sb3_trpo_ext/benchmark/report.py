@@ -909,6 +909,14 @@ def _reference_lines(aggregates: list[tuple[str, list[str], list[str], list[str]
         f"- {_task(e)}: {REFERENCE_SCORES[_task(e)][0]:g}, {REFERENCE_SCORES[_task(e)][1]:g} ({REFERENCE_SCORES[_task(e)][2]})"
         for e in envs_all
     ]
+    d4rl = [e for e in envs_all if REFERENCE_SCORES[_task(e)][2].startswith("D4RL") and not e.endswith("-v2")]
+    if d4rl:
+        lines += [
+            "",
+            f"{', '.join(d4rl)} are normalised with D4RL's reference scores of the -v2 tasks (D4RL has none for "
+            "later versions), used unchanged: the versions differ in their simulation, so a normalised score of 1 "
+            "is D4RL's expert level only approximately.",
+        ]
     return lines
 
 
