@@ -39,6 +39,7 @@ DATA = {
     "masked": "docs/speed_masked.json",
     "masked_defaults": "docs/speed_masked_defaults.json",
     "ab": "docs/bench/speed_issue25_ab.json",
+    "first_example": "docs/first_example.json",
 }
 #: Files with blocks.
 TARGET_FILES = ("README.md", "docs/benchmark.md")
@@ -363,6 +364,16 @@ def docs_family(data: dict[str, Any], names: tuple[str, str], theirs: str, data_
     return lines
 
 
+def readme_first_example(data: dict[str, Any]) -> list[str]:
+    """What the README's first example scored when ``benchmarks/first_example.py`` ran it."""
+    return [
+        f"Measured with `{data['command']}` (the lines above, seed {data['seed']}): mean return "
+        f"{data['mean_return']:.0f} +/- {data['std_return']:.0f} over {data['n_eval_episodes']} deterministic episodes "
+        f"after {data['timesteps']:,} steps, in {data['wall_seconds']:.0f} s ({data['cpu_seconds']:.0f} s of CPU) on the "
+        f"2-core machine; one seed ([`{DATA['first_example']}`]({DATA['first_example']})).",
+    ]
+
+
 # -------------------------------------------------------------------------------------------- rendering
 def load(root: Path) -> dict[str, Any]:
     return {name: json.loads((root / path).read_text()) for name, path in DATA.items()}
@@ -377,6 +388,7 @@ def blocks(data: dict[str, Any]) -> dict[str, dict[str, tuple[str, list[str]]]]:
                 ", ".join(DATA[k] for k in ("recurrent", "masked", "masked_defaults")),
                 readme_speed_family(data["recurrent"], data["masked"], data["masked_defaults"]),
             ),
+            "first-example": (DATA["first_example"], readme_first_example(data["first_example"])),
         },
         "docs/benchmark.md": {
             "speed-table": (DATA["speed"], docs_speed_table(data["speed"])),
