@@ -600,7 +600,7 @@ def test_dask_without_dask_installed(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 # -------------------------------------------------------------------------------------- benchmarks/speed.py
-@pytest.mark.parametrize("flag", ["--masked", "--recurrent"])
+@pytest.mark.parametrize("flag", ["--masked", "--masked-defaults", "--recurrent"])
 def test_speed_family_comparison_runs_and_writes_its_ratios(flag: str, tmp_path: Path) -> None:
     """The family comparisons of benchmarks/speed.py run end to end (one small timed learn each) and write the
     figures the docs quote; the ratios are whatever they are (speed targets live in the script, not in tests)."""
@@ -612,7 +612,10 @@ def test_speed_family_comparison_runs_and_writes_its_ratios(flag: str, tmp_path:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     (env_id, result), *_ = json.loads(out.read_text())["results"].items()
-    assert env_id == {"--masked": "Taxi-v4", "--recurrent": "CartPoleNoVel-v1"}[flag]
-    assert set(result["ratios"]) == {"train_ratio", "end_to_end_speedup", "collect_speedup"}
+    assert env_id == {"--masked": "Taxi-v4", "--masked-defaults": "Taxi-v4", "--recurrent": "CartPoleNoVel-v1"}[flag]
+    cpu = {"end_to_end_cpu_speedup", "end_to_end_cpu_speedup_min", "end_to_end_cpu_speedup_max"}
+    assert set(result["ratios"]) == {"train_ratio", "end_to_end_speedup", "collect_speedup", *cpu}
+    low, high = result["ratios"]["end_to_end_cpu_speedup_min"], result["ratios"]["end_to_end_cpu_speedup_max"]
+    assert low <= result["ratios"]["end_to_end_cpu_speedup"] <= high  # the spread brackets the median
     assert all(np.isfinite(value) and value > 0 for value in result["ratios"].values())
     assert "end-to-end steps/s ratio" in done.stdout

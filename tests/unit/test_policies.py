@@ -38,6 +38,10 @@ def _critic_by_hand(policy, observation_space, obs):
     ``preprocess_obs``): the independent reference for :func:`value_function`."""
     if isinstance(observation_space, spaces.Discrete):
         x = nn.functional.one_hot(obs.long(), int(observation_space.n)).float()
+    elif isinstance(observation_space, spaces.MultiDiscrete):
+        x = th.cat(
+            [nn.functional.one_hot(obs[:, i].long(), int(n)).float() for i, n in enumerate(observation_space.nvec)], 1
+        )
     else:
         x = obs.float()
     features = policy.vf_features_extractor(x)  # FlattenExtractor
@@ -50,7 +54,8 @@ def _critic_by_hand(policy, observation_space, obs):
         (FLAT, {}, True),
         (FLAT, {"activation_fn": nn.ReLU, "net_arch": dict(pi=[4], vf=[7, 5])}, True),
         (FLAT, {"activation_fn": nn.ELU}, False),  # falls back to predict_values
-        (spaces.Discrete(5), {}, False),  # one-hot preprocessing: falls back
+        (spaces.Discrete(5), {}, True),  # one-hot preprocessing, as SB3's preprocess_obs
+        (spaces.MultiDiscrete([3, 4]), {}, True),
     ],
 )
 def test_value_function_equals_predict_values(observation_space, policy_kwargs, lean):
@@ -69,6 +74,8 @@ def test_value_function_equals_predict_values(observation_space, policy_kwargs, 
     rng = np.random.default_rng(0)
     if isinstance(observation_space, spaces.Discrete):
         obs = th.as_tensor(rng.permutation(6) % observation_space.n)  # every state, one twice
+    elif isinstance(observation_space, spaces.MultiDiscrete):
+        obs = th.as_tensor([[0, 0], [1, 1], [2, 2], [0, 3], [1, 0], [2, 1]])  # six distinct states
     else:
         obs = th.as_tensor(rng.uniform(-1, 1, (6, *observation_space.shape)).astype(np.float32))
     with th.no_grad():
@@ -90,7 +97,8 @@ def test_value_function_equals_predict_values(observation_space, policy_kwargs, 
     [
         lambda: _model(spaces.Box(-1, 1, (2,), np.float32), use_sde=True),  # gSDE
         lambda: _model(spaces.Discrete(2), policy_kwargs={"activation_fn": nn.ELU}),
-        lambda: _model(spaces.Discrete(2), observation_space=spaces.Discrete(5)),  # one-hot preprocessing
+        # an image: SB3 divides it by 255 before flattening
+        lambda: _model(spaces.Discrete(2), observation_space=spaces.Box(0, 255, (8, 8, 1), np.uint8)),
     ],
 )
 def test_numpy_actor_declines_what_it_does_not_cover(make):
