@@ -66,7 +66,9 @@ def test_recurrent_layouts_on_every_observation_kind(policy: str, layout: dict[s
 
 
 def test_recurrent_gsde_and_multi_env_evaluation() -> None:
-    RecurrentTRPO("MlpLstmPolicy", "Pendulum-v1", n_steps=16, seed=0, use_sde=True, sde_sample_freq=4).learn(64)
+    RecurrentTRPO(
+        "MlpLstmPolicy", "Pendulum-v1", n_steps=16, batch_size=16, seed=0, use_sde=True, sde_sample_freq=4
+    ).learn(64)
     env = make_vec_env("CartPole-v1", n_envs=3, seed=0)
     model = RecurrentTRPO("MlpLstmPolicy", env, n_steps=16, batch_size=48, seed=0).learn(96)
     mean, _ = evaluate_policy(model, env, n_eval_episodes=5, warn=False)  # carries and resets LSTM states per env
@@ -76,7 +78,7 @@ def test_recurrent_gsde_and_multi_env_evaluation() -> None:
 def test_recurrent_lstm_dropout_is_refused_with_its_reason() -> None:
     kwargs = {"lstm_kwargs": {"dropout": 0.5}, "n_lstm_layers": 2}
     with pytest.raises(ValueError, match=r"dropout=0\.5.*KL check random"):
-        RecurrentTRPO("MlpLstmPolicy", "CartPole-v1", n_steps=16, policy_kwargs=kwargs)
+        RecurrentTRPO("MlpLstmPolicy", "CartPole-v1", n_steps=16, batch_size=16, policy_kwargs=kwargs)
 
 
 # ---------------------------------------------------------------------------------------------- masked
@@ -95,7 +97,7 @@ def test_masked_spaces_learn_and_evaluate(space: str, some: int, all_but_one: in
     wrap = DictObservation if dict_obs else (lambda env: env)
     policy = "MultiInputPolicy" if dict_obs else "MlpPolicy"
     env = wrap(invalid_action_env(space, some))
-    model = MaskableTRPO(policy, env, n_steps=64, seed=8).learn(128)
+    model = MaskableTRPO(policy, env, n_steps=64, batch_size=64, seed=8).learn(128)
     masked_evaluate(model, env, n_eval_episodes=2, warn=False)
     # only the right action(s) left valid: even an untrained policy scores the maximum
     env = wrap(invalid_action_env(space, all_but_one))
@@ -132,7 +134,7 @@ def test_masked_bootstrapping_at_time_limits_and_cnn() -> None:
             ]
         )
     )
-    model = MaskableTRPO("MlpPolicy", env, n_steps=64, gamma=0.9, seed=8)
+    model = MaskableTRPO("MlpPolicy", env, n_steps=64, batch_size=64, gamma=0.9, seed=8)
     _, callback = model._setup_learn(64 * len(limits), None)
     assert model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
     buffer_rewards = model.rollout_buffer.rewards  # (n_steps, n_envs): the policy has not changed since
@@ -160,7 +162,7 @@ def test_masked_bootstrapping_at_time_limits_and_cnn() -> None:
 
     image_env = ActionMasker(FakeImageEnv(), one_random_invalid)
     kwargs = {"features_extractor_kwargs": {"features_dim": 16}}
-    model = MaskableTRPO("CnnPolicy", image_env, n_steps=64, seed=32, policy_kwargs=kwargs).learn(128)
+    model = MaskableTRPO("CnnPolicy", image_env, n_steps=64, batch_size=64, seed=32, policy_kwargs=kwargs).learn(128)
     masked_evaluate(model, image_env, n_eval_episodes=1, warn=False)
 
 
@@ -173,7 +175,7 @@ def test_masks_switched_off_and_environments_without_masks(n_envs: int) -> None:
     assert masked > unmasked
     no_masks = make_vec_env(IdentityEnv, n_envs=n_envs, env_kwargs={"dim": 2}, seed=0)
     assert not is_masking_supported(no_masks)
-    model = MaskableTRPO("MlpPolicy", no_masks, n_steps=64, seed=8)
+    model = MaskableTRPO("MlpPolicy", no_masks, n_steps=64, batch_size=64, seed=8)
     with pytest.raises(ValueError):
         model.learn(64)
     with pytest.raises(ValueError):
@@ -186,7 +188,7 @@ def test_masked_eval_callbacks(tmp_path: Any) -> None:
     def make_env() -> gym.Env:
         return InvalidActionEnvDiscrete(dim=20, n_invalid_actions=10)
 
-    model = MaskableTRPO("MlpPolicy", make_env(), n_steps=64, gamma=0.4, seed=32)
+    model = MaskableTRPO("MlpPolicy", make_env(), n_steps=64, batch_size=64, gamma=0.4, seed=32)
     logged = MaskableEvalCallback(make_env(), eval_freq=64, n_eval_episodes=2, warn=False, log_path=str(tmp_path))
     model.learn(128, callback=logged, progress_bar=True)
     assert (tmp_path / "evaluations.npz").exists()

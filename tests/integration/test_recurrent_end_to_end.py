@@ -19,7 +19,7 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 def test_save_and_load_in_a_fresh_process(tmp_path):
     env = make_vec_env(lambda: RandomEnv(spaces.Box(-1, 1, (2,), np.float32)), n_envs=2, seed=0)
-    model = RecurrentTRPO("MlpLstmPolicy", env, n_steps=16, seed=0, policy_kwargs=TINY)
+    model = RecurrentTRPO("MlpLstmPolicy", env, n_steps=16, batch_size=16, seed=0, policy_kwargs=TINY)
     model.learn(32)
     model.save(tmp_path / "rtrpo.zip")
     rng = np.random.default_rng(0)

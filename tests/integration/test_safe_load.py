@@ -408,6 +408,7 @@ def test_payload_in_vecnormalize_is_refused(tmp_path: Path) -> None:
         assert not marker.exists()
 
 
+@pytest.mark.filterwarnings("ignore:get_linear_fn\\(\\) is deprecated")  # the old schedule, on purpose
 def test_learning_rate_function_is_refused_with_a_way_out(tmp_path: Path) -> None:
     for learning_rate in (lambda progress: 1e-3 * progress, get_linear_fn(1e-3, 1e-4, 0.5)):
         TRPO("MlpPolicy", "Pendulum-v1", learning_rate=learning_rate, **FAST).save(tmp_path / "lr.zip")
@@ -418,6 +419,7 @@ def test_learning_rate_function_is_refused_with_a_way_out(tmp_path: Path) -> Non
         assert model.lr_schedule(0.5) == 2e-4
 
 
+@pytest.mark.filterwarnings("ignore:get_linear_fn\\(\\) is deprecated")  # the old schedule, on purpose
 def test_old_checkpoint_with_a_closure_lr_schedule_loads_without_a_flag(tmp_path: Path, saved_trpo: Path) -> None:
     """SB3 < 2.? saved ``lr_schedule`` as a closure (``get_schedule_fn``): skipped, rebuilt from learning_rate."""
     closure = get_linear_fn(3e-4, 3e-4, 1.0)

@@ -58,7 +58,11 @@ def test_functional_lstm_without_bias_and_refused_settings():
     for lstm_kwargs, name in [(dict(dropout=0.1), "dropout"), (dict(proj_size=2), "proj_size")]:
         with pytest.raises(ValueError, match=name):
             RecurrentTRPO(
-                "MlpLstmPolicy", env, n_steps=8, policy_kwargs=dict(TINY, n_lstm_layers=2, lstm_kwargs=lstm_kwargs)
+                "MlpLstmPolicy",
+                env,
+                n_steps=8,
+                batch_size=8,
+                policy_kwargs=dict(TINY, n_lstm_layers=2, lstm_kwargs=lstm_kwargs),
             )
 
 
@@ -126,7 +130,7 @@ def test_linearized_fisher_product_equals_forward_mode_ad_through_the_functional
     preprocessing casts observations to it; to 1e-5 of the largest entry)."""
     env = make_vec_env(lambda: RandomEnv(spaces.Box(-1, 1, (2,), np.float32)), n_envs=2, seed=0)
     model = RecurrentTRPO(
-        "MlpLstmPolicy", env, n_steps=16, seed=0, policy_kwargs=dict(TINY, n_lstm_layers=2), device="cpu"
+        "MlpLstmPolicy", env, n_steps=16, batch_size=16, seed=0, policy_kwargs=dict(TINY, n_lstm_layers=2), device="cpu"
     )
     model.learn(16)
     sequences, _, _ = model._single_path_surrogate(next(model.rollout_buffer.get(batch_size=None)))
@@ -397,7 +401,8 @@ def test_sequences_reproduce_collection_across_episode_boundaries_and_envs():
     episode ends (episodes of 3 to 9 steps in a 32-step rollout) and across 3 environments; and the actor's
     distribution equals sb3-contrib's ``evaluate_actions`` on the same batch."""
     env = make_vec_env(lambda: RandomEnv(spaces.Discrete(3)), n_envs=3, seed=1)
-    model = RecurrentTRPO("MlpLstmPolicy", env, n_steps=32, batch_size=20, seed=1, policy_kwargs=TINY)
+    with pytest.warns(UserWarning, match="mini-batch size of 20"):  # minibatches cut across sequences, on purpose
+        model = RecurrentTRPO("MlpLstmPolicy", env, n_steps=32, batch_size=20, seed=1, policy_kwargs=TINY)
     model.learn(96)  # three updates: the stored states at rollout starts are not zero any more
     from stable_baselines3.common.callbacks import BaseCallback
 
@@ -435,7 +440,7 @@ def test_sequences_reproduce_collection_across_episode_boundaries_and_envs():
 def test_collection_fills_the_buffer_as_recurrent_ppo_does():
     """Same weights, same seed: our rollout buffer holds exactly what sb3-contrib's RecurrentPPO collects."""
     make = lambda: make_vec_env(lambda: RandomEnv(spaces.Discrete(3)), n_envs=2, seed=3)  # noqa: E731
-    ours = RecurrentTRPO("MlpLstmPolicy", make(), n_steps=24, seed=3, policy_kwargs=TINY)
+    ours = RecurrentTRPO("MlpLstmPolicy", make(), n_steps=24, batch_size=24, seed=3, policy_kwargs=TINY)
     theirs = RecurrentPPO(ours.policy_class, make(), n_steps=24, seed=3, policy_kwargs=TINY)
     theirs.policy.load_state_dict(ours.policy.state_dict())
     for model in (ours, theirs):
@@ -514,7 +519,7 @@ def test_feed_forward_policy_is_refused():
 
 def test_fisher_autograd_reference_equals_analytic_on_a_batch():
     env = make_vec_env(lambda: RandomEnv(spaces.Box(-1, 1, (2,), np.float32)), n_envs=2, seed=0)
-    model = RecurrentTRPO("MlpLstmPolicy", env, n_steps=16, seed=0, policy_kwargs=TINY)
+    model = RecurrentTRPO("MlpLstmPolicy", env, n_steps=16, batch_size=16, seed=0, policy_kwargs=TINY)
     model.learn(16)
     sequences, _, _ = model._single_path_surrogate(next(model.rollout_buffer.get(batch_size=None)))
     distribution = model._policy_distribution(sequences)
