@@ -2,7 +2,7 @@
 #
 #   make venv       create $(VENV) and install the package (editable) with the test, mujoco, zoo, atari, dask and docs extras
 #   make demo       train TRPO on CartPole-v1, evaluate it and save the model under runs/demo/
-#   make test       ruff check, ruff format --check, mypy on the public API, the documentation site (make docs), then
+#   make test       ruff check, ruff format --check, mypy (the whole package), the documentation site (make docs), then
 #                   the fast test suite (everything not marked `slow`): tests/unit first, then tests/integration, in
 #                   one pytest run
 #   make test-unit  the unit tests only (tests/unit, not `slow`): the algorithm's fast, exact tests, in seconds
