@@ -750,6 +750,8 @@ def test_learn_refuses_a_bad_number_of_timesteps(total_timesteps):
     with pytest.raises(ValueError, match=re.escape(f"Invalid total_timesteps={total_timesteps!r}: must be an integer")):
         model.learn(total_timesteps)
     assert model.num_timesteps == 0
+    model.learn(32.0)  # a whole float (1e5 in user code) is accepted, as SB3 accepts it
+    assert model.num_timesteps == 32
 
 
 def test_an_environment_with_action_masks_points_to_maskable_trpo():
