@@ -635,9 +635,11 @@ class TRPO(OnPolicyAlgorithm):
         threads. The default TensorBoard run name ``TRPO_ext`` keeps our runs apart from sb3-contrib's ``TRPO``
         runs in a shared folder.
 
-        :raises ValueError: if ``total_timesteps`` is not an integer >= 0
+        :raises ValueError: if ``total_timesteps`` is not a whole number >= 0 (``1e5`` is accepted, as SB3 does)
         """
-        require(is_int(total_timesteps) and total_timesteps >= 0, "total_timesteps", total_timesteps, "an integer >= 0")
+        given: Any = total_timesteps  # annotated int, but users pass 1e5 (SB3 accepts it) or worse
+        whole = is_int(given) or (isinstance(given, float) and given.is_integer())
+        require(whole and total_timesteps >= 0, "total_timesteps", total_timesteps, "an integer >= 0")
         with torch_threads(self._learn_threads()):
             return super().learn(
                 total_timesteps=total_timesteps,
