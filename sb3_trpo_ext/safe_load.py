@@ -30,7 +30,7 @@ import pickle
 import re
 import zipfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
@@ -354,16 +354,13 @@ def _unreadable(file: Any, path: Any, error: Exception) -> ValueError:
     return ValueError(f"{name} is not a readable model file (truncated or corrupted zip: {error}); nothing was loaded")
 
 
-def check_readable_zip(path: str | pathlib.Path | io.BufferedIOBase) -> None:
-    """Raise the same ``ValueError`` as :func:`load_data` if ``path`` is not a readable zip archive, before a loader
-    that would report it less plainly (SB3's, for ``trusted=True``) reads it.
-
-    :raises ValueError: naming the file, if it is truncated or corrupted
-    """
+def _read_zip(path: str | os.PathLike[str] | io.BufferedIOBase, read: Callable[[zipfile.ZipFile], Any]) -> Any:
+    """``read(archive)`` on the zip file at ``path`` (closed after, or an open file rewound); a truncated or
+    corrupted archive raises a ``ValueError`` that says so and names the file."""
     file = _open(path)
     try:
         with zipfile.ZipFile(file) as archive:
-            archive.namelist()
+            return read(archive)
     except (zipfile.BadZipFile, zlib.error, EOFError) as error:
         raise _unreadable(file, path, error) from error
     finally:
@@ -371,6 +368,15 @@ def check_readable_zip(path: str | pathlib.Path | io.BufferedIOBase) -> None:
             file.close()
         else:
             _rewind(path)
+
+
+def check_readable_zip(path: str | pathlib.Path | io.BufferedIOBase) -> None:
+    """Raise the same ``ValueError`` as :func:`load_data` if ``path`` is not a readable zip archive, before a loader
+    that would report it less plainly (SB3's, for ``trusted=True``) reads it.
+
+    :raises ValueError: naming the file, if it is truncated or corrupted
+    """
+    _read_zip(path, lambda archive: archive.namelist())
 
 
 def load_data(
@@ -398,17 +404,9 @@ def load_data(
         raise ValueError("custom_objects argument must be a dict or None")
     custom_objects = custom_objects or {}
     safe_globals = list(safe_globals)
-    file = _open(path)
-    try:
-        with zipfile.ZipFile(file) as archive:
-            raw = json.loads(archive.read("data").decode()) if "data" in archive.namelist() else {}
-    except (zipfile.BadZipFile, zlib.error, EOFError) as error:
-        raise _unreadable(file, path, error) from error
-    finally:
-        if isinstance(path, (str, os.PathLike)):
-            file.close()
-        else:
-            _rewind(path)
+    raw = _read_zip(
+        path, lambda archive: json.loads(archive.read("data").decode()) if "data" in archive.namelist() else {}
+    )
     data: dict[str, Any] = {}
     pickled: set[str] = set()
     for key, item in raw.items():
