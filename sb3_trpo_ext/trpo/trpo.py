@@ -82,7 +82,7 @@ class TRPO(OnPolicyAlgorithm):
 
     The class reads as SB3's algorithms do: hyperparameters and setup (:mod:`~sb3_trpo_ext.trpo.hyperparams`),
     collection (``collect_rollouts``; :mod:`~sb3_trpo_ext.trpo.rollout`, :mod:`~sb3_trpo_ext.fast.numpy_actor`),
-    ``train()`` (batch -> ``_natural_gradient_step`` -> ``_update_critic`` (:mod:`~sb3_trpo_ext.trpo.critic`) ->
+    ``train()`` (batch -> surrogate -> :func:`~sb3_trpo_ext.common.natural_gradient.natural_gradient_step` -> ``_update_critic`` (:mod:`~sb3_trpo_ext.trpo.critic`) ->
     log), save/load compatibility (``load``, ``set_parameters``; :mod:`~sb3_trpo_ext.trpo.checkpoint`). Each SB3
     method it overrides says in its docstring why (sb3-contrib's TRPO overrides ``_setup_model``, ``train`` and
     ``learn``; ours also ``collect_rollouts``, ``predict``, ``load``, ``set_parameters``, ``set_env``,
