@@ -1,4 +1,4 @@
-"""The speed figures of README.md and docs/benchmark.md, rendered from the committed data files.
+"""The figures of README.md and docs/benchmark.md (speed; the earlier protocol's runs), rendered from the committed data files.
 
 Every speed figure those two files quote sits in a marked block::
 
@@ -22,6 +22,7 @@ it does, and "not shown" otherwise; a figure without per-repeat data says "one r
 from __future__ import annotations
 
 import argparse
+import csv
 import difflib
 import json
 import sys
@@ -40,6 +41,8 @@ DATA = {
     "masked_defaults": "docs/speed_masked_defaults.json",
     "ab": "docs/bench/speed_issue25_ab.json",
     "first_example": "docs/first_example.json",
+    "runs": "docs/bench/runs.csv",
+    "results": "docs/bench/results.csv",
 }
 #: Files with blocks.
 TARGET_FILES = ("README.md", "docs/benchmark.md")
@@ -374,9 +377,73 @@ def readme_first_example(data: dict[str, Any]) -> list[str]:
     ]
 
 
+# ------------------------------------------------------------------------------ the earlier protocol's runs
+#: The order of the earlier protocol's environments and algorithms in its table.
+EARLIER_ENVS = ("CartPole-v1", "Acrobot-v1", "Pendulum-v1", "Hopper-v5", "HalfCheetah-v5", "Walker2d-v5")
+EARLIER_ALGOS = ("trpo_ext", "trpo_vine", "trpo", "ppo", "a2c", "td3", "ddpg")
+
+
+def _num(value: float) -> str:
+    """A return or a time: no decimals from 100 on, three significant digits below."""
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
+def _range(values: Sequence[float], fmt: Callable[[float], str] = _num, suffix: str = "") -> str:
+    low, high = min(values), max(values)
+    return f"{fmt(low)}{suffix}" if fmt(low) == fmt(high) else f"{fmt(low)}-{fmt(high)}{suffix}"
+
+
+def docs_earlier_runs(runs: list[dict[str, str]], results: list[dict[str, str]]) -> list[str]:
+    """Every finished run of the earlier protocol (``set`` "earlier" in runs.csv): the last evaluation of each seed
+    (results.csv's last row of the run), its training wall-clock time and the simulator steps per trunk step."""
+    last: dict[tuple[str, str, str], dict[str, str]] = {}
+    for row in results:  # rows are in time order within a run
+        last[(row["algo"], row["env"], row["seed"])] = row
+    groups: dict[tuple[str, str], list[dict[str, str]]] = {}
+    for run in runs:
+        if run["set"] == "earlier" and run["state"] == "done":
+            groups.setdefault((run["env"], run["algo"]), []).append(run)
+    lines = [
+        "| env | algo | timesteps | seeds | last evaluation, per seed | training wall s per run (min-max) | "
+        "simulator steps / timesteps |",
+        "|---|---|---:|---|---|---:|---:|",
+    ]
+
+    def order(key: tuple[str, str]) -> tuple[int, int, str]:
+        env, algo = key
+        env_rank = EARLIER_ENVS.index(env) if env in EARLIER_ENVS else len(EARLIER_ENVS)
+        algo_rank = EARLIER_ALGOS.index(algo) if algo in EARLIER_ALGOS else len(EARLIER_ALGOS)
+        return env_rank, algo_rank, f"{env} {algo}"
+
+    for env, algo in sorted(groups, key=order):
+        members = sorted(groups[(env, algo)], key=lambda r: int(r["seed"]))
+        finals = [last[(algo, env, r["seed"])] for r in members]
+        ratios = [int(f["env_steps"]) / int(f["timesteps"]) for f in finals]
+        lines.append(
+            f"| {env} | {algo} | {int(members[0]['timesteps']):,} | {', '.join(r['seed'] for r in members)} | "
+            f"{' / '.join(_num(float(f['eval_mean'])) for f in finals)} | "
+            f"{_range([float(r['wall_seconds']) for r in members])} | "
+            f"{_range(ratios, lambda x: f'{x:.1f}', 'x')} |"
+        )
+    lines += [
+        "",
+        "The last evaluation is the run's last periodic evaluation (10 deterministic episodes; these runs had no "
+        "separate final evaluation). Wall-clock times are from runs that shared the 2 cores unevenly (see below); "
+        "simulator steps count vine's branches.",
+    ]
+    return lines
+
+
 # -------------------------------------------------------------------------------------------- rendering
+def _read(path: Path) -> Any:
+    if path.suffix == ".csv":
+        with path.open(newline="") as handle:
+            return list(csv.DictReader(handle))
+    return json.loads(path.read_text())
+
+
 def load(root: Path) -> dict[str, Any]:
-    return {name: json.loads((root / path).read_text()) for name, path in DATA.items()}
+    return {name: _read(root / path) for name, path in DATA.items()}
 
 
 def blocks(data: dict[str, Any]) -> dict[str, dict[str, tuple[str, list[str]]]]:
@@ -419,6 +486,10 @@ def blocks(data: dict[str, Any]) -> dict[str, dict[str, tuple[str, list[str]]]]:
                     "RecurrentPPO",
                     "speed_recurrent.json",
                 ),
+            ),
+            "earlier-runs": (
+                f"{DATA['runs']}, {DATA['results']}",
+                docs_earlier_runs(data["runs"], data["results"]),
             ),
         },
     }
