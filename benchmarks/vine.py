@@ -48,6 +48,7 @@ results as ``code``)::
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import math
 import os
@@ -81,6 +82,8 @@ VARIANCE_FILE = RESULTS / "variance.jsonl"
 CURVES_FILE = RESULTS / "curves.jsonl"
 THROUGHPUT_FILE = RESULTS / "throughput.jsonl"
 REPORT_FILE = ROOT / "docs" / "vine.md"
+#: the machine the results were measured on (what the report states; rewritten by every measuring command)
+MACHINE_FILE = ROOT / "docs" / "vine" / "machine.json"
 
 #: Per environment: VecEnv layout, TRPO hyperparameters shared by both schemes, vine's own, curve budget.
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -322,6 +325,7 @@ def run_variance(envs: list[str], n_batches: int) -> None:
             vine_mean = np.load(vine_mean_path)
             record["cosine_to_vine_mean"] = float(mean @ vine_mean / (np.linalg.norm(mean) * np.linalg.norm(vine_mean)))
             append_record(VARIANCE_FILE, record)
+            MACHINE_FILE.write_text(json.dumps(machine(), indent=2) + "\n")
             done[(env_id, scheme)] = record
             print(
                 f"{env_id:12s} {scheme:24s} n_steps={n_steps:6d} sim={record['trunk_steps'] + record['branch_steps']:8.0f}"
@@ -509,6 +513,7 @@ def run_curves(envs: list[str], seeds: list[int], timesteps: int | None) -> None
                     continue
                 record = run_curve(env_id, scheme, seed, budget)
                 append_record(CURVES_FILE, record)
+                MACHINE_FILE.write_text(json.dumps(machine(), indent=2) + "\n")
                 write_curves_csv()
                 print(
                     f"{env_id:12s} {scheme:12s} seed {seed}: final eval {record['final_eval']:8.1f}, "
@@ -774,16 +779,18 @@ def reading(variance: list[dict[str, Any]], curves: list[dict[str, Any]]) -> lis
     return lines
 
 
-def write_report() -> None:
-    """Regenerate ``docs/vine.md`` from ``docs/vine/*.jsonl`` (nothing is rerun)."""
+def write_report(check: bool = False) -> None:
+    """Regenerate ``docs/vine.md`` from ``docs/vine/*.jsonl`` and ``docs/vine/machine.json`` (nothing is rerun);
+    with ``check``, write nothing and exit 1 with a diff if the committed report differs from what the data give.
+    ``machine.json`` records the machine the results were measured on (written by ``variance`` and ``curves``)."""
     variance = read_records(VARIANCE_FILE)
     curves = read_records(CURVES_FILE)
-    if curves:
+    if curves and not check:
         write_curves_csv()
         figures = plot_curves()
     else:
-        figures = []
-    info = machine()
+        figures = [RESULTS / f"curves_{env_id}.png" for env_id in dict.fromkeys(r["env"] for r in curves)]
+    info = json.loads(MACHINE_FILE.read_text())
     commands = list(dict.fromkeys(r["command"] for r in [*variance, *curves]))
     runs_table, means_table = curve_tables(curves)
     text = [
@@ -875,7 +882,18 @@ def write_report() -> None:
         "Caveats: few batches and seeds on a shared 2-core machine; the variance is measured at one policy per "
         "environment; the vine hyperparameters (N, K, H) were not tuned. Read the numbers above, not more.",
     ]
-    REPORT_FILE.write_text("\n".join(text) + "\n")
+    report = "\n".join(text) + "\n"
+    if check:
+        committed = REPORT_FILE.read_text()
+        if committed != report:
+            diff = difflib.unified_diff(
+                committed.splitlines(), report.splitlines(), "committed", "regenerated", lineterm=""
+            )
+            print("\n".join(diff))
+            raise SystemExit(1)
+        print(f"{REPORT_FILE} is what its data give")
+        return
+    REPORT_FILE.write_text(report)
     print(f"wrote {REPORT_FILE}")
 
 
@@ -887,6 +905,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="curves: training seeds")
     parser.add_argument("--timesteps", type=int, default=None, help="curves: trunk steps (default per env)")
     parser.add_argument("--batches", type=int, default=24, help="variance: independent batches per scheme")
+    parser.add_argument("--check", action="store_true", help="report: exit 1 if docs/vine.md differs from its data")
     args = parser.parse_args()
     th.set_num_threads(1)
     if args.command == "variance":
@@ -896,7 +915,7 @@ def main() -> None:
     elif args.command == "curves":
         run_curves(args.envs or ["CartPole-v1", "Acrobot-v1"], args.seeds, args.timesteps)
     else:
-        write_report()
+        write_report(check=args.check)
 
 
 if __name__ == "__main__":
