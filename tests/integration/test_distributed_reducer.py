@@ -1,0 +1,139 @@
+"""The reducer over ``torch.distributed`` (:class:`sb3_trpo_ext.common.reduce.DistributedReducer`): two ranks (gloo on
+127.0.0.1, two processes), each with one half of a fixed batch, take the natural-gradient step one process takes on
+the whole batch (the data-parallel issue's "one update" semantics, at the level of the step). Every rendezvous binds
+127.0.0.1 only and every process stops by itself within a bounded time."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+WORKER = r"""
+import datetime, json, sys
+import torch as th
+import torch.distributed as dist
+from unit_reduce_helpers import make_model, make_batch, half, step
+
+rank, world, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+discrete = sys.argv[4] == "discrete"
+th.set_num_threads(1)
+model = make_model(discrete)
+batch = make_batch(model)
+if world > 1:
+    from sb3_trpo_ext.common.reduce import DistributedReducer
+
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=60))
+    model._reducer = DistributedReducer()
+    batch = half(batch, rank)
+try:
+    stats = step(model, batch)
+finally:
+    if world > 1:
+        dist.destroy_process_group()
+params = th.nn.utils.parameters_to_vector(model._actor_params).detach().tolist()
+json.dump({"params": params, "stats": {k: v for k, v in stats.items() if not isinstance(v, float) or v == v}},
+          open(out, "w"))
+"""
+
+HELPERS = r"""
+import numpy as np
+import gymnasium as gym
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.type_aliases import RolloutBufferSamples
+from sb3_trpo_ext import TRPO
+from sb3_trpo_ext.common.natural_gradient import natural_gradient_step
+
+
+class Spaces(gym.Env):
+    def __init__(self, discrete):
+        self.observation_space = spaces.Box(-1, 1, (4,), np.float32)
+        self.action_space = spaces.Discrete(3) if discrete else spaces.Box(-1, 1, (2,), np.float32)
+
+
+def make_model(discrete):
+    return TRPO("MlpPolicy", Spaces(discrete), policy_kwargs=dict(net_arch=[16]), target_kl=0.05, seed=0, device="cpu")
+
+
+def make_batch(model, n=64):
+    gen = th.Generator().manual_seed(1)
+    obs = th.randn(n, 4, generator=gen)
+    with th.no_grad():
+        actions = model.policy.get_distribution(obs).get_actions()
+        _, log_prob, _ = model.policy.evaluate_actions(obs, actions)
+    if isinstance(model.action_space, spaces.Discrete):
+        actions = actions.float().view(-1, 1)
+    return RolloutBufferSamples(obs, actions, th.zeros(n), log_prob, th.randn(n, generator=gen), th.zeros(n))
+
+
+def half(batch, rank):
+    n = len(batch.advantages) // 2
+    return RolloutBufferSamples(*(t[rank * n : (rank + 1) * n] for t in batch))
+
+
+def step(model, batch):
+    states, surrogate, n_states = model._single_path_surrogate(batch)
+    return natural_gradient_step(
+        model._actor_params, states, surrogate, model._actor_functions(), model._trust_region(), n_states,
+        model._reducer,
+    )
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))  # loopback only
+        return int(probe.getsockname()[1])
+
+
+def _run(tmp_path: Path, kind: str, world: int) -> list[dict]:
+    (tmp_path / "unit_reduce_helpers.py").write_text(HELPERS)
+    env = {
+        **os.environ,
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(_free_port()),
+        "GLOO_SOCKET_IFNAME": "lo",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+    }
+    outs = [tmp_path / f"{kind}-{world}-{rank}.json" for rank in range(world)]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(rank), str(world), str(out), kind],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for rank, out in enumerate(outs)
+    ]
+    for process in processes:
+        try:
+            _, err = process.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            for other in processes:
+                other.kill()
+            raise
+        assert process.returncode == 0, err[-3000:]
+    return [json.loads(out.read_text()) for out in outs]
+
+
+@pytest.mark.parametrize("kind", ["continuous", "discrete"])
+def test_two_ranks_on_halves_take_the_one_process_step_on_the_whole_batch(tmp_path: Path, kind: str) -> None:
+    (whole,) = _run(tmp_path, kind, 1)
+    ranks = _run(tmp_path, kind, 2)
+    assert whole["stats"]["is_line_search_success"] == 1.0  # a step was taken: the comparison means something
+    for rank in ranks:
+        # every rank decides alike (CG's iterations, the accepted candidate) and ends with the same parameters ...
+        for key in ("cg_iterations", "line_search_steps", "is_line_search_success"):
+            assert rank["stats"][key] == whole["stats"][key], key
+        np.testing.assert_allclose(rank["params"], ranks[0]["params"], rtol=0, atol=0)
+        # ... which are the one-process step's to float32 precision (the halves' means are summed in float64)
+        np.testing.assert_allclose(rank["params"], whole["params"], rtol=1e-4, atol=1e-5)
