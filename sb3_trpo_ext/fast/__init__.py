@@ -26,7 +26,7 @@ from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.policies import ActorCriticPolicy
 
 from sb3_trpo_ext.common.fisher import ActionFamily, GaussianFamily
-from sb3_trpo_ext.fast.critic import PlainMlpCritic, value_function
+from sb3_trpo_ext.fast.critic import PlainMlpCritic, predicted_values, value_function
 from sb3_trpo_ext.fast.fisher import mlp_fisher_product
 from sb3_trpo_ext.fast.mlp import MlpSpec, uses_sb3_methods
 from sb3_trpo_ext.fast.numpy_actor import NumpyActor, SharedActorCache, TorchHeadActor, collection_actor
@@ -107,7 +107,7 @@ class Accelerations:
     def critic(self, policy: ActorCriticPolicy) -> tuple[PlainMlpCritic | None, Callable[[th.Tensor], th.Tensor]]:
         """The critic's hand-derived regression gradients (None: autograd's) and its value function."""
         if not self.enabled:
-            return None, lambda obs: policy.predict_values(obs).flatten()
+            return None, predicted_values(policy)
         return PlainMlpCritic.from_policy(policy), value_function(policy)
 
     # -- predict

@@ -19,7 +19,7 @@ from torch import nn
 
 from sb3_trpo_ext.fast.mlp import MlpSpec, TorchMlp
 
-__all__ = ["PlainMlpCritic", "value_function"]
+__all__ = ["PlainMlpCritic", "predicted_values", "value_function"]
 
 
 class PlainMlpCritic:
@@ -67,7 +67,7 @@ def value_function(policy: ActorCriticPolicy) -> Callable[[th.Tensor], th.Tensor
     (:meth:`MlpSpec.torch_function`) where the critic is a plain MLP."""
     spec = MlpSpec.critic(policy)
     if spec is None:
-        return lambda obs: policy.predict_values(obs).flatten()
+        return predicted_values(policy)
     critic = spec.torch_function()
     return lambda obs: critic(obs).flatten()
 
@@ -78,3 +78,8 @@ def _grad_buffer(param: th.Tensor) -> th.Tensor:
     if grad is None or grad.shape != param.shape or grad.dtype != param.dtype or not grad.is_contiguous():
         grad = param.grad = th.zeros_like(param, memory_format=th.contiguous_format)
     return grad
+
+
+def predicted_values(policy: ActorCriticPolicy) -> Callable[[th.Tensor], th.Tensor]:
+    """``obs -> policy.predict_values(obs).flatten()``: SB3's own value function (the plain route)."""
+    return lambda obs: policy.predict_values(obs).flatten()

@@ -15,11 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+TESTS = Path(__file__).resolve().parents[1]
+
 WORKER = r"""
 import datetime, json, sys
 import torch as th
 import torch.distributed as dist
-from unit_reduce_helpers import make_model, make_batch, half, step
+from reduce_helpers import make_model, make_batch, half, step
 
 rank, world, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 discrete = sys.argv[4] == "discrete"
@@ -42,50 +44,6 @@ json.dump({"params": params, "stats": {k: v for k, v in stats.items() if not isi
           open(out, "w"))
 """
 
-HELPERS = r"""
-import numpy as np
-import gymnasium as gym
-import torch as th
-from gymnasium import spaces
-from stable_baselines3.common.type_aliases import RolloutBufferSamples
-from sb3_trpo_ext import TRPO
-from sb3_trpo_ext.common.natural_gradient import natural_gradient_step
-
-
-class Spaces(gym.Env):
-    def __init__(self, discrete):
-        self.observation_space = spaces.Box(-1, 1, (4,), np.float32)
-        self.action_space = spaces.Discrete(3) if discrete else spaces.Box(-1, 1, (2,), np.float32)
-
-
-def make_model(discrete):
-    return TRPO("MlpPolicy", Spaces(discrete), policy_kwargs=dict(net_arch=[16]), target_kl=0.05, seed=0, device="cpu")
-
-
-def make_batch(model, n=64):
-    gen = th.Generator().manual_seed(1)
-    obs = th.randn(n, 4, generator=gen)
-    with th.no_grad():
-        actions = model.policy.get_distribution(obs).get_actions()
-        _, log_prob, _ = model.policy.evaluate_actions(obs, actions)
-    if isinstance(model.action_space, spaces.Discrete):
-        actions = actions.float().view(-1, 1)
-    return RolloutBufferSamples(obs, actions, th.zeros(n), log_prob, th.randn(n, generator=gen), th.zeros(n))
-
-
-def half(batch, rank):
-    n = len(batch.advantages) // 2
-    return RolloutBufferSamples(*(t[rank * n : (rank + 1) * n] for t in batch))
-
-
-def step(model, batch):
-    states, surrogate, n_states = model._single_path_surrogate(batch)
-    return natural_gradient_step(
-        model._actor_params, states, surrogate, model._actor_functions(), model._trust_region(), n_states,
-        model._reducer,
-    )
-"""
-
 
 def _free_port() -> int:
     with socket.socket() as probe:
@@ -94,14 +52,13 @@ def _free_port() -> int:
 
 
 def _run(tmp_path: Path, kind: str, world: int) -> list[dict]:
-    (tmp_path / "unit_reduce_helpers.py").write_text(HELPERS)
     env = {
         **os.environ,
         "MASTER_ADDR": "127.0.0.1",
         "MASTER_PORT": str(_free_port()),
         "GLOO_SOCKET_IFNAME": "lo",
         "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),  # reduce_helpers
     }
     outs = [tmp_path / f"{kind}-{world}-{rank}.json" for rank in range(world)]
     processes = [

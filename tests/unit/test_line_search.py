@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch as th
 from gymnasium import spaces
+from reduce_helpers import step
 from stable_baselines3.common.type_aliases import RolloutBufferSamples
 
 from sb3_trpo_ext import TRPO
 from sb3_trpo_ext.common.line_search import backtracking_line_search
-from sb3_trpo_ext.common.natural_gradient import natural_gradient_step
 
 
 class _BoxEnv(gym.Env):
@@ -39,14 +39,6 @@ def _random_batch(model, seed, n=64):
         )
     advantages = th.randn(n, generator=gen)
     return RolloutBufferSamples(obs, actions, th.zeros(n), log_prob, advantages, th.zeros(n))
-
-
-def _single_path_step(model, batch):
-    """The natural-gradient step on the single-path surrogate of ``batch`` (what ``train()`` does for the actor)."""
-    states, surrogate, n_states = model._single_path_surrogate(batch)
-    return natural_gradient_step(
-        model._actor_params, states, surrogate, model._actor_functions(), model._trust_region(), n_states
-    )
 
 
 def _independent_kl_and_surrogate(model, batch, old_torch_dist):
@@ -93,7 +85,7 @@ def test_accepted_steps_respect_true_kl_and_failed_ones_change_nothing(discrete)
                 else th.distributions.Categorical(logits=dist.logits.clone())
             )
         _, surrogate_before = _independent_kl_and_surrogate(model, batch, old)
-        stats = _single_path_step(model, batch)
+        stats = step(model, batch)
         kl, surrogate_after = _independent_kl_and_surrogate(model, batch, old)
         if stats["is_line_search_success"]:
             outcomes.add("accepted")
@@ -129,7 +121,7 @@ def test_full_step_lands_near_the_trust_region_boundary():
         cg_rtol=1e-12,
         policy_kwargs=dict(net_arch=[8]),
     )
-    stats = _single_path_step(model, _random_batch(model, 0))
+    stats = step(model, _random_batch(model, 0))
     assert stats["is_line_search_success"] == 1.0 and stats["line_search_steps"] == 1
     assert 0.85e-4 < stats["kl"] <= 1e-4
 

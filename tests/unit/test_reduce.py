@@ -6,16 +6,11 @@ from __future__ import annotations
 
 import threading
 
-import gymnasium as gym
-import numpy as np
 import pytest
 import torch as th
-from gymnasium import spaces
-from stable_baselines3.common.type_aliases import RolloutBufferSamples
+from reduce_helpers import half, make_batch, make_model, step
 from torch.nn.utils import parameters_to_vector
 
-from sb3_trpo_ext import TRPO
-from sb3_trpo_ext.common.natural_gradient import natural_gradient_step
 from sb3_trpo_ext.common.reduce import LOCAL
 
 
@@ -46,61 +41,22 @@ class ThreadReducer:
         return mean.to(values.dtype), std.to(values.dtype)
 
 
-class _Spaces(gym.Env):
-    def __init__(self, discrete: bool):
-        self.observation_space = spaces.Box(-1, 1, (4,), np.float32)
-        self.action_space = spaces.Discrete(3) if discrete else spaces.Box(-1, 1, (2,), np.float32)
-
-
-def _model(discrete: bool) -> TRPO:
-    return TRPO("MlpPolicy", _Spaces(discrete), policy_kwargs=dict(net_arch=[16]), target_kl=0.05, seed=0, device="cpu")
-
-
-def _batch(model: TRPO, n: int = 64) -> RolloutBufferSamples:
-    gen = th.Generator().manual_seed(1)
-    obs = th.randn(n, 4, generator=gen)
-    with th.no_grad():
-        actions = model.policy.get_distribution(obs).get_actions()
-        _, log_prob, _ = model.policy.evaluate_actions(obs, actions)
-    if isinstance(model.action_space, spaces.Discrete):
-        actions = actions.float().view(-1, 1)
-    return RolloutBufferSamples(obs, actions, th.zeros(n), log_prob, th.randn(n, generator=gen), th.zeros(n))
-
-
-def _step(model: TRPO, batch: RolloutBufferSamples) -> dict:
-    states, surrogate, n_states = model._single_path_surrogate(batch)
-    return natural_gradient_step(
-        model._actor_params,
-        states,
-        surrogate,
-        model._actor_functions(),
-        model._trust_region(),
-        n_states,
-        model._reducer,
-    )
-
-
-def _half(batch: RolloutBufferSamples, rank: int) -> RolloutBufferSamples:
-    n = len(batch.advantages) // 2
-    return RolloutBufferSamples(*(t[rank * n : (rank + 1) * n] for t in batch))
-
-
 @pytest.mark.parametrize("discrete", [False, True])
 def test_two_ranks_on_halves_equal_one_process_on_the_whole_batch(discrete: bool) -> None:
-    whole = _model(discrete)
+    whole = make_model(discrete)
     assert whole._reducer is LOCAL
-    batch = _batch(whole)
+    batch = make_batch(whole)
     before = parameters_to_vector(whole._actor_params).detach().clone()
-    expected = _step(whole, batch)
+    expected = step(whole, batch)
 
-    ranks = [_model(discrete) for _ in range(2)]
+    ranks = [make_model(discrete) for _ in range(2)]
     slots: list = [None, None]
     barrier = threading.Barrier(2, timeout=60)
     results: list = [None, None]
 
     def run(rank: int) -> None:
         ranks[rank]._reducer = ThreadReducer(rank, slots, barrier)
-        results[rank] = _step(ranks[rank], _half(batch, rank))
+        results[rank] = step(ranks[rank], half(batch, rank))
 
     threads = [threading.Thread(target=run, args=(rank,)) for rank in range(2)]
     for thread in threads:
