@@ -32,7 +32,7 @@ from sb3_trpo_ext.recurrent.policies import (
     linearized_fisher_product,
     sequence_values,
 )
-from sb3_trpo_ext.trpo.critic import guarded_regression, set_gradients
+from sb3_trpo_ext.trpo.critic import average_gradients, guarded_regression, set_gradients
 from sb3_trpo_ext.trpo.hyperparams import AUTOMATIC_BUFFERS, is_int, require
 from sb3_trpo_ext.trpo.policies import default_share_features_extractor
 from sb3_trpo_ext.trpo.rollout import fast_distributions
@@ -135,6 +135,7 @@ class RecurrentTRPO(TRPO):
         fisher: str = "analytic",
         sampling: str = "single_path",
         num_threads: int | str | None = "auto",
+        distributed_timeout: float = 300.0,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -169,6 +170,7 @@ class RecurrentTRPO(TRPO):
             sampling=sampling,
             num_threads=num_threads,
             fast_collect=False,  # the policy is called per step (its LSTM state moves with every step)
+            distributed_timeout=distributed_timeout,
             stats_window_size=stats_window_size,
             tensorboard_log=tensorboard_log,
             policy_kwargs=policy_kwargs,
@@ -326,7 +328,9 @@ class RecurrentTRPO(TRPO):
     def _update_critic(self, batch: RecurrentRolloutBufferSamples) -> float:  # type: ignore[override]  # sb3-contrib's recurrent samples
         """``n_critic_updates`` epochs of regression of the values on the returns, over sequence minibatches of
         ``batch_size`` steps from the recurrent buffer (the critic's LSTM runs from the stored states at each
-        sequence start; padding is left out of the loss). A non-finite loss or weight puts the critic back as it
+        sequence start; padding is left out of the loss). Data-parallel ranks each take a minibatch of
+        ``batch_size`` steps of their own sequences and step on the mean gradient over every rank's steps (one
+        all-reduce a step: a sequence cannot be split across ranks). A non-finite loss or weight puts the critic back as it
         was before the update.
 
         :return: the mean minibatch loss
@@ -340,7 +344,10 @@ class RecurrentTRPO(TRPO):
                     values = sequence_values(
                         self.policy, minibatch.observations, minibatch.lstm_states.vf, minibatch.episode_starts
                     ).flatten()
-                    yield set_gradients((values - minibatch.returns)[real].square().mean(), self._critic_params)
+                    loss = set_gradients((values - minibatch.returns)[real].square().mean(), self._critic_params)
+                    if self._ranks is not None:  # sequences stay on their rank: the gradient's mean is global
+                        average_gradients(self._reducer, self._critic_params, int(real.sum()))
+                    yield loss
 
         return guarded_regression(self.policy.optimizer, self._critic_params, gradient_steps(), "RecurrentTRPO")
 

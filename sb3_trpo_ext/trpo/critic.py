@@ -15,6 +15,7 @@ from stable_baselines3.common.type_aliases import PyTorchObs
 from torch import nn
 
 from sb3_trpo_ext.common.observations import index_obs
+from sb3_trpo_ext.common.reduce import Reducer
 from sb3_trpo_ext.fast.critic import PlainMlpCritic
 
 
@@ -27,22 +28,24 @@ def fit_critic(
     batch_size: int,
     hand_derived: PlainMlpCritic | None,
     value_of: Callable[[th.Tensor], th.Tensor],
+    permutation: Callable[[int], np.ndarray] = np.random.permutation,
 ) -> float:
     """``n_epochs`` epochs of minibatch regression of the values on ``returns`` with ``policy.optimizer`` (over
-    ``critic_params``), the minibatches drawn with numpy's global generator, as SB3's algorithms draw them, through
-    :func:`guarded_regression`.
+    ``critic_params``), the minibatches drawn with numpy's global generator (as SB3's algorithms draw them) or
+    ``permutation``, through :func:`guarded_regression`.
 
     :param hand_derived: the speed layer's gradients of a plain MLP critic, or None (autograd through ``value_of``)
     :param value_of: ``obs -> V(obs)``, flat
+    :param permutation: ``n -> a permutation of range(n)``, an epoch's order (data-parallel ranks share one generator)
     :return: the mean minibatch loss
     """
     n_samples = returns.shape[0]
 
     def gradient_steps() -> Iterator[th.Tensor]:
         for _ in range(n_epochs):
-            permutation = th.from_numpy(np.random.permutation(n_samples)).to(returns.device)
+            order = th.from_numpy(permutation(n_samples)).to(returns.device)
             # one gather per epoch; the minibatches are then contiguous slices of it
-            epoch_obs, epoch_returns = index_obs(observations, permutation), returns[permutation]
+            epoch_obs, epoch_returns = index_obs(observations, order), returns[order]
             for start in range(0, n_samples, batch_size):
                 minibatch = slice(start, start + batch_size)
                 if hand_derived is not None:
@@ -63,6 +66,20 @@ def set_gradients(loss: th.Tensor, params: Sequence[nn.Parameter]) -> th.Tensor:
     for param, grad in zip(params, grads, strict=True):
         param.grad = grad
     return loss
+
+
+def average_gradients(reducer: Reducer, params: Sequence[nn.Parameter], count: int) -> None:
+    """Replace each parameter's ``.grad`` (the mean over this process's ``count`` states) by the mean over every
+    rank's states (one reduction for all of them)."""
+    grads = [param.grad for param in params]
+    assert all(grad is not None for grad in grads), "set the gradients first"
+    flat = th.cat([grad.reshape(-1) for grad in grads if grad is not None])
+    mean = reducer.mean(flat, count)
+    offset = 0
+    for param in params:
+        size = param.numel()
+        param.grad = mean[offset : offset + size].view_as(param)
+        offset += size
 
 
 def guarded_regression(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import io
 import pathlib
 import warnings
@@ -13,8 +14,9 @@ import torch as th
 from gymnasium import spaces
 from sb3_contrib.common.maskable.utils import is_masking_supported
 from stable_baselines3.common.buffers import RolloutBuffer
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, ConvertCallback
 from stable_baselines3.common.distributions import Distribution
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.preprocessing import is_image_space
@@ -39,6 +41,9 @@ from sb3_trpo_ext.common.vine import (
     VineRolloutBuffer,
     VineSampler,
 )
+from sb3_trpo_ext.distributed.callbacks import GlobalProgressBar, RankCallback
+from sb3_trpo_ext.distributed.learn import learn_data_parallel
+from sb3_trpo_ext.distributed.ranks import Ranks, join
 from sb3_trpo_ext.fast import Accelerations
 from sb3_trpo_ext.fast.numpy_actor import NumpyActor
 from sb3_trpo_ext.safe_load import check_readable_zip, explain_weights_only_refusal, load_data
@@ -146,6 +151,9 @@ class TRPO(OnPolicyAlgorithm):
         written out for plain MLPs, ``predict``'s numpy actor. ``False``: the plain algorithm, SB3's collection
         loop and autograd throughout (the same update to float precision, slower; actions drawn from torch's
         generator)
+    :param distributed_timeout: Data-parallel training (``torchrun``, see docs/distributed.md): seconds a rank may
+        make no progress outside a callback before the job stops with an error naming it (a hung simulator); also
+        the process group's collective timeout when this class initialises the group
     :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
         the reported success rate, mean episode length, and mean reward over
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
@@ -198,6 +206,7 @@ class TRPO(OnPolicyAlgorithm):
         num_threads: int | str | None = "auto",
         fast_collect: bool = True,
         accelerate: bool = True,
+        distributed_timeout: float = 300.0,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -248,6 +257,7 @@ class TRPO(OnPolicyAlgorithm):
         self.num_threads = num_threads
         self.fast_collect = fast_collect
         self.accelerate = accelerate
+        self.distributed_timeout = distributed_timeout
         #: simulator steps of vine's branches so far (never counted in ``num_timesteps``)
         self.vine_branch_steps = 0
         self._vine: VineSampler | None = None
@@ -282,6 +292,7 @@ class TRPO(OnPolicyAlgorithm):
         buffer and sampler, and give the critic an optimizer of its own (the actor moves only by the
         natural-gradient step)."""
         self._validate_hyperparameters()
+        self._join_ranks()
         if getattr(self, "n_envs", None):
             warn_about_minibatches(self)
         if self.sampling == "vine" and self.rollout_buffer_class in AUTOMATIC_BUFFERS:
@@ -307,6 +318,19 @@ class TRPO(OnPolicyAlgorithm):
             self._critic_params, lr=self.lr_schedule(1), **optimizer_kwargs
         )
 
+    def _join_ranks(self) -> None:
+        """Under ``torchrun``, become one rank of a data-parallel job (:mod:`sb3_trpo_ext.distributed`): the
+        update's means become global (the reducer), every rank takes rank 0's seed (drawn there when None) and
+        derives its own streams from it. In one process ``_ranks`` is None and nothing changes."""
+        self._ranks: Ranks | None = join(float(self.distributed_timeout))
+        self._reducer = LOCAL if self._ranks is None else self._ranks.reducer
+        if self._ranks is not None:
+            self._given_seed = self.seed  # compared across ranks before training starts
+            self.seed = self._ranks.broadcast_seed(self.seed)
+            #: the critic's minibatch order, the same on every rank (the critic fits the gathered batch)
+            self._shared_rng = np.random.default_rng([self.seed, 3])
+            self._new_episodes: list[tuple[list[dict[str, Any]], list[Any]]] = []
+
     def _setup_vine(self) -> None:
         """The vine sampler for the current environment (None for single path or without an environment).
 
@@ -321,7 +345,7 @@ class TRPO(OnPolicyAlgorithm):
             horizon=self.vine_horizon,
             bootstrap=bool(self.vine_bootstrap),
             gamma=self.gamma,
-            seed=self.seed,
+            seed=self.seed if self._ranks is None or self.seed is None else [self.seed, 4, self._ranks.rank],
         )
         if self.verbose >= 1:  # the restore-and-replay check runs once per environment: say what it cost
             print(
@@ -348,12 +372,26 @@ class TRPO(OnPolicyAlgorithm):
         self._setup_vine()
 
     def set_random_seed(self, seed: int | None = None) -> None:
-        """See SB3's ``set_random_seed``; also seeds the generator that draws the actions of fast collection."""
+        """See SB3's ``set_random_seed``; also seeds the generator that draws the actions of fast collection.
+
+        A data-parallel rank ``r`` with ``k`` environments seeds them ``seed + r*k .. seed + r*k + k-1`` (the seeds
+        of environments ``r*k ..`` in one process with every rank's environments, SB3's ``seed + i`` rule), and
+        draws its actions from streams of its own (``[seed, stream, r]``); the global generators stay equal on
+        every rank (the same initial parameters, the same minibatch order of the rollout buffer)."""
         super().set_random_seed(seed)
+        ranks = getattr(self, "_ranks", None)
+        rank_tag = [] if ranks is None else [ranks.rank]
         # a stream of its own: [seed, 1] is independent of numpy's global generator seeded with `seed`
-        self._collect_rng = np.random.default_rng(None if seed is None else [seed, 1])
+        self._collect_rng = np.random.default_rng(None if seed is None else [seed, 1, *rank_tag])
         # predict()'s stochastic actions draw from a third stream: evaluating never changes training
-        self._predict_rng = np.random.default_rng(None if seed is None else [seed, 2])
+        self._predict_rng = np.random.default_rng(None if seed is None else [seed, 2, *rank_tag])
+        if ranks is not None and seed is not None:
+            if self.env is not None:
+                self.env.seed(seed + ranks.rank * self.env.num_envs)
+            self.action_space.seed(seed + ranks.rank)
+            # torch's generator draws the actions of the policies the numpy actor does not cover: one per rank
+            # (the initial parameters, drawn from it next, are rank 0's by a broadcast when learning starts)
+            th.manual_seed(int(np.random.SeedSequence([seed, 5, ranks.rank]).generate_state(1)[0]))
 
     def _excluded_save_params(self) -> list[str]:
         """SB3's list plus what is rebuilt, not saved: the parameter split, the vine sampler (it holds the
@@ -367,6 +405,11 @@ class TRPO(OnPolicyAlgorithm):
             "_predict_rng",
             "_predictor",
             "_speed",
+            "_ranks",
+            "_reducer",
+            "_shared_rng",
+            "_new_episodes",
+            "_given_seed",
         ]
 
     # ------------------------------------------------------------- collection
@@ -527,6 +570,8 @@ class TRPO(OnPolicyAlgorithm):
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         problems = describe_non_finite(self.rollout_buffer)
+        if self._ranks is not None and self._ranks.any_true(bool(problems)):  # every rank skips, or none does
+            problems = problems or "data on another rank"
         if problems:
             warnings.warn(f"TRPO: the update is skipped (actor and critic): non-finite {problems}", stacklevel=2)
             self.logger.record("train/skipped_non_finite_batches", 1)
@@ -611,14 +656,28 @@ class TRPO(OnPolicyAlgorithm):
 
         :return: the mean minibatch loss
         """
+        if self._ranks is None:
+            return fit_critic(
+                self.policy,
+                self._critic_params,
+                batch.observations,
+                batch.returns,
+                self.n_critic_updates,
+                self.batch_size,
+                *self._speed.critic(self.policy),
+            )
+        # Data parallel: every rank fits the gathered batch in one shared order (docs/distributed.md: a minibatch
+        # step costs about the same for 64 or 128 states, so splitting it would add one collective a step and
+        # save nothing), which is the one-process regression on every rank's states.
         return fit_critic(
             self.policy,
             self._critic_params,
-            batch.observations,
-            batch.returns,
+            self._ranks.gather(batch.observations),
+            self._ranks.gather(batch.returns),
             self.n_critic_updates,
             self.batch_size,
             *self._speed.critic(self.policy),
+            permutation=self._shared_rng.permutation,
         )
 
     # ------------------------------------------------------------ public API
@@ -641,6 +700,12 @@ class TRPO(OnPolicyAlgorithm):
         whole = is_int(given) or (isinstance(given, float) and given.is_integer())
         require(whole and total_timesteps >= 0, "total_timesteps", total_timesteps, "an integer >= 0")
         with torch_threads(self._learn_threads()):
+            if self._ranks is not None:
+                learn_data_parallel(
+                    self, self._ranks, int(total_timesteps), callback, log_interval, tb_log_name,
+                    reset_num_timesteps, progress_bar,
+                )  # fmt: skip
+                return self
             return super().learn(
                 total_timesteps=total_timesteps,
                 callback=callback,
@@ -649,6 +714,109 @@ class TRPO(OnPolicyAlgorithm):
                 reset_num_timesteps=reset_num_timesteps,
                 progress_bar=progress_bar,
             )
+
+    def _setup_learn(
+        self,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        reset_num_timesteps: bool = True,
+        tb_log_name: str = "run",
+        progress_bar: bool = False,
+    ) -> tuple[int, BaseCallback]:
+        """See SB3's ``_setup_learn``; a data-parallel rank other than 0 writes nothing (no TensorBoard folder, a
+        logger without outputs, no progress bar, none of the user's callbacks)."""
+        if self._ranks is None or self._ranks.is_main:
+            return super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
+        tensorboard_log, self.tensorboard_log = self.tensorboard_log, None
+        try:
+            total_timesteps, rank_callback = super()._setup_learn(total_timesteps, None, reset_num_timesteps)
+        finally:
+            self.tensorboard_log = tensorboard_log
+        if not self._custom_logger:
+            self._logger = Logger(folder=None, output_formats=[])
+        return total_timesteps, rank_callback
+
+    def _init_callback(self, callback: MaybeCallback, progress_bar: bool = False) -> BaseCallback:
+        """See SB3's ``_init_callback``; on data-parallel ranks the callback counts global steps and only rank 0
+        runs the user's callbacks and the progress bar (:class:`~sb3_trpo_ext.distributed.callbacks.RankCallback`)."""
+        if self._ranks is None:
+            return super()._init_callback(callback, progress_bar)
+        inner = None
+        if self._ranks.is_main:
+            given = callback if isinstance(callback, list) else [callback]
+            parts = [part if isinstance(part, BaseCallback) else ConvertCallback(part) for part in given if part]
+            if progress_bar:
+                parts.append(GlobalProgressBar(self._ranks.world_size))
+            inner = super()._init_callback(parts, False)
+        rank_callback = RankCallback(inner, self._ranks)
+        rank_callback.init_callback(self)
+        return rank_callback
+
+    def _update_info_buffer(self, infos: list[dict[str, Any]], dones: np.ndarray | None = None) -> None:
+        """See SB3's ``_update_info_buffer``; a data-parallel rank also keeps its new episodes for the others
+        (:meth:`_share_episodes`)."""
+        if self._ranks is None:
+            super()._update_info_buffer(infos, dones)
+            return
+        super()._update_info_buffer(infos, dones)
+        # what SB3 just added to the buffers: every info's episode, the success of the episodes that ended
+        ended = np.zeros(len(infos), dtype=bool) if dones is None else dones
+        self._new_episodes.append(
+            (
+                [info["episode"] for info in infos if info.get("episode") is not None],
+                [
+                    info["is_success"]
+                    for info, done in zip(infos, ended, strict=True)
+                    if done and info.get("is_success") is not None
+                ],
+            )
+        )
+
+    def _share_episodes(self) -> None:
+        """Give every rank the episodes the other ranks finished during the rollout, so that rank 0 logs the
+        episode statistics (``rollout/ep_rew_mean``, ...) of every rank (one all-gather a rollout)."""
+        assert self._ranks is not None and self.ep_info_buffer is not None and self.ep_success_buffer is not None
+        everyone = self._ranks.gather_objects(self._new_episodes)
+        self._new_episodes = []
+        for rank, episodes in enumerate(everyone):
+            if rank == self._ranks.rank:
+                continue
+            for infos, successes in episodes:
+                self.ep_info_buffer.extend(infos)
+                self.ep_success_buffer.extend(successes)
+
+    def _settings(self) -> dict[str, str]:
+        """What must be the same on every rank of a data-parallel job: the class, the policy, the spaces, the
+        number of environments and every hyperparameter of the constructor (their ``repr``)."""
+        skip = {"self", "policy", "env", "verbose", "tensorboard_log", "device", "_init_setup_model", "kwargs"}
+        names = [name for name in inspect.signature(type(self).__init__).parameters if name not in skip]
+        settings = {name: repr(getattr(self, name, None)) for name in names}
+        settings.update(
+            algorithm=f"{type(self).__module__}.{type(self).__qualname__}",
+            policy_class=f"{type(self.policy).__module__}.{type(self.policy).__qualname__}",
+            policy_kwargs=repr(self.policy_kwargs),
+            observation_space=repr(self.observation_space),
+            action_space=repr(self.action_space),
+            n_envs=repr(self.n_envs),
+            seed=repr(self._given_seed),
+        )
+        for name, value in settings.items():
+            if "<function" in value:  # a schedule: its name and values, not its address (different in each process)
+                schedule = getattr(self, name)
+                settings[name] = f"{schedule.__qualname__}: {schedule(1.0)!r} -> {schedule(0.0)!r}"
+        return settings
+
+    def save(
+        self,
+        path: str | pathlib.Path | io.BufferedIOBase,
+        exclude: Iterable[str] | None = None,
+        include: Iterable[str] | None = None,
+    ) -> None:
+        """See SB3's ``save``; on a data-parallel rank other than 0 it does nothing (rank 0 saves the one model
+        every rank trains)."""
+        if self._ranks is not None and not self._ranks.is_main:
+            return
+        super().save(path, exclude, include)
 
     def _learn_threads(self) -> int | None:
         """The torch threads ``learn()`` runs with (None: torch's setting as it is)."""
