@@ -29,6 +29,8 @@ Layout (as rl_zoo3's own modules):
 - :mod:`~sb3_trpo_ext.zoo.masking`, :mod:`~sb3_trpo_ext.zoo.vine_env`, :mod:`~sb3_trpo_ext.zoo.optimize`:
   what one Zoo command changes in the Zoo while it runs (masked evaluation and play, vine's subprocess wrapper,
   seeded Optuna trials);
+- :mod:`~sb3_trpo_ext.zoo.torchrun`: ``train`` under ``torchrun`` (one data-parallel job, one run folder: each rank's
+  command line rewritten before the Zoo parses it);
 - :mod:`~sb3_trpo_ext.zoo.cli` (and ``__main__``): the command line.
 
 Importing this package does not import rl_zoo3: each function imports it when called.

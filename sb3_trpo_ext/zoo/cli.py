@@ -19,6 +19,7 @@ from sb3_trpo_ext.zoo.loading import safe_zoo_scripts
 from sb3_trpo_ext.zoo.masking import masked_evaluation, masked_play
 from sb3_trpo_ext.zoo.optimize import DEFAULT_TRIAL_SEEDS, seeded_trials, trial_seeds_flag
 from sb3_trpo_ext.zoo.registry import ZOO_ALGORITHMS, register
+from sb3_trpo_ext.zoo.torchrun import torchrun_rank
 from sb3_trpo_ext.zoo.vine_env import vine_branch_wrapper
 
 __all__ = ["COMMANDS", "PROG", "main"]
@@ -55,6 +56,9 @@ examples:
 
 train -optimize trains every trial once per seed of --trial-seeds (ours; default {" ".join(map(str, DEFAULT_TRIAL_SEEDS))}
 for our keys, the Zoo's unseeded single run for its keys) and scores the mean.
+
+Under torchrun, train runs data-parallel (our TRPO keys; -optimize and -P refused): rank 0 writes the one run
+folder, --eval-freq and --save-freq count every rank's steps (torchrun --nproc_per_node 2 -m sb3_trpo_ext.zoo train ...).
 
 enjoy, record_video, push_to_hub and train -i load a run folder without running code from it (model,
 vecnormalize.pkl, replay_buffer.pkl, config.yml, args.yml); add --trusted (ours) to read a folder you vouch
@@ -120,8 +124,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         train_only = command == "train"
         vine_envs = vine_branch_wrapper(algo) if train_only else contextlib.nullcontext()
         trials = seeded_trials(algo, trial_seeds) if train_only else contextlib.nullcontext()
-        with _hub_compat(algo, env_id), masked_evaluation(algo), masked_play(algo, command), vine_envs, trials:
-            _run_script(COMMANDS[command], rest)
+        with (
+            _hub_compat(algo, env_id),
+            masked_evaluation(algo),
+            masked_play(algo, command),
+            vine_envs,
+            trials,
+            torchrun_rank(command, rest, tmpdir) as rank_argv,  # under torchrun: this rank's command line
+        ):
+            _run_script(COMMANDS[command], rank_argv)
 
 
 def _trial_seeds(argv: list[str]) -> tuple[list[str], tuple[int, ...] | None]:
