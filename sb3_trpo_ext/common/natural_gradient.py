@@ -64,6 +64,13 @@ def set_flat(params: Sequence[th.Tensor], flat: th.Tensor) -> None:
             param.copy_(value)
 
 
+def _mean_of_pair(reducer: Reducer, first: th.Tensor, second: th.Tensor, count: int) -> tuple[th.Tensor, th.Tensor]:
+    """``reducer.mean`` of two means over the same states, in one reduction (one collective between ranks instead
+    of two)."""
+    both = reducer.mean(th.cat([first.reshape(-1), second.reshape(-1)]), count)
+    return both[: first.numel()].view_as(first), both[first.numel() :].view_as(second)
+
+
 def natural_gradient_step(
     actor_params: Sequence[th.Tensor],
     states: Any,
@@ -87,8 +94,8 @@ def natural_gradient_step(
     dist_params = family.params(distribution)
     dist_old = tuple(t.detach() for t in dist_params)
     local_objective = surrogate(distribution)
-    gradient = reducer.mean(flatten(th.autograd.grad(local_objective, actor_params, retain_graph=True)), n_states)
-    objective = reducer.mean(local_objective.detach(), n_states)
+    local_gradient = flatten(th.autograd.grad(local_objective, actor_params, retain_graph=True))
+    gradient, objective = _mean_of_pair(reducer, local_gradient, local_objective.detach(), n_states)
 
     stats: dict[str, Any] = {
         "policy_objective": objective.item(),
@@ -129,8 +136,8 @@ def natural_gradient_step(
 
     def evaluate() -> tuple[th.Tensor, th.Tensor]:
         distribution = actor.distribution(states)
-        kl = reducer.mean(family.kl(dist_old, family.params(distribution)).mean(), n_states)
-        return kl, reducer.mean(surrogate(distribution), n_states)
+        local_kl = family.kl(dist_old, family.params(distribution)).mean()
+        return _mean_of_pair(reducer, local_kl, surrogate(distribution), n_states)
 
     search = backtracking_line_search(
         lambda flat: set_flat(actor_params, flat),

@@ -131,6 +131,15 @@ class Ranks:
         dist.all_gather_object(gathered, obj)
         return gathered
 
+    def gather_rows(self, rows: np.ndarray) -> list[np.ndarray]:
+        """Every rank's float64 ``rows`` (``(n_r, d)``, ``n_r`` may differ between ranks), in rank order: the
+        counts, then the rows padded to the longest (two all-gathers)."""
+        counts = self.gather(th.tensor([len(rows)], dtype=th.int64)).tolist()
+        padded = np.zeros((max(counts), rows.shape[1]), dtype=np.float64)
+        padded[: len(rows)] = rows
+        everyone = self.gather(th.from_numpy(padded)).numpy().reshape(self.world_size, max(counts), rows.shape[1])
+        return [everyone[rank, :count] for rank, count in enumerate(counts)]
+
     def gather(self, tensor: Any) -> Any:
         """Every rank's rows of ``tensor`` (or of each entry of a dict of tensors), concatenated in rank order:
         the batch one process with every rank's environments would hold (SB3's flattening puts environment

@@ -329,7 +329,9 @@ class TRPO(OnPolicyAlgorithm):
             self.seed = self._ranks.broadcast_seed(self.seed)
             #: the critic's minibatch order, the same on every rank (the critic fits the gathered batch)
             self._shared_rng = np.random.default_rng([self.seed, 3])
-            self._new_episodes: list[tuple[list[dict[str, Any]], list[Any]]] = []
+            # this rank's episodes (return, length, time) and successes since the last rollout's end
+            self._new_episodes: list[tuple[float, float, float]] = []
+            self._new_successes: list[float] = []
 
     def _setup_vine(self) -> None:
         """The vine sampler for the current environment (None for single path or without an environment).
@@ -409,6 +411,7 @@ class TRPO(OnPolicyAlgorithm):
             "_reducer",
             "_shared_rng",
             "_new_episodes",
+            "_new_successes",
             "_given_seed",
         ]
 
@@ -761,29 +764,31 @@ class TRPO(OnPolicyAlgorithm):
         super()._update_info_buffer(infos, dones)
         # what SB3 just added to the buffers: every info's episode, the success of the episodes that ended
         ended = np.zeros(len(infos), dtype=bool) if dones is None else dones
-        self._new_episodes.append(
-            (
-                [info["episode"] for info in infos if info.get("episode") is not None],
-                [
-                    info["is_success"]
-                    for info, done in zip(infos, ended, strict=True)
-                    if done and info.get("is_success") is not None
-                ],
-            )
-        )
+        for info, done in zip(infos, ended, strict=True):
+            episode = info.get("episode")
+            if episode is not None:
+                self._new_episodes.append((float(episode["r"]), float(episode["l"]), float(episode["t"])))
+            if done and info.get("is_success") is not None:
+                self._new_successes.append(float(info["is_success"]))
 
     def _share_episodes(self) -> None:
         """Give every rank the episodes the other ranks finished during the rollout, so that rank 0 logs the
-        episode statistics (``rollout/ep_rew_mean``, ...) of every rank (one all-gather a rollout)."""
+        episode statistics (``rollout/ep_rew_mean``, ``rollout/ep_len_mean``, ``rollout/success_rate``) of every
+        rank: return, length and time of each episode (Monitor's ``r``, ``l``, ``t``; other keys stay on their
+        rank) and the successes, as numbers (two small all-gathers a rollout, not a pickled object's)."""
         assert self._ranks is not None and self.ep_info_buffer is not None and self.ep_success_buffer is not None
-        everyone = self._ranks.gather_objects(self._new_episodes)
-        self._new_episodes = []
-        for rank, episodes in enumerate(everyone):
+        # one row per episode (r, l, t, 0.0) or success (s, 0, 0, 1.0)
+        rows = [(*episode, 0.0) for episode in self._new_episodes] + [(s, 0.0, 0.0, 1.0) for s in self._new_successes]
+        self._new_episodes, self._new_successes = [], []
+        everyone = self._ranks.gather_rows(np.array(rows, dtype=np.float64).reshape(-1, 4))
+        for rank, rank_rows in enumerate(everyone):
             if rank == self._ranks.rank:
                 continue
-            for infos, successes in episodes:
-                self.ep_info_buffer.extend(infos)
-                self.ep_success_buffer.extend(successes)
+            for value, length, elapsed, is_success in rank_rows:
+                if is_success:
+                    self.ep_success_buffer.append(bool(value))
+                else:
+                    self.ep_info_buffer.append({"r": value, "l": int(length), "t": elapsed})
 
     def _settings(self) -> dict[str, str]:
         """What must be the same on every rank of a data-parallel job: the class, the policy, the spaces, the

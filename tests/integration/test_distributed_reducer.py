@@ -6,14 +6,13 @@ the whole batch (the data-parallel issue's "one update" semantics, at the level 
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from loopback import loopback_store, rank_env
 
 TESTS = Path(__file__).resolve().parents[1]
 
@@ -45,40 +44,33 @@ json.dump({"params": params, "stats": {k: v for k, v in stats.items() if not isi
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))  # loopback only
-        return int(probe.getsockname()[1])
+def _reducer_only(env: dict[str, str]) -> dict[str, str]:
+    """The worker builds its group itself (rank and size as arguments): without WORLD_SIZE in its environment the
+    model does not join a job (sb3_trpo_ext.distributed), so this test stays at the level of the reducer."""
+    return {key: value for key, value in env.items() if key not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
 
 
 def _run(tmp_path: Path, kind: str, world: int) -> list[dict]:
-    env = {
-        **os.environ,
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(_free_port()),
-        "GLOO_SOCKET_IFNAME": "lo",
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),  # reduce_helpers
-    }
     outs = [tmp_path / f"{kind}-{world}-{rank}.json" for rank in range(world)]
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(rank), str(world), str(out), kind],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        for rank, out in enumerate(outs)
-    ]
-    for process in processes:
+    with loopback_store() as port:
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-c", WORKER, str(rank), str(world), str(out), kind],
+                env=_reducer_only(rank_env(rank, world, port)),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )  # fmt: skip
+            for rank, out in enumerate(outs)
+        ]
         try:
-            _, err = process.communicate(timeout=120)
-        except subprocess.TimeoutExpired:
-            for other in processes:
-                other.kill()
-            raise
-        assert process.returncode == 0, err[-3000:]
+            for process in processes:
+                _, err = process.communicate(timeout=120)
+                assert process.returncode == 0, err[-3000:]
+        finally:
+            for process in processes:
+                if process.poll() is None:
+                    process.kill()
     return [json.loads(out.read_text()) for out in outs]
 
 

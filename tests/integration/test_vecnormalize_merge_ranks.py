@@ -7,13 +7,13 @@ process stops by itself within a bounded time (60 s process-group timeout, 60 s 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from loopback import loopback_store, rank_env
 from stable_baselines3.common.running_mean_std import RunningMeanStd
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -64,41 +64,29 @@ np.savez(out, **arrays)
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))  # loopback only
-        return int(probe.getsockname()[1])
-
-
 def _run(tmp_path: Path, kind: str, world: int) -> list[dict[str, np.ndarray]]:
-    env = {
-        **os.environ,
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(_free_port()),
-        "GLOO_SOCKET_IFNAME": "lo",
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join([str(TESTS / "unit"), str(TESTS), os.environ.get("PYTHONPATH", "")]),
-    }
     outs = [tmp_path / f"{kind}-{rank}.npz" for rank in range(world)]
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(rank), str(world), str(out), kind],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        for rank, out in enumerate(outs)
-    ]
-    try:
-        for process in processes:
-            _, err = process.communicate(timeout=60)
-            assert process.returncode == 0, err[-3000:]
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
+    unit_tests = os.pathsep.join([str(TESTS / "unit"), str(TESTS), os.environ.get("PYTHONPATH", "")])
+    with loopback_store() as port:
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-c", WORKER, str(rank), str(world), str(out), kind],
+                env=rank_env(rank, world, port, PYTHONPATH=unit_tests),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )  # fmt: skip
+            for rank, out in enumerate(outs)
+        ]
+        try:
+            for process in processes:
+                _, err = process.communicate(timeout=60)
+                assert process.returncode == 0, err[-3000:]
+        finally:
+            for process in processes:
+                if process.poll() is None:
+                    process.kill()
+                    process.communicate()
     results = []
     for out in outs:
         with np.load(out) as data:
