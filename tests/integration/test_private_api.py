@@ -363,6 +363,35 @@ def test_sb3_extension_points_exist() -> None:
     assert model._total_timesteps == 8
 
 
+def test_sb3_learn_loop_is_the_one_the_ranks_follow() -> None:
+    """distributed/learn.py follows SB3's on-policy loop step for step (plus the ranks' meeting) and TRPO's
+    _setup_learn/_init_callback rely on how SB3 sets up logging and callbacks."""
+    loop = inspect.getsource(OnPolicyAlgorithm.learn)
+    steps = ["self._setup_learn(", "callback.on_training_start(", "self.collect_rollouts(",
+             "self._update_current_progress_remaining(", "self.dump_logs(", "self.train()", "callback.on_training_end()"]  # fmt: skip
+    positions = [loop.index(step) for step in steps]
+    assert positions == sorted(positions)
+    # what SB3's loop reads and calls on the model: a new step there is missing from ours until added
+    assert set(re.findall(r"self\.(\w+)", loop)) == {
+        "_setup_learn",
+        "collect_rollouts",
+        "_update_current_progress_remaining",
+        "dump_logs",
+        "train",
+        "num_timesteps",
+        "ep_info_buffer",
+        "env",
+        "rollout_buffer",
+        "n_steps",
+    }, "SB3's learn() loop changed: check distributed/learn.py"
+    setup = inspect.getsource(BaseAlgorithm._setup_learn)
+    assert "if not self._custom_logger:" in setup and "self._logger = utils.configure_logger(" in setup
+    assert "self._init_callback(callback, progress_bar)" in setup
+    assert list(inspect.signature(BaseAlgorithm._init_callback).parameters) == ["self", "callback", "progress_bar"]
+    model = PPO("MlpPolicy", "CartPole-v1", n_steps=8, batch_size=8)
+    assert model._vec_normalize_env is None and callable(model._update_current_progress_remaining)
+
+
 def test_policy_method_names_exist() -> None:
     for name in _POLICY_METHODS:
         assert callable(getattr(ActorCriticPolicy, name)), name
