@@ -14,7 +14,7 @@ import torch as th
 from gymnasium import spaces
 from sb3_contrib.common.maskable.utils import is_masking_supported
 from stable_baselines3.common.buffers import RolloutBuffer
-from stable_baselines3.common.callbacks import BaseCallback, ConvertCallback, ProgressBarCallback
+from stable_baselines3.common.callbacks import BaseCallback, ConvertCallback
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
@@ -748,11 +748,6 @@ class TRPO(OnPolicyAlgorithm):
         if self._ranks.is_main:
             given = callback if isinstance(callback, list) else [callback]
             parts = [part if isinstance(part, BaseCallback) else ConvertCallback(part) for part in given if part]
-            # SB3's bar (the Zoo's -P adds one) counts this rank's steps: rank 0's counts every rank's
-            parts = [
-                GlobalProgressBar(self._ranks.world_size) if type(part) is ProgressBarCallback else part
-                for part in parts
-            ]
             if progress_bar:
                 parts.append(GlobalProgressBar(self._ranks.world_size))
             inner = super()._init_callback(parts, False)
