@@ -349,7 +349,10 @@ class RecurrentTRPO(TRPO):
                         average_gradients(self._reducer, self._critic_params, int(real.sum()))
                     yield loss
 
-        return guarded_regression(self.policy.optimizer, self._critic_params, gradient_steps(), "RecurrentTRPO")
+        all_ranks = None if self._ranks is None else self._ranks.all_true
+        return guarded_regression(
+            self.policy.optimizer, self._critic_params, gradient_steps(), "RecurrentTRPO", all_ranks
+        )
 
     # ------------------------------------------------------------ public API
     def learn(

@@ -87,11 +87,15 @@ def guarded_regression(
     critic_params: Sequence[nn.Parameter],
     gradient_steps: Iterator[th.Tensor],
     algorithm: str,
+    all_ranks: Callable[[bool], bool] | None = None,
 ) -> float:
     """The critic's regression loop of every algorithm here: one ``optimizer`` step per item of
     ``gradient_steps`` (each item is a minibatch's loss, its gradients already in ``.grad``; a generator, so each
     minibatch is computed after the previous step). A non-finite loss stops nothing but puts the critic back as
     it was before the loop (never a non-finite weight) with a warning naming ``algorithm``.
+
+    :param all_ranks: for data-parallel ranks that each regress on their own states, ``ok -> ok on every rank``
+        (the rollback is decided together)
 
     :return: the mean minibatch loss
     """
@@ -103,7 +107,10 @@ def guarded_regression(
     mean_loss = th.stack(losses).mean()
     # One check after the loop instead of one per minibatch (a sync point each): a non-finite loss or
     # weight anywhere means the regression diverged, and the critic is put back as it was.
-    if not (th.isfinite(mean_loss) and all(th.isfinite(param).all() for param in critic_params)):
+    finite = bool(th.isfinite(mean_loss)) and all(bool(th.isfinite(param).all()) for param in critic_params)
+    if all_ranks is not None:  # data-parallel ranks whose losses are their own: roll back together or not at all
+        finite = all_ranks(finite)
+    if not finite:
         warnings.warn(
             f"{algorithm}: the critic's regression produced a non-finite loss or weight; the critic keeps its "
             "parameters from before this update",

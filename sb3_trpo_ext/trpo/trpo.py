@@ -794,7 +794,9 @@ class TRPO(OnPolicyAlgorithm):
         """What must be the same on every rank of a data-parallel job: the class, the policy, the spaces, the
         number of environments and every hyperparameter of the constructor (their ``repr``)."""
         skip = {"self", "policy", "env", "verbose", "tensorboard_log", "device", "_init_setup_model", "kwargs"}
-        names = [name for name in inspect.signature(type(self).__init__).parameters if name not in skip]
+        # every constructor's arguments from this class up to TRPO (MaskableTRPO's passes most through **kwargs)
+        constructors = [cls.__init__ for cls in type(self).__mro__ if issubclass(cls, TRPO) and "__init__" in vars(cls)]
+        names = sorted({name for init in constructors for name in inspect.signature(init).parameters} - skip)
         settings = {name: repr(getattr(self, name, None)) for name in names}
         settings.update(
             algorithm=f"{type(self).__module__}.{type(self).__qualname__}",
