@@ -12,7 +12,9 @@ import contextlib
 import datetime
 import os
 import socket
-from collections.abc import Iterator
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch.distributed as dist
@@ -53,3 +55,31 @@ def rank_env(rank: int, world: int, port: int, **extra: str) -> dict[str, str]:
         "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
         **extra,
     }
+
+
+def run_ranks(
+    commands: Sequence[Sequence[str]], env: Callable[[int, int], dict[str, str]], timeout: float
+) -> tuple[list[int], list[str], float]:
+    """Run one process per command (rank = its index) with the environment ``env(rank, port)``, the job's store on
+    127.0.0.1 meanwhile; every process still running after ``timeout`` seconds is killed.
+
+    :return: the exit codes (negative: killed by that signal), each process's stderr, and the seconds until the
+        first process exited
+    """
+    with loopback_store() as port:
+        processes = [
+            subprocess.Popen(command, env=env(rank, port), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for rank, command in enumerate(commands)
+        ]
+        started, first_exit = time.monotonic(), None
+        try:
+            while any(process.poll() is None for process in processes) and time.monotonic() - started < timeout:
+                if first_exit is None and any(process.poll() is not None for process in processes):
+                    first_exit = time.monotonic() - started
+                time.sleep(0.05)
+        finally:
+            for process in processes:
+                if process.poll() is None:
+                    process.kill()
+        errors = [process.communicate()[1] for process in processes]
+    return [process.returncode for process in processes], errors, first_exit or time.monotonic() - started

@@ -11,13 +11,12 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from loopback import loopback_store, rank_env
+from loopback import rank_env, run_ranks
 
 TESTS = Path(__file__).resolve().parents[1]
 WORKER = TESTS / "dp_worker.py"
@@ -48,34 +47,14 @@ def launch(
     :return: each rank's result, exit code and stderr, and the seconds until the first process exited
     """
     outs = [tmp_path / f"{scenario}-{world}-{rank}.json" for rank in range(world)]
-    with loopback_store() as port:
-        processes = [
-            subprocess.Popen(
-                [sys.executable, str(WORKER), scenario, str(out)],
-                env=rank_env(rank, world, port, **extra) if world > 1 else loopback_env(**extra),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )  # fmt: skip
-            for rank, out in enumerate(outs)
-        ]
-        started, first_exit = time.monotonic(), None
-        try:
-            while any(process.poll() is None for process in processes):
-                if first_exit is None and any(process.poll() is not None for process in processes):
-                    first_exit = time.monotonic() - started
-                if time.monotonic() - started > timeout:
-                    break
-                time.sleep(0.05)
-        finally:
-            for process in processes:
-                if process.poll() is None:
-                    process.kill()
-    if first_exit is None:
-        first_exit = time.monotonic() - started
-    errors = [process.communicate()[1] for process in processes]
+    commands = [[sys.executable, str(WORKER), scenario, str(out)] for out in outs]
+    codes, errors, first_exit = run_ranks(
+        commands,
+        lambda rank, port: rank_env(rank, world, port, **extra) if world > 1 else loopback_env(**extra),
+        timeout,
+    )
     results = [json.loads(out.read_text()) if out.exists() else {} for out in outs]
-    return results, [process.returncode for process in processes], errors, first_exit
+    return results, codes, errors, first_exit
 
 
 def succeed(tmp_path: Path, scenario: str, world: int = 2, **extra: str) -> list[dict[str, Any]]:

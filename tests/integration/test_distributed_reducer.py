@@ -6,13 +6,12 @@ the whole batch (the data-parallel issue's "one update" semantics, at the level 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from loopback import loopback_store, rank_env
+from loopback import rank_env, run_ranks
 
 TESTS = Path(__file__).resolve().parents[1]
 
@@ -52,25 +51,9 @@ def _reducer_only(env: dict[str, str]) -> dict[str, str]:
 
 def _run(tmp_path: Path, kind: str, world: int) -> list[dict]:
     outs = [tmp_path / f"{kind}-{world}-{rank}.json" for rank in range(world)]
-    with loopback_store() as port:
-        processes = [
-            subprocess.Popen(
-                [sys.executable, "-c", WORKER, str(rank), str(world), str(out), kind],
-                env=_reducer_only(rank_env(rank, world, port)),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )  # fmt: skip
-            for rank, out in enumerate(outs)
-        ]
-        try:
-            for process in processes:
-                _, err = process.communicate(timeout=120)
-                assert process.returncode == 0, err[-3000:]
-        finally:
-            for process in processes:
-                if process.poll() is None:
-                    process.kill()
+    commands = [[sys.executable, "-c", WORKER, str(rank), str(world), str(out), kind] for rank, out in enumerate(outs)]
+    codes, errors, _ = run_ranks(commands, lambda rank, port: _reducer_only(rank_env(rank, world, port)), 120)
+    assert codes == [0] * world, errors
     return [json.loads(out.read_text()) for out in outs]
 
 

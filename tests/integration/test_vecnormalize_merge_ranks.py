@@ -7,13 +7,12 @@ process stops by itself within a bounded time (60 s process-group timeout, 60 s 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from loopback import loopback_store, rank_env
+from loopback import rank_env, run_ranks
 from stable_baselines3.common.running_mean_std import RunningMeanStd
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -67,26 +66,9 @@ np.savez(out, **arrays)
 def _run(tmp_path: Path, kind: str, world: int) -> list[dict[str, np.ndarray]]:
     outs = [tmp_path / f"{kind}-{rank}.npz" for rank in range(world)]
     unit_tests = os.pathsep.join([str(TESTS / "unit"), str(TESTS), os.environ.get("PYTHONPATH", "")])
-    with loopback_store() as port:
-        processes = [
-            subprocess.Popen(
-                [sys.executable, "-c", WORKER, str(rank), str(world), str(out), kind],
-                env=rank_env(rank, world, port, PYTHONPATH=unit_tests),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )  # fmt: skip
-            for rank, out in enumerate(outs)
-        ]
-        try:
-            for process in processes:
-                _, err = process.communicate(timeout=60)
-                assert process.returncode == 0, err[-3000:]
-        finally:
-            for process in processes:
-                if process.poll() is None:
-                    process.kill()
-                    process.communicate()
+    commands = [[sys.executable, "-c", WORKER, str(rank), str(world), str(out), kind] for rank, out in enumerate(outs)]
+    codes, errors, _ = run_ranks(commands, lambda rank, port: rank_env(rank, world, port, PYTHONPATH=unit_tests), 60)
+    assert codes == [0] * world, errors
     results = []
     for out in outs:
         with np.load(out) as data:
