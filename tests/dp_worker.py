@@ -53,6 +53,7 @@ def update(out: Path) -> dict[str, Any]:
     from sb3_trpo_ext.trpo.critic import fit_critic
 
     model = make_model(discrete=False)
+    model._join_ranks()  # what learn() does first
     set_fixed_parameters(model)
     initial = flat(model._actor_params)
     th.manual_seed(1)
@@ -84,9 +85,10 @@ def seeds(out: Path) -> dict[str, Any]:
         env.seed(7)
         return {"obs": env.reset().tolist()}
     model = TRPO("MlpPolicy", make_vec_env("CartPole-v1", n_envs=2), n_steps=64, batch_size=64, seed=7)
+    model._join_ranks()  # what learn() does first: the rank's seeds
     obs = model.env.reset().tolist()
     draws = model._collect_rng.random(3).tolist()
-    model.set_random_seed(7)  # reseeds the environments and the streams as construction did
+    model.set_random_seed(7)  # the same seeds again, for learn()'s reset
     model.learn(256)
     return {"obs": obs, "draws": draws, "num_timesteps": model.num_timesteps, "params": flat(model.policy.parameters())}
 
@@ -217,6 +219,17 @@ def rank_zero_speaks(out: Path) -> dict[str, Any]:
     result["ret_rms"] = [float(env.ret_rms.mean), float(env.ret_rms.var), env.ret_rms.count]
     result["episodes"] = len(model.ep_info_buffer or [])
     return result
+
+
+@scenario
+def predict_only(out: Path) -> dict[str, Any]:
+    """Rank 0 alone builds a model to predict with (an evaluation after training): no collective, no wait."""
+    import torch.distributed as dist
+
+    if RANK == 0:
+        model = TRPO("MlpPolicy", make_vec_env("CartPole-v1", n_envs=1), seed=0)
+        model.predict(np.zeros(4, dtype=np.float32), deterministic=True)
+    return {"initialised": dist.is_initialized()}
 
 
 @scenario

@@ -6,8 +6,10 @@ Outside ``torchrun`` (no process group, ``WORLD_SIZE`` unset or 1) :func:`join` 
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import hashlib
+import itertools
 import os
 import warnings
 from collections.abc import Sequence
@@ -26,6 +28,10 @@ __all__ = ["ParameterMismatchError", "Ranks", "SettingsMismatchError", "join"]
 #: the tolerance of the parameter comparison: below it a difference is float rounding of a different machine
 #: (the ranks are put back on rank 0's parameters), above it the ranks have diverged (an error)
 DRIFT_TOLERANCE = 1e-6
+
+
+#: numbers the monitors this process starts (their store prefixes)
+_MONITOR_NUMBERS = itertools.count(1)
 
 
 class SettingsMismatchError(RuntimeError):
@@ -50,9 +56,19 @@ def join(timeout: float) -> Ranks | None:
             return None
         backend = "cpu:gloo,cuda:nccl" if th.cuda.is_available() else "gloo"
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout))
+        atexit.register(_destroy_group)  # ours to close; atexit runs it after the monitor has stopped (LIFO)
     if dist.get_world_size() <= 1:
         return None
-    return Ranks(dist.get_rank(), dist.get_world_size(), _monitor(timeout))
+    ranks = Ranks(dist.get_rank(), dist.get_world_size(), _monitor(timeout))
+    # Stop the heartbeat thread before the interpreter exits: a thread inside a store call when the process tears
+    # down its C++ objects aborts it ("terminate called without an active exception", exit status -6).
+    atexit.register(ranks.close)
+    return ranks
+
+
+def _destroy_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _monitor(timeout: float) -> RankMonitor | None:
@@ -68,9 +84,10 @@ def _monitor(timeout: float) -> RankMonitor | None:
         )
         return None
     client = dist.TCPStore(address, int(port), is_master=False, timeout=datetime.timedelta(seconds=timeout))
-    monitor = RankMonitor(
-        dist.PrefixStore("sb3_trpo_ext/monitor/", client), dist.get_rank(), dist.get_world_size(), timeout
-    )
+    # a prefix per join (every rank joins as often: the Zoo's entry point, then the model): a monitor's keys stay
+    # in the store after it stops, and the next one must not read them
+    prefix = f"sb3_trpo_ext/monitor/{next(_MONITOR_NUMBERS)}/"
+    monitor = RankMonitor(dist.PrefixStore(prefix, client), dist.get_rank(), dist.get_world_size(), timeout)
     monitor.start()
     return monitor
 

@@ -292,7 +292,9 @@ class TRPO(OnPolicyAlgorithm):
         buffer and sampler, and give the critic an optimizer of its own (the actor moves only by the
         natural-gradient step)."""
         self._validate_hyperparameters()
-        self._join_ranks()
+        #: the data-parallel ranks this model trains with (None: one process); joined by ``learn()``
+        self._ranks: Ranks | None = None
+        self._reducer = LOCAL
         if getattr(self, "n_envs", None):
             warn_about_minibatches(self)
         if self.sampling == "vine" and self.rollout_buffer_class in AUTOMATIC_BUFFERS:
@@ -319,19 +321,26 @@ class TRPO(OnPolicyAlgorithm):
         )
 
     def _join_ranks(self) -> None:
-        """Under ``torchrun``, become one rank of a data-parallel job (:mod:`sb3_trpo_ext.distributed`): the
-        update's means become global (the reducer), every rank takes rank 0's seed (drawn there when None) and
-        derives its own streams from it. In one process ``_ranks`` is None and nothing changes."""
-        self._ranks: Ranks | None = join(float(self.distributed_timeout))
-        self._reducer = LOCAL if self._ranks is None else self._ranks.reducer
+        """Under ``torchrun``, become one rank of a data-parallel job (:mod:`sb3_trpo_ext.distributed`), once, when
+        ``learn()`` first runs (a model built or loaded only to predict, on some ranks, takes part in no
+        collective): the update's means become global (the reducer), every rank takes rank 0's seed (drawn there
+        when None) and reseeds from it, its environments and action streams its own. In one process ``_ranks``
+        stays None and nothing changes."""
         if self._ranks is not None:
-            self._given_seed = self.seed  # compared across ranks before training starts
-            self.seed = self._ranks.broadcast_seed(self.seed)
-            #: the critic's minibatch order, the same on every rank (the critic fits the gathered batch)
-            self._shared_rng = np.random.default_rng([self.seed, 3])
-            # this rank's episodes (return, length, time) and successes since the last rollout's end
-            self._new_episodes: list[tuple[float, float, float]] = []
-            self._new_successes: list[float] = []
+            return
+        self._ranks = join(float(self.distributed_timeout))
+        if self._ranks is None:
+            return
+        self._reducer = self._ranks.reducer
+        self._given_seed = self.seed  # compared across ranks before training starts
+        self.seed = self._ranks.broadcast_seed(self.seed)
+        #: the critic's minibatch order, the same on every rank (the critic fits the gathered batch)
+        self._shared_rng = np.random.default_rng([self.seed, 3])
+        # this rank's episodes (return, length, time) and successes since the last rollout's end
+        self._new_episodes: list[tuple[float, float, float]] = []
+        self._new_successes: list[float] = []
+        self.set_random_seed(self.seed)  # the rank's environment seeds and streams (applied at learn()'s reset)
+        self._setup_vine()  # the vine sampler draws from the rank's own stream
 
     def _setup_vine(self) -> None:
         """The vine sampler for the current environment (None for single path or without an environment).
@@ -702,6 +711,7 @@ class TRPO(OnPolicyAlgorithm):
         given: Any = total_timesteps  # annotated int, but users pass 1e5 (SB3 accepts it) or worse
         whole = is_int(given) or (isinstance(given, float) and given.is_integer())
         require(whole and total_timesteps >= 0, "total_timesteps", total_timesteps, "an integer >= 0")
+        self._join_ranks()
         with torch_threads(self._learn_threads()):
             if self._ranks is not None:
                 learn_data_parallel(

@@ -139,6 +139,11 @@ def test_rank_0_alone_writes_logs_and_saves_and_vecnormalize_is_merged(tmp_path)
     assert ranks[0]["episodes"] == 2  # one Pendulum episode (200 steps) on each rank, logged by rank 0
 
 
+def test_a_model_built_on_one_rank_only_to_predict_joins_no_job(tmp_path):
+    results, codes, _, _ = launch(tmp_path, "predict_only", timeout=60)
+    assert codes == [0, 0] and not results[0]["initialised"]  # the ranks join in learn(), not at construction
+
+
 @pytest.mark.parametrize("scenario", ["vine", "recurrent", "maskable"])
 def test_the_family_trains_data_parallel(tmp_path, scenario):
     ranks = succeed(tmp_path, scenario)
