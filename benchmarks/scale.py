@@ -69,7 +69,6 @@ import os
 import pickle
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -157,25 +156,6 @@ def effective_block(env_id: str, divisor: int) -> tuple[int, bool, dict[str, Any
 
 
 # ---------------------------------------------------------------------------------------- processes
-@contextlib.contextmanager
-def loopback_store(timeout: float = 300.0) -> Iterator[int]:
-    """Host a job's store on a socket bound to 127.0.0.1 while the block runs (tests/loopback.py); yields its port."""
-    import torch.distributed as dist
-
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    port = int(listener.getsockname()[1])
-    store = dist.TCPStore(
-        "127.0.0.1", port, is_master=True, timeout=datetime.timedelta(seconds=timeout),
-        master_listen_fd=listener.detach(), wait_for_workers=False,
-    )  # fmt: skip
-    try:
-        yield port
-    finally:
-        del store
-
-
 def process_env(rank: int | None = None, world: int = 1, port: int = 0) -> dict[str, str]:
     """The environment of a worker: one thread, loopback only; a rank's torchrun variables, or none."""
     env = {key: value for key, value in os.environ.items() if key not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
@@ -191,6 +171,8 @@ def process_env(rank: int | None = None, world: int = 1, port: int = 0) -> dict[
 def run_together(mode: str, specs: list[dict[str, Any]], ranks: bool, folder: Path, timeout: float) -> list[Any]:
     """Start one worker process per spec (``--<mode> SPEC``), wait until all are ready, release them together, and
     return their results. Every process is killed (by its handle) if it outlives ``timeout``."""
+    from sb3_trpo_ext.distributed.ranks import loopback_store  # the job's store on 127.0.0.1
+
     stack = contextlib.ExitStack()
     port = stack.enter_context(loopback_store(timeout)) if ranks else 0
     processes: list[subprocess.Popen[bytes]] = []

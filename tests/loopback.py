@@ -1,42 +1,22 @@
 """Rendezvous of the multi-process tests on 127.0.0.1 only.
 
 A ``TCPStore`` given a port listens on every interface (checked with ``ss``), so the test process hosts the job's
-store itself on a socket it binds to 127.0.0.1, and the ranks connect to it as torchrun's workers connect to their
+store itself on a socket it binds to 127.0.0.1 (:func:`sb3_trpo_ext.distributed.ranks.loopback_store`), and the ranks connect to it as torchrun's workers connect to their
 agent's store (``TORCHELASTIC_USE_AGENT_STORE=True``: every rank is a client of MASTER_ADDR:MASTER_PORT). Gloo's
 own sockets stay on the loopback interface (``GLOO_SOCKET_IFNAME=lo``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import datetime
 import os
-import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import torch.distributed as dist
+from sb3_trpo_ext.distributed.ranks import loopback_store
 
 TESTS = Path(__file__).resolve().parent
-
-
-@contextlib.contextmanager
-def loopback_store(timeout: float = 120.0) -> Iterator[int]:
-    """Host a job's store on 127.0.0.1 while the block runs; yields its port."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    port = int(listener.getsockname()[1])
-    store = dist.TCPStore(
-        "127.0.0.1", port, is_master=True, timeout=datetime.timedelta(seconds=timeout),
-        master_listen_fd=listener.detach(), wait_for_workers=False,  # the store owns (and closes) the socket
-    )  # fmt: skip
-    try:
-        yield port
-    finally:
-        del store
 
 
 def rank_env(rank: int, world: int, port: int, **extra: str) -> dict[str, str]:

@@ -7,12 +7,14 @@ Outside ``torchrun`` (no process group, ``WORLD_SIZE`` unset or 1) :func:`join` 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import datetime
 import hashlib
 import itertools
 import os
+import socket
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +25,7 @@ import torch.distributed as dist
 from sb3_trpo_ext.common.reduce import DistributedReducer
 from sb3_trpo_ext.distributed.monitor import RankMonitor
 
-__all__ = ["ParameterMismatchError", "Ranks", "SettingsMismatchError", "join"]
+__all__ = ["ParameterMismatchError", "Ranks", "SettingsMismatchError", "join", "loopback_store"]
 
 #: the tolerance of the parameter comparison: below it a difference is float rounding of a different machine
 #: (the ranks are put back on rank 0's parameters), above it the ranks have diverged (an error)
@@ -64,6 +66,26 @@ def join(timeout: float) -> Ranks | None:
     # down its C++ objects aborts it ("terminate called without an active exception", exit status -6).
     atexit.register(ranks.close)
     return ranks
+
+
+@contextlib.contextmanager
+def loopback_store(timeout: float = 300.0) -> Iterator[int]:
+    """Host a job's key-value store on a socket bound to 127.0.0.1 while the block runs, and yield its port: for
+    starting ranks yourself on one machine (the tests and ``benchmarks/scale.py`` do). A ``TCPStore`` given only a
+    port listens on every interface; ranks started with ``MASTER_ADDR=127.0.0.1``, ``MASTER_PORT=<port>`` and
+    ``TORCHELASTIC_USE_AGENT_STORE=True`` connect to this one as torchrun's workers connect to their agent's."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = int(listener.getsockname()[1])
+    store = dist.TCPStore(
+        "127.0.0.1", port, is_master=True, timeout=datetime.timedelta(seconds=timeout),
+        master_listen_fd=listener.detach(), wait_for_workers=False,  # the store owns (and closes) the socket
+    )  # fmt: skip
+    try:
+        yield port
+    finally:
+        del store
 
 
 def _destroy_group() -> None:
