@@ -768,10 +768,9 @@ class TRPO(OnPolicyAlgorithm):
     def _update_info_buffer(self, infos: list[dict[str, Any]], dones: np.ndarray | None = None) -> None:
         """See SB3's ``_update_info_buffer``; a data-parallel rank also keeps its new episodes for the others
         (:meth:`_share_episodes`)."""
-        if self._ranks is None:
-            super()._update_info_buffer(infos, dones)
-            return
         super()._update_info_buffer(infos, dones)
+        if self._ranks is None:
+            return
         # what SB3 just added to the buffers: every info's episode, the success of the episodes that ended
         ended = np.zeros(len(infos), dtype=bool) if dones is None else dones
         for info, done in zip(infos, ended, strict=True):
@@ -818,8 +817,8 @@ class TRPO(OnPolicyAlgorithm):
             seed=repr(self._given_seed),
         )
         for name, value in settings.items():
-            if "<function" in value:  # a schedule: its name and values, not its address (different in each process)
-                schedule = getattr(self, name)
+            schedule = getattr(self, name, None)
+            if callable(schedule) and "<function" in value:  # its name and values, not its address (per process)
                 settings[name] = f"{schedule.__qualname__}: {schedule(1.0)!r} -> {schedule(0.0)!r}"
         return settings
 
