@@ -44,12 +44,15 @@ class ParameterMismatchError(RuntimeError):
     """A rank's parameters differ from rank 0's: the ranks no longer train one model."""
 
 
-def join(timeout: float) -> Ranks | None:
+def join(timeout: float, monitored: bool = True) -> Ranks | None:
     """The data-parallel ranks of this process, or None in one process.
 
     Under ``torchrun`` (``WORLD_SIZE > 1``) the default process group is initialised here if the script has not
     done it (``env://``: torchrun's MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE; gloo for CPU tensors, NCCL for
     CUDA ones where CUDA is available), with ``timeout`` seconds as the collectives' timeout.
+
+    :param monitored: start the meetings' fault bound (:class:`RankMonitor`); False for a caller that holds no
+        meetings (the Zoo's entry point, which only needs the group, the rank and the size)
     """
     if not dist.is_available():
         return None
@@ -61,7 +64,7 @@ def join(timeout: float) -> Ranks | None:
         atexit.register(_destroy_group)  # ours to close; atexit runs it after the monitor has stopped (LIFO)
     if dist.get_world_size() <= 1:
         return None
-    ranks = Ranks(dist.get_rank(), dist.get_world_size(), _monitor(timeout))
+    ranks = Ranks(dist.get_rank(), dist.get_world_size(), _monitor(timeout) if monitored else None)
     # Stop the heartbeat thread before the interpreter exits: a thread inside a store call when the process tears
     # down its C++ objects aborts it ("terminate called without an active exception", exit status -6).
     atexit.register(ranks.close)
@@ -106,8 +109,8 @@ def _monitor(timeout: float) -> RankMonitor | None:
         )
         return None
     client = dist.TCPStore(address, int(port), is_master=False, timeout=datetime.timedelta(seconds=timeout))
-    # a prefix per join (every rank joins as often: the Zoo's entry point, then the model): a monitor's keys stay
-    # in the store after it stops, and the next one must not read them
+    # a prefix per monitor (every rank starts as many, in the same order: one per model that learns): a monitor's
+    # keys stay in the store after it stops, and the next one must not read them
     prefix = f"sb3_trpo_ext/monitor/{next(_MONITOR_NUMBERS)}/"
     monitor = RankMonitor(dist.PrefixStore(prefix, client), dist.get_rank(), dist.get_world_size(), timeout)
     monitor.start()

@@ -668,28 +668,22 @@ class TRPO(OnPolicyAlgorithm):
 
         :return: the mean minibatch loss
         """
-        if self._ranks is None:
-            return fit_critic(
-                self.policy,
-                self._critic_params,
-                batch.observations,
-                batch.returns,
-                self.n_critic_updates,
-                self.batch_size,
-                *self._speed.critic(self.policy),
-            )
-        # Data parallel: every rank fits the gathered batch in one shared order (docs/distributed.md: a minibatch
-        # step costs about the same for 64 or 128 states, so splitting it would add one collective a step and
-        # save nothing), which is the one-process regression on every rank's states.
+        observations, returns, permutation = batch.observations, batch.returns, np.random.permutation
+        if self._ranks is not None:
+            # Data parallel: every rank fits the gathered batch in one shared order (docs/distributed.md: a
+            # minibatch step costs about the same for 64 or 128 states, so splitting it would add one collective a
+            # step and save nothing), which is the one-process regression on every rank's states.
+            observations, returns = self._ranks.gather(observations), self._ranks.gather(returns)
+            permutation = self._shared_rng.permutation
         return fit_critic(
             self.policy,
             self._critic_params,
-            self._ranks.gather(batch.observations),
-            self._ranks.gather(batch.returns),
+            observations,
+            returns,
             self.n_critic_updates,
             self.batch_size,
             *self._speed.critic(self.policy),
-            permutation=self._shared_rng.permutation,
+            permutation=permutation,
         )
 
     # ------------------------------------------------------------ public API

@@ -39,10 +39,9 @@ from pathlib import Path
 from types import FrameType
 
 import numpy as np
-import torch as th
 import torch.distributed as dist
 
-from sb3_trpo_ext.distributed.ranks import join
+from sb3_trpo_ext.distributed.ranks import Ranks, join
 from sb3_trpo_ext.trpo import TRPO
 
 __all__ = [
@@ -214,14 +213,12 @@ def data_parallel_argv(argv: Sequence[str], rank: int, world_size: int, seed: in
     ]  # fmt: skip
 
 
-def _shared_seed(requested: int, rank: int) -> int:
+def _shared_seed(requested: int, ranks: Ranks) -> int:
     """Rank 0's ``--seed``, drawn there as the Zoo draws it when none was given (negative), on every rank."""
     seed = requested
-    if rank == 0 and seed < 0:
+    if ranks.is_main and seed < 0:
         seed = np.random.randint(2**32 - 1, dtype="int64").item()
-    value = th.tensor([seed if rank == 0 else 0], dtype=th.int64)
-    dist.broadcast(value, src=0)
-    return int(value.item())
+    return ranks.broadcast_seed(seed)
 
 
 @contextlib.contextmanager
@@ -264,13 +261,12 @@ def torchrun_rank(command: str, argv: list[str], tmpdir: str) -> Iterator[list[s
         raise SystemExit(2)
     with _terminate_as_exit():
         created = not dist.is_initialized()
-        ranks = join(JOIN_TIMEOUT)
+        ranks = join(JOIN_TIMEOUT, monitored=False)  # the model's own join starts the heartbeat its meetings read
         if ranks is None:
             raise RuntimeError("torchrun started this process, but torch.distributed is not available in this torch")
-        ranks.close()  # the model's own join starts the heartbeat that its meetings read
         try:
             known = _parse(argv)
-            seed = _shared_seed(known.seed, ranks.rank)
+            seed = _shared_seed(known.seed, ranks)
             private = str(Path(tmpdir) / f"rank{ranks.rank}")
             rank_argv = data_parallel_argv(argv, ranks.rank, ranks.world_size, seed, private)
             if ranks.rank == 0:
