@@ -17,6 +17,8 @@ File layout (see ``bench/protocol.yml``)::
     statistics: {...}            # read by the report: score, ci, bootstrap reps/seed, decision rule
     claims:                      # each tested on the protocol's runs (its seeds) only
       - {id, better, than, envs: [...]}
+    targets:                     # optional: a point estimate to reach, reported met or missed per environment
+      - {id, statistic: median, algo, at_least: <another algo>, envs: [...]}
 
 ``run --protocol`` refuses to start when a registered block no longer resolves the same
 (:meth:`Protocol.check_hyperparameters`), and warns when a hyperparameter file changed since the registration
@@ -34,7 +36,16 @@ from typing import Any
 
 import yaml
 
-__all__ = ["Claim", "Protocol", "ProtocolError", "block_digest", "git_blob", "load_protocol", "resolved_block"]
+__all__ = [
+    "Claim",
+    "Protocol",
+    "ProtocolError",
+    "Target",
+    "block_digest",
+    "git_blob",
+    "load_protocol",
+    "resolved_block",
+]
 
 
 class ProtocolError(ValueError):
@@ -48,6 +59,22 @@ class Claim:
     id: str
     better: str
     than: str
+    envs: tuple[str, ...]
+
+
+#: Statistics a target may compare (of the per-seed scores of one environment).
+TARGET_STATISTICS = ("median",)
+
+
+@dataclass(frozen=True)
+class Target:
+    """On each of ``envs``, ``algo``'s ``statistic`` of its seeds' scores is at least ``at_least``'s: a point
+    estimate fixed with the protocol, reported met or missed whatever the claims' confidence intervals say."""
+
+    id: str
+    statistic: str
+    algo: str
+    at_least: str
     envs: tuple[str, ...]
 
 
@@ -65,6 +92,7 @@ class Protocol:
     claims: tuple[Claim, ...]
     #: provenance of the hyperparameter files at registration (``hyperparameter_files``; empty when not recorded)
     hyperparameter_files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    targets: tuple[Target, ...] = ()
 
     @property
     def root(self) -> Path:
@@ -256,6 +284,21 @@ def load_protocol(path: Path | str) -> Protocol:
             for env in claim["envs"]:
                 _require((algo, env) in pairs, path, f"claims[{index}]: no group runs {algo} on {env}")
         claims.append(Claim(claim["id"], claim["better"], claim["than"], tuple(claim["envs"])))
+    targets = []
+    for index, target in enumerate(data.get("targets") or []):
+        for key in ("id", "statistic", "algo", "at_least", "envs"):
+            _require(key in target, path, f"targets[{index}].{key} is missing")
+        _require(
+            target["statistic"] in TARGET_STATISTICS,
+            path,
+            f"targets[{index}].statistic is {target['statistic']!r}; allowed: {', '.join(TARGET_STATISTICS)}",
+        )
+        for algo in (target["algo"], target["at_least"]):
+            for env in target["envs"]:
+                _require((algo, env) in pairs, path, f"targets[{index}]: no group runs {algo} on {env}")
+        targets.append(
+            Target(target["id"], target["statistic"], target["algo"], target["at_least"], tuple(target["envs"]))
+        )
     return Protocol(
         path=path,
         sha256=hashlib.sha256(raw).hexdigest(),
@@ -266,4 +309,5 @@ def load_protocol(path: Path | str) -> Protocol:
         statistics=dict(data["statistics"]),
         claims=tuple(claims),
         hyperparameter_files=dict(data.get("hyperparameter_files") or {}),
+        targets=tuple(targets),
     )

@@ -53,6 +53,7 @@ __all__ = [
     "iqm_interval",
     "normalize",
     "run_table",
+    "target_sentences",
     "write_report",
 ]
 
@@ -651,39 +652,78 @@ def _verdict(low: float, high: float, better: str, than: str) -> str:
     return "not established"
 
 
+def _protocol_runs(runs: Any, protocol: Any) -> Any:
+    """The runs of ``protocol`` itself (its set, matching its registration): the only ones its claims read."""
+    return runs[(runs["protocol_match"] == "yes") & (runs["set"] == protocol.name)]
+
+
+def _done_runs(ours: Any, protocol: Any, algos: Sequence[str], envs: Sequence[str]) -> tuple[dict[str, Any], str]:
+    """Each of ``algos``' finished protocol runs on ``envs``, and ``"pending (runs done: ...)"`` while any run
+    the protocol registers for them is missing (``""`` once all are done)."""
+    expected = {
+        algo: sum(
+            len(group["seeds"])
+            for group in protocol.groups.values()
+            if algo in group["algos"]
+            for env in envs
+            if env in group["envs"]
+        )
+        for algo in algos
+    }
+    done = {algo: ours[(ours["algo"] == algo) & ours["env"].isin(envs)] for algo in algos}
+    if any(len(done[algo]) < expected[algo] for algo in algos):
+        counts = ", ".join(f"{algo} {len(done[algo])} of {expected[algo]}" for algo in algos)
+        return done, f"pending (runs done: {counts})"
+    return done, ""
+
+
+#: How a target's statistic is computed from one environment's per-seed scores (protocol.TARGET_STATISTICS).
+TARGET_FUNCTIONS = {"median": np.median}
+
+
+def target_sentences(runs: Any, protocol: Any) -> list[str]:
+    """One sentence per target of ``protocol`` and environment, from its own runs only: met when ``algo``'s
+    statistic of its seeds' scores is at least ``at_least``'s. A point estimate, fixed with the protocol; whether
+    the difference is established is the claims' business."""
+    ours = _protocol_runs(runs, protocol)
+    sentences = []
+    for target in protocol.targets:
+        statistic = TARGET_FUNCTIONS[target.statistic]
+        for env in target.envs:
+            head = f"**Target: {target.algo}'s {target.statistic} >= {target.at_least}'s on {env}**"
+            done, pending = _done_runs(ours, protocol, (target.algo, target.at_least), (env,))
+            if pending:
+                sentences.append(f"{head}: {pending}.")
+                continue
+            mine, theirs = (float(statistic(done[algo]["score"].to_numpy())) for algo in (target.algo, target.at_least))
+            sizes = " vs ".join(str(len(done[algo])) for algo in (target.algo, target.at_least))
+            verdict = "met" if mine >= theirs else "missed"
+            sentences.append(f"{head}: {mine:,.1f} vs {theirs:,.1f} ({sizes} seeds): {verdict}.")
+    return sentences
+
+
 def claim_sentences(runs: Any, protocol: Any, reps: int, seed: int) -> list[str]:
     """One sentence per claim of ``protocol``, from its own runs only (``protocol_match == "yes"``), by its
     decision rule: the 95% CI of P(better > than) above 0.5 establishes the claim, below 0.5 reverses it."""
     min_seeds = int(protocol.statistics.get("min_seeds_for_ci", 5))
     size = float(protocol.statistics.get("confidence", 0.95))
-    ours = runs[(runs["protocol_match"] == "yes") & (runs["set"] == protocol.name)]
+    ours = _protocol_runs(runs, protocol)
     sentences = []
     for claim in protocol.claims:
-        expected = {
-            algo: sum(
-                len(group["seeds"])
-                for group in protocol.groups.values()
-                if algo in group["algos"]
-                for env in claim.envs
-                if env in group["envs"]
-            )
-            for algo in (claim.better, claim.than)
-        }
         where = ", ".join(claim.envs)
         head = f"**{claim.better} > {claim.than} on {where}**"
-        done = {algo: ours[(ours["algo"] == algo) & ours["env"].isin(claim.envs)] for algo in expected}
-        if any(len(done[algo]) < expected[algo] for algo in expected):
-            counts = ", ".join(f"{algo} {len(done[algo])} of {expected[algo]}" for algo in expected)
-            sentences.append(f"{head}: pending (runs done: {counts}).")
+        done, pending = _done_runs(ours, protocol, (claim.better, claim.than), claim.envs)
+        if pending:
+            sentences.append(f"{head}: {pending}.")
             continue
         matrices = {}
-        for algo in expected:
+        for algo in done:
             pivot = done[algo].pivot_table(index="seed", columns="env", values="score")[list(claim.envs)].dropna()
             matrices[algo] = pivot.to_numpy()
         n_x, n_y = len(matrices[claim.better]), len(matrices[claim.than])
         if min(n_x, n_y) < min_seeds:
             listed = "; ".join(
-                f"{algo}: {', '.join(_number(v) for v in matrices[algo].mean(axis=1))}" for algo in expected
+                f"{algo}: {', '.join(_number(v) for v in matrices[algo].mean(axis=1))}" for algo in matrices
             )
             sentences.append(f"{head}: not established (fewer than {min_seeds} seeds; scores {listed}).")
             continue
@@ -1008,7 +1048,7 @@ def write_report(
     lines += _aggregate_section(table, runs, out, written, min_seeds, reps, seed, curve_reps, rng)
     lines += _cost_lines(runs)
 
-    claims = {p.name: claim_sentences(runs, p, reps, seed) for p in registered}
+    claims = {p.name: claim_sentences(runs, p, reps, seed) + target_sentences(runs, p) for p in registered}
     claim_lines = _claim_lines(claims)
     if claims:
         lines += ["## Pre-registered claims", "", *claim_lines]

@@ -206,6 +206,12 @@ def test_protocol_without_blobs_compares_with_its_registration_commit(tmp_path: 
         ({"evaluation": {"eval_freq": 1, "eval_episodes": 1, "final_eval_episodes": 0, "save_freq": 1,
                          "deterministic": True}}, "final_eval_episodes must be a positive integer"),
         ({"statistics": None, "name": None, "claims": None} | {"groups": {}}, "groups must be a non-empty mapping"),
+        ({"targets": [{"id": "t", "statistic": "mean", "algo": "trpo_ext", "at_least": "trpo_ext",
+                       "envs": ["CartPole-v1"]}]}, "targets[0].statistic is 'mean'; allowed: median"),
+        ({"targets": [{"id": "t", "statistic": "median", "algo": "trpo_ext", "at_least": "ppo",
+                       "envs": ["CartPole-v1"]}]}, "targets[0]: no group runs ppo on CartPole-v1"),
+        ({"targets": [{"id": "t", "algo": "trpo_ext", "at_least": "trpo_ext", "envs": []}]},
+         "targets[0].statistic is missing"),
     ],
 )  # fmt: skip
 def test_malformed_protocol_names_the_field(tmp_path: Path, changes: dict, message: str) -> None:
@@ -228,6 +234,45 @@ def test_repository_protocol_is_consistent_and_its_seeds_are_held_out() -> None:
     for group in protocol.groups.values():
         assert not set(group["seeds"]) & earlier
     assert {claim.id for claim in protocol.claims} >= {"hopper", "halfcheetah", "walker2d"}
+
+
+def _tuning_and_check_seeds() -> set[int]:
+    """The seeds issue 26's tuning trained on (each trial's seeds, bench/tuning/summary-*.md) and its target check
+    used (bench/tuning/target-check-*.json)."""
+    import re
+
+    seeds: set[int] = set()
+    for summary in ROOT.glob("bench/tuning/summary-*.md"):
+        for listed in re.findall(r"\| \[(\d+(?:, \d+)*)\] \|", summary.read_text()):
+            seeds |= {int(seed) for seed in listed.split(", ")}
+    for check in ROOT.glob("bench/tuning/target-check-*.json"):
+        seeds |= {int(seed) for seed in json.loads(check.read_text())}
+    return seeds
+
+
+def test_family_heldout_protocol_is_consistent_and_its_seeds_were_never_used() -> None:
+    """bench/protocol-family-heldout.yml (issue 26): its blocks are what the Zoo resolves today, including the
+    tuned trpo_lstm blocks, and its seeds were used by no other sweep in bench/ (protocols included), by no tuning
+    trial and by no target check."""
+    protocol = load_protocol(ROOT / "bench" / "protocol-family-heldout.yml")
+    protocol.check_hyperparameters()
+    own = {protocol.folder(group).resolve() for group in protocol.groups}
+    used = _tuning_and_check_seeds()
+    assert {10, 11, 0, 1, 2} <= used
+    for sweep in ROOT.glob("bench/*/sweep.json"):
+        if sweep.parent.resolve() not in own:
+            used |= set(json.loads(sweep.read_text())["seeds"])
+    assert {100, 101, 102} <= used  # the 3-seed family protocol's
+    for group in protocol.groups.values():
+        assert len(group["seeds"]) == 10 and not set(group["seeds"]) & used
+    assert {(c.better, c.than, c.envs) for c in protocol.claims} == {
+        ("trpo_lstm", "ppo_lstm", ("CartPoleNoVel-v1",)),
+        ("trpo_lstm", "ppo_lstm", ("PendulumNoVel-v1",)),
+        ("trpo_mask", "ppo_mask", ("Taxi-v4",)),
+    }
+    (target,) = protocol.targets
+    assert (target.statistic, target.algo, target.at_least) == ("median", "trpo_lstm", "ppo_lstm")
+    assert set(target.envs) == {"CartPoleNoVel-v1", "PendulumNoVel-v1"}
 
 
 def test_derived_blocks_follow_the_one_conversion_rule() -> None:
@@ -328,6 +373,41 @@ def test_claims_pending_or_with_too_few_seeds_say_so(tmp_path: Path) -> None:
     protocol = _claim_protocol(tmp_path, [100, 101, 102])
     (sentence,) = claim_sentences(_runs({"a": [9.0, 8.0, 7.0], "b": [1.0, 2.0, 3.0]}), protocol, reps=100, seed=0)
     assert sentence == "**a > b on Hopper-v5**: not established (fewer than 5 seeds; scores a: 9, 8, 7; b: 1, 2, 3)."
+
+
+def test_target_sentences_met_missed_and_pending(tmp_path: Path) -> None:
+    """A target compares the point estimate it names (the median of each algorithm's per-seed scores) on each of
+    its environments; at or above is met, below is missed, and a missing run leaves it pending."""
+    import pandas as pd
+
+    from sb3_trpo_ext.benchmark.report import target_sentences
+
+    path = _tiny_protocol(
+        tmp_path,
+        groups={"g": {"folder": "bench/g", "algos": ["a", "b"], "envs": ["Hopper-v5", "Walker2d-v5"],
+                      "seeds": [1, 2, 3], "n_timesteps": 10}},
+        hyperparameters={},
+        targets=[{"id": "t", "statistic": "median", "algo": "a", "at_least": "b",
+                  "envs": ["Hopper-v5", "Walker2d-v5"]}],
+    )  # fmt: skip
+    protocol = load_protocol(path)
+    # medians: Hopper a 5 = b 5 (met: "at or above"), Walker2d a 2 < b 3 (missed, though a's mean is higher)
+    runs = pd.concat(
+        [
+            _runs({"a": [0.0, 5.0, 9.0], "b": [5.0, 4.0, 6.0]}, env="Hopper-v5"),
+            _runs({"a": [1.0, 2.0, 90.0], "b": [3.0, 3.0, 3.0]}, env="Walker2d-v5"),
+        ]
+    )
+    assert target_sentences(runs, protocol) == [
+        "**Target: a's median >= b's on Hopper-v5**: 5.0 vs 5.0 (3 vs 3 seeds): met.",
+        "**Target: a's median >= b's on Walker2d-v5**: 2.0 vs 3.0 (3 vs 3 seeds): missed.",
+    ]
+    partial = runs[~((runs["algo"] == "b") & (runs["env"] == "Walker2d-v5") & (runs["seed"] == 102))]
+    assert target_sentences(partial, protocol)[1] == (
+        "**Target: a's median >= b's on Walker2d-v5**: pending (runs done: a 3 of 3, b 2 of 3)."
+    )
+    other = runs.assign(set="another protocol")  # another protocol's runs never count
+    assert "pending (runs done: a 0 of 3, b 0 of 3)" in target_sentences(other, protocol)[0]
 
 
 def test_report_of_runs_below_eval_freq_with_protocol_and_readme(tmp_path: Path) -> None:
