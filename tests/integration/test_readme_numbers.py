@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -85,7 +86,10 @@ def test_data_changed_without_regenerating_fails_then_regenerating_fixes_it(copy
     assert _check(copy)[0] == 1
     assert readme_numbers.main(["--root", str(copy)], write=lambda _: None) == 0
     assert _check(copy) == (0, "")
-    assert "3.50x [1.36-2.64] MaskablePPO's end-to-end steps/s" in (copy / "README.md").read_text()
+    # the figure changes, its spread (from the raw timings, untouched) stays the committed README's
+    spread = re.search(r"[\d.]+x (\[[\d.]+-[\d.]+\]) MaskablePPO's end-to-end", (ROOT / "README.md").read_text())
+    assert spread is not None
+    assert f"3.50x {spread.group(1)} MaskablePPO's end-to-end steps/s" in (copy / "README.md").read_text()
     # outside the blocks nothing moved
     for relative in readme_numbers.TARGET_FILES:
         old, new = (ROOT / relative).read_text(), (copy / relative).read_text()
