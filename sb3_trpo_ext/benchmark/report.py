@@ -698,8 +698,19 @@ def target_sentences(runs: Any, protocol: Any) -> list[str]:
             mine, theirs = (float(statistic(done[algo]["score"].to_numpy())) for algo in (target.algo, target.at_least))
             sizes = " vs ".join(str(len(done[algo])) for algo in (target.algo, target.at_least))
             verdict = "met" if mine >= theirs else "missed"
-            sentences.append(f"{head}: {mine:,.1f} vs {theirs:,.1f} ({sizes} seeds): {verdict}.")
+            shown = " vs ".join(_distinguished(mine, theirs))
+            sentences.append(f"{head}: {shown} ({sizes} seeds): {verdict}.")
     return sentences
+
+
+def _distinguished(a: float, b: float) -> tuple[str, str]:
+    """``a`` and ``b`` with one decimal, or as many more (up to 6) as it takes to print unequal numbers unequal
+    (a verdict of "missed" beside "500.0 vs 500.0" would read as a contradiction)."""
+    for decimals in range(1, 7):
+        shown = f"{a:,.{decimals}f}", f"{b:,.{decimals}f}"
+        if a == b or shown[0] != shown[1]:
+            break
+    return shown
 
 
 def claim_sentences(runs: Any, protocol: Any, reps: int, seed: int) -> list[str]:

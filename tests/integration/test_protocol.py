@@ -402,6 +402,13 @@ def test_target_sentences_met_missed_and_pending(tmp_path: Path) -> None:
         "**Target: a's median >= b's on Hopper-v5**: 5.0 vs 5.0 (3 vs 3 seeds): met.",
         "**Target: a's median >= b's on Walker2d-v5**: 2.0 vs 3.0 (3 vs 3 seeds): missed.",
     ]
+    # a difference below the first decimal is printed, so "missed" never stands beside equal-looking numbers
+    close = pd.concat(
+        [_runs({"a": [499.98, 500.0, 499.99], "b": [500.0] * 3}, env=env) for env in ("Hopper-v5", "Walker2d-v5")]
+    )
+    assert target_sentences(close, protocol)[0] == (
+        "**Target: a's median >= b's on Hopper-v5**: 499.99 vs 500.00 (3 vs 3 seeds): missed."
+    )
     partial = runs[~((runs["algo"] == "b") & (runs["env"] == "Walker2d-v5") & (runs["seed"] == 102))]
     assert target_sentences(partial, protocol)[1] == (
         "**Target: a's median >= b's on Walker2d-v5**: pending (runs done: a 3 of 3, b 2 of 3)."
