@@ -75,7 +75,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from time import perf_counter, process_time
@@ -217,10 +217,7 @@ def run_together(mode: str, specs: list[dict[str, Any]], ranks: bool, folder: Pa
                 print(f"--- process {index} of {mode} ---\n{text[-3000:]}", file=sys.stderr)
             raise
         finally:
-            for process in processes:
-                if process.poll() is None:
-                    process.kill()
-                    process.wait()
+            _stop(processes)
             for log in logs:
                 log.close()
 
@@ -572,10 +569,15 @@ def busy_cores(n: int, seconds: float) -> Iterator[None]:
         time.sleep(0.2)
         yield
     finally:
-        for loop in loops:
-            if loop.poll() is None:
-                loop.kill()
-            loop.wait()
+        _stop(loops)
+
+
+def _stop(processes: Sequence[subprocess.Popen]) -> None:
+    """Kill the processes still running and reap every one (none is left behind, whatever raised)."""
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
 
 
 def fit_linear_cost(sizes: list[int], seconds: list[float]) -> dict[str, float]:
